@@ -1,0 +1,79 @@
+# -*- coding: utf-8 -*-
+# Copyright: virtfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to virtfleet.libvirt: shared module plumbing.
+
+Every module builds its AnsibleModule here from the common options and hands a plain
+function (one resource in, one result dict out) to ``run_module``, which turns our
+``VirtfleetError`` into ``fail_json(msg=...)`` and anything unexpected into a clear
+message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable, Dict, Optional
+
+from ansible.module_utils.basic import AnsibleModule
+
+DEFAULT_URI = "qemu:///system"
+DEFAULT_INSTANCES_PATH = "/var/lib/virtfleet/instances"
+
+# Options shared by modules that talk to libvirt (documented in doc fragment `virtfleet.libvirt.connection`).
+CONNECTION_ARGS: Dict[str, Dict[str, Any]] = {
+    "uri": {"type": "str", "default": DEFAULT_URI},
+}
+
+# Options shared by modules that work in the instances tree (doc fragment `virtfleet.libvirt.instances`).
+INSTANCES_ARGS: Dict[str, Dict[str, Any]] = {
+    "instances_path": {"type": "path", "default": DEFAULT_INSTANCES_PATH},
+}
+
+
+class VirtfleetError(Exception):
+    """An expected failure; ``msg`` says what went wrong and what to do about it.
+
+    ``details`` are extra JSON-serialisable keys returned with the failure.
+    """
+
+    def __init__(self, msg: str, **details: Any) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+def merge_specs(*specs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Compose argument specs; a later spec may not silently redefine an option."""
+    merged: Dict[str, Dict[str, Any]] = {}
+    for spec in specs:
+        for name, option in spec.items():
+            if name in merged and merged[name] != option:
+                raise ValueError("option %r defined twice with different specs" % name)
+            merged[name] = dict(option)
+    return merged
+
+
+def build_module(argument_spec: Dict[str, Dict[str, Any]], **kwargs: Any) -> AnsibleModule:
+    """AnsibleModule with check mode on by default: every module of ours supports it for real."""
+    kwargs.setdefault("supports_check_mode", True)
+    return AnsibleModule(argument_spec=argument_spec, **kwargs)
+
+
+def run_module(module: AnsibleModule, core: Callable[[AnsibleModule], Dict[str, Any]],
+               missing_lib: Optional[Callable[[AnsibleModule], None]] = None) -> None:
+    """Run ``core`` and exit; never let a traceback reach the user."""
+    if missing_lib is not None:
+        missing_lib(module)
+    try:
+        result = core(module)
+    except VirtfleetError as exc:
+        module.fail_json(msg=exc.msg, **exc.details)
+    except Exception as exc:  # pylint: disable=broad-except
+        module.fail_json(
+            msg="internal error in %s: %s: %s (please report this with the 'exception' output)"
+            % (module._name, type(exc).__name__, exc),
+            exception=traceback.format_exc(),
+        )
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
