@@ -1,0 +1,260 @@
+# -*- coding: utf-8 -*-
+# Copyright: virtfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to virtfleet.libvirt: bring one libvirt domain to a wanted state.
+
+``plan_domain`` decides (reads libvirt only) and ``apply_plan`` acts, so check mode returns the
+very plan a real run would carry out. Idempotency is semantic: the desired XML and the defined
+(inactive) XML are parsed into the typed model and normalised before they are compared.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import (
+    libvirt, libvirt_error_text, lookup_domain, normalized_state, wait_for_state, domain_state,
+)
+
+WANTED_STATES = ("running", "shutdown", "paused", "defined", "absent")
+
+
+def _semantic_xml(xml: str, source: str) -> str:
+    """Canonical text of a domain definition, for comparison and diffs."""
+    try:
+        parsed = model.Domain.from_xml(xml)
+    except Exception as exc:  # malformed XML from a file or a user
+        raise VirtfleetError("cannot parse the domain XML from %s: %s" % (source, exc))
+    return model.normalize_for_compare(parsed).to_string()
+
+
+def _inactive_xml(dom) -> str:
+    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+
+
+def _adopt_identity(desired_xml: str, current_xml: str) -> str:
+    """Keep the defined UUID and MACs when the desired XML leaves them out (libvirt generated them)."""
+    desired = model.Domain.from_xml(desired_xml)
+    current = model.Domain.from_xml(current_xml)
+    if not desired.uuid:
+        desired.uuid = current.uuid
+    cur_nics = [d for d in current.devices if isinstance(d, model.Interface)]
+    new_nics = [d for d in desired.devices if isinstance(d, model.Interface)]
+    for index, nic in enumerate(new_nics):
+        if not nic.mac and index < len(cur_nics):
+            nic.mac = cur_nics[index].mac
+    return desired.to_string()
+
+
+def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
+    """What must happen to reach ``params['state']``: a list of actions plus before/after facts."""
+    name = params["name"]
+    state = params["state"]
+    dom = lookup_domain(conn, name)
+    before_state = normalized_state(dom) if dom is not None else "absent"
+    plan: Dict[str, Any] = {"name": name, "actions": [], "before_state": before_state, "restart_pending": False,
+                            "before_xml": "", "after_xml": "", "desired_xml": None, "differences": []}
+
+    if state == "absent":
+        if dom is not None:
+            plan["before_xml"] = _semantic_xml(_inactive_xml(dom), "libvirt")
+            if before_state != "shutoff":
+                plan["actions"].append("destroy")
+            plan["actions"].append("undefine")
+            if params.get("remove_storage"):
+                plan["remove_files"] = owned_files(_inactive_xml(dom))
+                if plan["remove_files"]:
+                    plan["actions"].append("remove_storage")
+        plan["after_state"] = "absent"
+        return plan
+
+    desired_xml = params["xml"]
+    if dom is None:
+        plan["actions"].append("define")
+        plan["after_xml"] = _semantic_xml(desired_xml, params["xml_source"])
+        plan["desired_xml"] = desired_xml
+        running_after = False
+        current_state = "shutoff"
+    else:
+        current_xml = _inactive_xml(dom)
+        desired_xml = _adopt_identity(desired_xml, current_xml)
+        want_uuid = model.Domain.from_xml(desired_xml).uuid
+        have_uuid = model.Domain.from_xml(current_xml).uuid
+        if want_uuid and have_uuid and want_uuid.lower() != have_uuid.lower():
+            raise VirtfleetError(
+                "domain %s is defined with UUID %s but the desired XML has UUID %s; libvirt cannot change a "
+                "domain's UUID. Remove the uuid from the XML to keep the existing one, or set state=absent first."
+                % (name, have_uuid, want_uuid))
+        plan["before_xml"] = _semantic_xml(current_xml, "libvirt")
+        plan["after_xml"] = _semantic_xml(desired_xml, params["xml_source"])
+        if plan["before_xml"] != plan["after_xml"]:
+            plan["actions"].append("redefine")
+            plan["desired_xml"] = desired_xml
+            plan["differences"] = _changed_lines(plan["before_xml"], plan["after_xml"])
+        current_state = before_state
+        running_after = current_state in ("running", "paused")
+
+    if state == "running":
+        if current_state == "paused":
+            plan["actions"].append("resume")
+        elif current_state != "running":
+            plan["actions"].append("start")
+    elif state == "paused":
+        if current_state == "running":
+            plan["actions"].append("suspend")
+        elif current_state != "paused":
+            plan["actions"].append("start_paused")
+    elif state == "shutdown":
+        if current_state in ("running", "paused"):
+            plan["actions"].append("shutdown")
+        running_after = False
+
+    if running_after and "redefine" in plan["actions"] and state in ("running", "paused", "defined"):
+        if params.get("apply") == "restart":
+            plan["actions"] += ["shutdown", "start_paused" if state == "paused" else "start"]
+        else:
+            plan["restart_pending"] = True
+
+    if params.get("autostart") is not None:
+        have = bool(dom.autostart()) if dom is not None else False
+        if have != params["autostart"]:
+            plan["actions"].append("autostart_on" if params["autostart"] else "autostart_off")
+
+    plan["after_state"] = {"running": "running", "paused": "paused", "shutdown": "shutoff"}.get(
+        state, before_state if before_state != "absent" else "shutoff")
+    return plan
+
+
+def _changed_lines(before: str, after: str) -> List[str]:
+    """The lines that differ, for a one-glance summary next to the full diff."""
+    import difflib
+    return [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+
+
+def owned_files(xml: str) -> List[str]:
+    """Files the collection created for this guest, as recorded in its metadata (never anything else)."""
+    parsed = model.Domain.from_xml(xml)
+    files = list(getattr(parsed.metadata, "owned_files", None) or []) if parsed.metadata else []
+    return [f for f in files if os.path.isabs(f)]
+
+
+def _shutdown(dom, name: str, timeout: float, force_off: bool) -> List[str]:
+    done = []
+    if normalized_state(dom) == "shutoff":
+        return done
+    if normalized_state(dom) == "paused":
+        dom.resume()
+    dom.shutdown()
+    done.append("shutdown")
+    try:
+        wait_for_state(dom, {"shutoff"}, timeout, name)
+    except VirtfleetError as exc:
+        if not force_off:
+            raise VirtfleetError(
+                "%s after an ACPI shutdown request; the guest ignored it. Set force_off: true to power it off "
+                "hard after shutdown_timeout, or raise shutdown_timeout." % exc.msg)
+        dom.destroy()
+        done.append("destroy")
+        wait_for_state(dom, {"shutoff"}, 30, name)
+    return done
+
+
+def _start(dom, name: str, timeout: float, paused: bool = False) -> None:
+    flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+    dom.createWithFlags(flags)
+    reached = wait_for_state(dom, {"paused" if paused else "running", "shutoff"}, timeout, name)
+    if not paused:
+        state, reason = domain_state(dom)
+        if state == "paused":
+            raise VirtfleetError(
+                "domain %s paused right after start (reason %d): the hypervisor cannot run it. With virt type "
+                "kvm this usually means KVM does not work on this host; use virt_type qemu." % (name, reason))
+    if reached == "shutoff" and not paused:
+        # A guest may legitimately power itself off quickly; that is its business, not a start failure.
+        return
+
+
+def apply_plan(conn, params: Dict[str, Any], plan: Dict[str, Any]) -> List[str]:
+    """Carry out ``plan``; returns what was done (may include a forced destroy)."""
+    name = params["name"]
+    done: List[str] = []
+    dom = lookup_domain(conn, name)
+    try:
+        for action in plan["actions"]:
+            if action in ("define", "redefine"):
+                dom = conn.defineXML(plan["desired_xml"])
+                done.append(action)
+            elif action == "start":
+                _start(dom, name, params["start_timeout"])
+                done.append(action)
+            elif action == "start_paused":
+                _start(dom, name, params["start_timeout"], paused=True)
+                done.append(action)
+            elif action == "resume":
+                dom.resume()
+                wait_for_state(dom, {"running"}, params["start_timeout"], name)
+                done.append(action)
+            elif action == "suspend":
+                dom.suspend()
+                wait_for_state(dom, {"paused"}, params["start_timeout"], name)
+                done.append(action)
+            elif action == "shutdown":
+                done += _shutdown(dom, name, params["shutdown_timeout"], params["force_off"])
+            elif action == "destroy":
+                if normalized_state(dom) != "shutoff":
+                    dom.destroy()
+                done.append(action)
+            elif action == "undefine":
+                dom.undefineFlags(_undefine_flags())
+                done.append(action)
+            elif action == "remove_storage":
+                for path in plan.get("remove_files", []):
+                    if os.path.lexists(path):
+                        os.unlink(path)
+                done.append(action)
+            elif action in ("autostart_on", "autostart_off"):
+                dom.setAutostart(1 if action == "autostart_on" else 0)
+                done.append(action)
+    except libvirt.libvirtError as exc:
+        raise VirtfleetError("libvirt failed to %s domain %s: %s" % (
+            action.replace("_", " "), name, libvirt_error_text(exc)), actions=done)
+    return done
+
+
+def _undefine_flags() -> int:
+    flags = 0
+    for flag in ("VIR_DOMAIN_UNDEFINE_NVRAM", "VIR_DOMAIN_UNDEFINE_TPM", "VIR_DOMAIN_UNDEFINE_MANAGED_SAVE",
+                 "VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA", "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA"):
+        flags |= getattr(libvirt, flag, 0)
+    return flags
+
+
+def ensure_domain(conn, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
+    """Core of the ``domain`` module: one domain, one wanted state."""
+    plan = plan_domain(conn, params)
+    result: Dict[str, Any] = {
+        "changed": bool(plan["actions"]),
+        "actions": list(plan["actions"]),
+        "state": plan["after_state"],
+        "previous_state": plan["before_state"],
+        "restart_pending": plan["restart_pending"],
+        "differences": plan["differences"],
+        "diff": {"before": plan["before_xml"], "after": plan["after_xml"] if params["state"] != "absent" else "",
+                 "before_header": "%s (defined)" % params["name"], "after_header": "%s (desired)" % params["name"]},
+    }
+    if not check_mode and plan["actions"]:
+        result["actions"] = apply_plan(conn, params, plan)
+        dom = lookup_domain(conn, params["name"])
+        result["state"] = normalized_state(dom) if dom is not None else "absent"
+    if params["state"] != "absent":
+        dom = lookup_domain(conn, params["name"])
+        if dom is not None:
+            result["uuid"] = dom.UUIDString()
+    if plan["restart_pending"]:
+        result["warnings_text"] = ("domain %s is running with an older definition; the new one applies at its next "
+                                   "start (set apply: restart to restart it now)" % params["name"])
+    return result

@@ -1,0 +1,196 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: virtfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: domain
+short_description: Define a libvirt domain and bring it to a state, idempotently
+version_added: 0.1.0
+description:
+  - Defines a domain from its XML (usually written by M(virtfleet.libvirt.domain_xml)) and brings it to
+    C(running), C(paused), C(shutdown), C(defined) or C(absent), waiting for the state with a timeout.
+  - Idempotent by semantic comparison: the desired XML and the defined (inactive) XML are parsed into the
+    same typed model and what libvirt adds (PCI addresses, aliases, default controllers) is ignored. The
+    existing UUID and MAC addresses are kept when the desired XML does not name them.
+  - When the definition changes while the guest runs, the new definition is stored and the result says
+    that a restart is pending; the guest is restarted only with O(apply=restart).
+author:
+  - virtfleet developers
+extends_documentation_fragment:
+  - virtfleet.libvirt.common.connection
+  - virtfleet.libvirt.common.instances
+  - virtfleet.libvirt.common.attributes
+options:
+  name:
+    description: Name of the domain.
+    type: str
+    required: true
+  state:
+    description:
+      - C(running) defines the domain when needed and starts or resumes it.
+      - C(paused) defines it and leaves it started but paused.
+      - C(shutdown) asks the guest to power off (ACPI) and waits up to O(shutdown_timeout); see O(force_off).
+      - C(defined) defines or updates the definition without changing whether the guest runs.
+      - C(absent) stops the domain (hard) and undefines it, with its NVRAM and TPM state.
+    type: str
+    default: running
+    choices: [running, paused, shutdown, defined, absent]
+  xml:
+    description:
+      - The domain XML. Mutually exclusive with O(xml_file).
+      - When neither is given, C(<instances_path>/<name>/domain.xml) is read.
+    type: str
+  xml_file:
+    description: Path of a file holding the domain XML on the hypervisor.
+    type: path
+  autostart:
+    description: Start the domain when libvirtd starts. Unchanged when not given.
+    type: bool
+  apply:
+    description:
+      - What to do when the definition changed while the guest runs.
+      - C(none) stores the new definition and reports RV(restart_pending); C(restart) shuts the guest down
+        cleanly (see O(shutdown_timeout), O(force_off)) and starts it again.
+    type: str
+    default: none
+    choices: [none, restart]
+  shutdown_timeout:
+    description: Seconds to wait for the guest to power off after an ACPI shutdown request.
+    type: int
+    default: 120
+  start_timeout:
+    description: Seconds to wait for the domain to reach the running (or paused) state after a start.
+    type: int
+    default: 60
+  force_off:
+    description:
+      - Power the guest off hard when it did not shut down within O(shutdown_timeout).
+      - Without it such a guest makes the task fail, and nothing is forced.
+    type: bool
+    default: false
+  remove_storage:
+    description:
+      - With O(state=absent), also delete the files the collection created for this guest, as recorded in
+        the domain's virtfleet metadata. Other paths, even when attached to the guest, are never deleted.
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Define and start a guest from the XML written by domain_xml
+  virtfleet.libvirt.domain:
+    name: web1
+    state: running
+
+- name: Shut a guest down, powering it off if it ignores ACPI for 60 s
+  virtfleet.libvirt.domain:
+    name: web1
+    state: shutdown
+    shutdown_timeout: 60
+    force_off: true
+
+- name: Apply a changed definition now
+  virtfleet.libvirt.domain:
+    name: web1
+    xml_file: /var/lib/virtfleet/instances/web1/domain.xml
+    apply: restart
+
+- name: Remove a guest and the files created for it
+  virtfleet.libvirt.domain:
+    name: web1
+    state: absent
+    remove_storage: true
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or, in check mode, would be done), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [define, start]
+state:
+  description: State of the domain after the task (C(running), C(paused), C(shutoff) or C(absent)).
+  returned: always
+  type: str
+  sample: running
+previous_state:
+  description: State of the domain before the task.
+  returned: always
+  type: str
+  sample: absent
+uuid:
+  description: UUID of the domain.
+  returned: when the domain exists after the task
+  type: str
+  sample: 3c1a1a54-5bd1-4f0c-9d0b-33e2bbf0b6f3
+restart_pending:
+  description: The guest runs with an older definition; the new one applies at its next start.
+  returned: always
+  type: bool
+differences:
+  description: The lines of the normalised XML that differ between the defined and the desired domain.
+  returned: always
+  type: list
+  elements: str
+  sample: ["-  <vcpu placement=\"static\">1</vcpu>", "+  <vcpu placement=\"static\">2</vcpu>"]
+"""
+
+import os
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
+    CONNECTION_ARGS, INSTANCES_ARGS, VirtfleetError, build_module, merge_specs, run_module,
+)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import connect, require_libvirt
+
+ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
+    "name": {"type": "str", "required": True},
+    "state": {"type": "str", "default": "running", "choices": ["running", "paused", "shutdown", "defined", "absent"]},
+    "xml": {"type": "str"},
+    "xml_file": {"type": "path"},
+    "autostart": {"type": "bool"},
+    "apply": {"type": "str", "default": "none", "choices": ["none", "restart"]},
+    "shutdown_timeout": {"type": "int", "default": 120},
+    "start_timeout": {"type": "int", "default": 60},
+    "force_off": {"type": "bool", "default": False},
+    "remove_storage": {"type": "bool", "default": False},
+})
+
+
+def _load_xml(params):
+    if params["xml"] is not None:
+        return params["xml"], "the xml option"
+    path = params["xml_file"] or os.path.join(params["instances_path"], params["name"], "domain.xml")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(), path
+    except OSError as exc:
+        raise VirtfleetError("cannot read the domain XML %s: %s. Write it with virtfleet.libvirt.domain_xml first, "
+                             "or pass xml/xml_file." % (path, exc.strerror or exc))
+
+
+def core(module):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_lifecycle import ensure_domain
+
+    params = dict(module.params)
+    if params["state"] != "absent":
+        params["xml"], params["xml_source"] = _load_xml(params)
+    with connect(params["uri"]) as conn:
+        result = ensure_domain(conn, params, module.check_mode)
+    warning = result.pop("warnings_text", None)
+    if warning:
+        module.warn(warning)
+    return result
+
+
+def main():
+    module = build_module(ARGUMENT_SPEC, mutually_exclusive=[("xml", "xml_file")])
+    run_module(module, core, missing_lib=require_libvirt)
+
+
+if __name__ == "__main__":
+    main()

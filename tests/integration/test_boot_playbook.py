@@ -1,0 +1,116 @@
+"""The boot role end to end: real libvirtd boots real guests, and the guests testify."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.integration.conftest import wait_for_report
+from tests.support.runner import REPO, run_playbook
+
+PLAYBOOK = os.path.join(REPO, "playbooks", "boot.yml")
+FLAVORS = {
+    "t.one": {"vcpus": 1, "memory": "160M", "disk": "64M"},
+    "t.two": {"vcpus": 2, "memory": "256M", "disk": "96M"},
+}
+MIB = 1 << 20
+
+
+def write_inventory(sandbox, guests, image_url, checksum="", extra=None):
+    """An inventory like playbooks/inventory/example.yml, pointed at the sandbox."""
+    guest_vars = {
+        "virtfleet_hypervisor": "hv",
+        "virtfleet_image_url": image_url,
+        "virtfleet_image_checksum": checksum,
+        "virtfleet_image_format": "raw",
+        "virtfleet_instances_path": sandbox.instances,
+        "virtfleet_virt_type": "qemu",
+        "virtfleet_flavors": FLAVORS,
+        "virtfleet_fw_cfg": {"opt/org.virtfleet/mode": "stay"},
+    }
+    guest_vars.update(extra or {})
+    inventory = {"all": {"children": {
+        "hypervisors": {"hosts": {"hv": {"ansible_connection": "local",
+                                         "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}},
+        "guests": {"hosts": {name: {"virtfleet_flavor": flavor} for name, flavor in guests.items()},
+                   "vars": guest_vars},
+    }}}
+    path = os.path.join(sandbox.root, "inventory-%d.yml" % len(os.listdir(sandbox.root)))
+    with open(path, "w") as handle:
+        json.dump(inventory, handle)
+    return path
+
+
+def snapshot_tree(root):
+    """(path -> (size, mtime_ns)) of every file below ``root``: what a no-op run must not touch."""
+    state = {}
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            if name == "console.log":
+                continue  # the guest writes to it
+            st = os.stat(os.path.join(directory, name))
+            state[os.path.join(directory, name)] = (st.st_size, st.st_mtime_ns)
+    return state
+
+
+def test_boot_two_flavors_then_rerun_is_a_noop(sandbox, guest_image, guest_image_url):
+    small, large = sandbox.guest_name("small"), sandbox.guest_name("large")
+    inventory = write_inventory(sandbox, {small: "t.one", large: "t.two"}, guest_image_url,
+                                checksum="sha256:" + guest_image["sha256"])
+
+    first = run_playbook(PLAYBOOK, inventory)
+    assert first.rc == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert first.changed(small) >= 4 and first.changed(large) >= 4
+
+    for name, flavor in ((small, FLAVORS["t.one"]), (large, FLAVORS["t.two"])):
+        report = wait_for_report(os.path.join(sandbox.instances, name, "console.log"))
+        memory = int(flavor["memory"][:-1]) * MIB
+        assert report.cpus == flavor["vcpus"]
+        # MemTotal is what the kernel can use: the flavor's memory less what firmware and kernel reserve.
+        assert memory - 48 * MIB <= report.mem_kib * 1024 <= memory
+        assert report.disks["vda"]["size"] == int(flavor["disk"][:-1]) * MIB
+
+    before = snapshot_tree(sandbox.instances)
+    second = run_playbook(PLAYBOOK, inventory)
+    assert second.rc == 0, second.stdout[-4000:]
+    assert second.changed() == 0, second.stdout[-4000:]
+    assert snapshot_tree(sandbox.instances) == before
+
+
+def test_check_mode_on_a_new_guest_touches_nothing(sandbox, guest_image_url):
+    name = sandbox.guest_name("check")
+    inventory = write_inventory(sandbox, {name: "t.one"}, guest_image_url)
+    run = run_playbook(PLAYBOOK, inventory, check=True)
+    assert run.rc == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert run.changed(name) >= 4, "check mode must predict the changes a real run makes"
+    assert os.listdir(sandbox.instances) == []
+    assert name not in [d.name() for d in sandbox.conn.listAllDomains()]
+
+
+@pytest.mark.parametrize("case", ["unknown_flavor", "missing_image", "wrong_checksum", "impossible_size"])
+def test_bad_input_fails_clearly_and_leaves_no_disk(sandbox, guest_image, guest_image_url, image_server, case):
+    name = sandbox.guest_name(case.replace("_", ""))
+    url, checksum, flavor, extra = guest_image_url, "", "t.one", {}
+    expected = {
+        "unknown_flavor": "Unknown flavor 'no.such'",
+        "missing_image": "404",
+        "wrong_checksum": "checksum",
+        "impossible_size": "larger than the requested root disk size",
+    }[case]
+    if case == "unknown_flavor":
+        flavor = "no.such"
+    elif case == "missing_image":
+        url = image_server.url("no-such-image.img")
+    elif case == "wrong_checksum":
+        checksum = "sha256:" + "0" * 64
+    else:
+        extra = {"virtfleet_flavors": {"t.one": {"vcpus": 1, "memory": "160M", "disk": "1M"}}}
+    inventory = write_inventory(sandbox, {name: flavor}, url, checksum=checksum, extra=extra)
+    run = run_playbook(PLAYBOOK, inventory)
+    assert run.rc != 0
+    assert expected in run.stdout, run.stdout[-4000:]
+    assert "Traceback" not in run.stdout + run.stderr
+    assert not os.path.exists(os.path.join(sandbox.instances, name, "disk"))
+    assert name not in [d.name() for d in sandbox.conn.listAllDomains()]
