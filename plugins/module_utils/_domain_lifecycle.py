@@ -112,11 +112,16 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
             plan["actions"].append("shutdown")
         running_after = False
 
-    if running_after and "redefine" in plan["actions"] and state in ("running", "paused", "defined"):
-        if params.get("apply") == "restart":
-            plan["actions"] += ["shutdown", "start_paused" if state == "paused" else "start"]
-        else:
-            plan["restart_pending"] = True
+    if running_after and state in ("running", "paused", "defined"):
+        # The running guest may lag behind its definition, changed now or by an earlier run.
+        live = _semantic_xml(dom.XMLDesc(0), "libvirt (live)")
+        if live != plan["after_xml"]:
+            if params.get("apply") == "restart":
+                plan["actions"] += ["shutdown", "start_paused" if state == "paused" else "start"]
+                if not plan["differences"]:
+                    plan["differences"] = _changed_lines(live, plan["after_xml"])
+            else:
+                plan["restart_pending"] = True
 
     if params.get("autostart") is not None:
         have = bool(dom.autostart()) if dom is not None else False
