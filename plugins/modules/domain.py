@@ -13,13 +13,13 @@ version_added: 0.1.0
 description:
   - Defines a domain from its XML (usually written by M(virtfleet.libvirt.domain_xml)) and brings it to
     C(running), C(paused), C(shutdown), C(defined) or C(absent), waiting for the state with a timeout.
-  - Idempotent by semantic comparison: the desired XML and the defined (inactive) XML are parsed into the
+  - Idempotent by semantic comparison; the desired XML and the defined (inactive) XML are parsed into the
     same typed model and what libvirt adds (PCI addresses, aliases, default controllers) is ignored. The
     existing UUID and MAC addresses are kept when the desired XML does not name them.
   - When the definition changes while the guest runs, the new definition is stored and the result says
     that a restart is pending; the guest is restarted only with O(apply=restart).
 author:
-  - virtfleet developers
+  - virtfleet developers (@virtfleet)
 extends_documentation_fragment:
   - virtfleet.libvirt.common.connection
   - virtfleet.libvirt.common.instances

@@ -18,7 +18,7 @@ description:
   - The format of every disk is recorded once in C(disk.info.json) in the instance directory; all later
     qemu-img calls use the recorded format and never probe a file a guest has written to.
 author:
-  - virtfleet developers
+  - virtfleet developers (@virtfleet)
 extends_documentation_fragment:
   - virtfleet.libvirt.common.instances
   - virtfleet.libvirt.common.attributes

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Build the virtfleet test guest: a ~20 MiB BIOS-bootable disk image (partitionless FAT +
 # syslinux) holding the Debian cloud kernel and a busybox initramfs whose /init reports what
 # the guest sees on its serial console (see tests/guest/init). No loop devices, no mounts,
