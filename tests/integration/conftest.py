@@ -46,6 +46,7 @@ def virt_host():
         import libvirt
     except ImportError as exc:
         pytest.fail("libvirt-python is not importable (%s): run scripts/setup-host.sh" % exc, pytrace=False)
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised; don't also print them
     try:
         conn = libvirt.open(URI)
     except libvirt.libvirtError as exc:
