@@ -10,7 +10,7 @@ venv=${VIRTFLEET_VENV:-$repo/.venv}
 log() { printf '[setup-host] %s\n' "$*" >&2; }
 
 packages=(
-  libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils ovmf
+  libvirt-daemon-system libvirt-clients libxml2-utils qemu-system-x86 qemu-utils ovmf
   libvirt-dev pkg-config gcc python3-dev python3-venv
   dosfstools mtools e2fsprogs xfsprogs util-linux iproute2 cpio xz-utils zstd bzip2 gzip
   busybox-static syslinux syslinux-common genisoimage curl ca-certificates

@@ -22,13 +22,17 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn im
 WANTED_STATES = ("running", "shutdown", "paused", "defined", "absent")
 
 
-def _semantic_xml(xml: str, source: str) -> str:
-    """Canonical text of a domain definition, for comparison and diffs."""
+def _semantic_xml(xml: str, source: str, runtime: bool = False) -> str:
+    """Canonical text of a domain definition, for comparison and diffs.
+
+    ``runtime`` reduces a definition the way a running guest's live XML is reduced (its expanded
+    CPU model cannot be mapped back), so the two compare equal when nothing changed.
+    """
     try:
         parsed = model.Domain.from_xml(xml)
     except Exception as exc:  # malformed XML from a file or a user
         raise VirtfleetError("cannot parse the domain XML from %s: %s" % (source, exc))
-    return model.normalize_for_compare(parsed).to_string()
+    return model.normalize_for_compare(parsed, runtime=runtime).to_string()
 
 
 def _inactive_xml(dom) -> str:
@@ -115,11 +119,12 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
     if running_after and state in ("running", "paused", "defined"):
         # The running guest may lag behind its definition, changed now or by an earlier run.
         live = _semantic_xml(dom.XMLDesc(0), "libvirt (live)")
-        if live != plan["after_xml"]:
+        desired_runtime = _semantic_xml(plan["desired_xml"] or _inactive_xml(dom), "libvirt", runtime=True)
+        if live != desired_runtime:
             if params.get("apply") == "restart":
                 plan["actions"] += ["shutdown", "start_paused" if state == "paused" else "start"]
                 if not plan["differences"]:
-                    plan["differences"] = _changed_lines(live, plan["after_xml"])
+                    plan["differences"] = _changed_lines(live, desired_runtime)
             else:
                 plan["restart_pending"] = True
 

@@ -1,0 +1,411 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: virtfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: domain_xml
+short_description: Write a guest's libvirt domain XML from a few high-level parameters
+version_added: 0.1.0
+description:
+  - Renders the domain definition of one guest and writes it to C(<instance_dir>/domain.xml), where
+    M(virtfleet.libvirt.domain) reads it. Nothing is defined in libvirt by this module.
+  - "Defaults: virtio disks and NICs, a serial console logged to C(<instance_dir>/console.log),
+    C(host-model) CPU on KVM (libvirt's default CPU on TCG), BIOS firmware, no graphics, a virtio RNG."
+  - The output is deterministic and written atomically only when its content changes. The UUID stays
+    stable across runs; when O(uuid) is not given it is taken from the existing file, else from a defined
+    domain of that name, else generated. MAC addresses are derived from the guest name and NIC index.
+  - The machine type is resolved to libvirt's canonical name (for example C(pc) to C(pc-i440fx-7.2)) so
+    that the file equals what libvirt stores.
+author:
+  - virtfleet developers (@virtfleet)
+extends_documentation_fragment:
+  - virtfleet.libvirt.common.connection
+  - virtfleet.libvirt.common.instances
+  - virtfleet.libvirt.common.attributes
+options:
+  name:
+    description: Name of the guest (1-64 letters, digits, C(.), C(_) or C(-), starting with a letter or digit).
+    type: str
+    required: true
+  path:
+    description: File to write. Defaults to C(<instance_dir>/domain.xml).
+    type: path
+  instance_dir:
+    description: The guest's directory. Defaults to C(<instances_path>/<name>).
+    type: path
+  uuid:
+    description: UUID of the domain. See the description for how it is kept when not given.
+    type: str
+  title:
+    description: Short title (one line), shown by C(virsh list --title).
+    type: str
+  description:
+    description: Free-form description.
+    type: str
+  vcpus:
+    description: Number of virtual CPUs the guest starts with.
+    type: int
+    default: 1
+  max_vcpus:
+    description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(vcpus).
+    type: int
+  memory:
+    description:
+      - Memory of the guest. A size with a binary unit (C(160M), C(2G), C(512MiB)) or an integer number of MiB.
+    type: raw
+    default: 512M
+  max_memory:
+    description: Maximum memory for hot-plug, same format as O(memory).
+    type: raw
+  virt_type:
+    description:
+      - Domain type. C(auto) uses KVM only when it is known to run guests on this host, else C(qemu) (TCG).
+    type: str
+    default: auto
+    choices: [kvm, qemu, auto]
+  machine:
+    description: Machine type or alias, such as C(pc) (i440fx) or C(q35).
+    type: str
+    default: pc
+  cpu_mode:
+    description:
+      - CPU mode. Default C(host-model) with KVM; with C(qemu) libvirt's default CPU model.
+    type: str
+    choices: [host-model, host-passthrough, maximum, custom]
+  cpu_model:
+    description: CPU model for O(cpu_mode=custom), for example C(Skylake-Client).
+    type: str
+  firmware:
+    description:
+      - C(bios) (SeaBIOS) or C(uefi) (OVMF from the C(ovmf) package; its variable store is kept in
+        C(<instance_dir>/nvram.fd)).
+    type: str
+    default: bios
+    choices: [bios, uefi]
+  secure_boot:
+    description: With O(firmware=uefi), use the Secure Boot capable OVMF build (needs O(machine=q35)).
+    type: bool
+    default: false
+  graphics:
+    description: Graphical console. C(none) leaves only the serial console.
+    type: str
+    default: none
+    choices: [none, vnc, spice]
+  graphics_listen:
+    description: Address the graphical console listens on.
+    type: str
+    default: 127.0.0.1
+  guest_agent:
+    description: Add the virtio channel used by the QEMU guest agent.
+    type: bool
+    default: false
+  rng:
+    description: Add a virtio random number generator fed from the host's C(/dev/urandom).
+    type: bool
+    default: true
+  kernel:
+    description: Kernel for direct kernel boot (a path on the hypervisor).
+    type: path
+  initrd:
+    description: Initrd for direct kernel boot.
+    type: path
+  cmdline:
+    description: Kernel command line for direct kernel boot.
+    type: str
+  fw_cfg:
+    description:
+      - Entries exposed to the guest through QEMU's fw_cfg (C(/sys/firmware/qemu_fw_cfg/by_name/) in Linux).
+      - Names must start with C(opt/), for example C(opt/org.example/role).
+    type: dict
+  disks:
+    description: Disks and cdroms, in order.
+    type: list
+    elements: dict
+    suboptions:
+      path:
+        description: Image file on the hypervisor. Required except for an empty cdrom.
+        type: path
+      format:
+        description: Image format.
+        type: str
+        default: raw
+        choices: [raw, qcow2]
+      device:
+        description: Kind of device.
+        type: str
+        default: disk
+        choices: [disk, cdrom]
+      bus:
+        description:
+          - Bus. Default C(virtio) for disks; for cdroms C(ide) on i440fx machines and C(scsi) (with a
+            virtio-scsi controller) on q35.
+        type: str
+        choices: [virtio, scsi, sata, ide, usb]
+      dev:
+        description: Target device name (C(vda), C(sdb), C(hdc)). Assigned per bus when not given.
+        type: str
+      readonly:
+        description: Attach read-only. Default true for cdroms, false for disks.
+        type: bool
+      boot_order:
+        description: Boot priority (1 first). When any device has one, only those devices boot.
+        type: int
+      cache:
+        description: Host cache mode.
+        type: str
+        choices: [none, writethrough, writeback, directsync, unsafe, default]
+      io:
+        description: I/O mode.
+        type: str
+        choices: [native, threads, io_uring]
+      discard:
+        description: Pass discard (TRIM) requests to the image (C(unmap)) or not.
+        type: str
+        choices: [unmap, ignore]
+      serial:
+        description: Serial number the guest sees (C(/dev/disk/by-id/virtio-<serial>)).
+        type: str
+  nics:
+    description:
+      - Network interfaces, in order. Give O(nics[].type) and O(nics[].source), or one of
+        O(nics[].network), O(nics[].bridge), O(nics[].direct) as a shorthand.
+    type: list
+    elements: dict
+    suboptions:
+      type:
+        description: Kind of attachment.
+        type: str
+        choices: [network, bridge, direct]
+        default: network
+      source:
+        description: The libvirt network, host bridge or host interface. Default C(default) for networks.
+        type: str
+      network:
+        description: Shorthand for O(nics[].type=network) with this source.
+        type: str
+      bridge:
+        description: Shorthand for O(nics[].type=bridge) with this source.
+        type: str
+      direct:
+        description: Shorthand for O(nics[].type=direct) (macvtap) on this host interface.
+        type: str
+      mode:
+        description: macvtap mode of a direct interface.
+        type: str
+        choices: [bridge, vepa, private, passthrough]
+        default: bridge
+      mac:
+        description: MAC address. Default C(52:54:00:) followed by 3 bytes of sha256(C(<name>:<index>)).
+        type: str
+      model:
+        description: NIC model.
+        type: str
+        default: virtio
+        choices: [virtio, e1000, e1000e, rtl8139]
+      boot_order:
+        description: Boot priority, as for disks.
+        type: int
+  extra_devices:
+    description:
+      - Further devices as libvirt XML fragments, one element each (for example a C(<hostdev>)), added as written.
+    type: list
+    elements: str
+  metadata:
+    description: Facts recorded in the domain's virtfleet metadata.
+    type: dict
+    suboptions:
+      flavor:
+        description: Name of the flavor the guest was built from.
+        type: str
+      image:
+        description: Image the root disk was made from.
+        type: str
+      owned_files:
+        description: Files created for this guest, deleted by M(virtfleet.libvirt.domain) with C(remove_storage).
+        type: list
+        elements: path
+"""
+
+EXAMPLES = r"""
+- name: Write the definition of a small guest
+  virtfleet.libvirt.domain_xml:
+    name: web1
+    vcpus: 2
+    memory: 1G
+    disks:
+      - path: /var/lib/virtfleet/instances/web1/disk
+        format: qcow2
+    nics:
+      - network: default
+    fw_cfg:
+      opt/org.virtfleet/role: web
+    metadata:
+      flavor: m1.small
+      owned_files:
+        - /var/lib/virtfleet/instances/web1/disk
+  register: web1_xml
+
+- name: Define and start it
+  virtfleet.libvirt.domain:
+    name: web1
+    xml_file: "{{ web1_xml.path }}"
+
+- name: A UEFI guest on q35 with an installer cdrom
+  virtfleet.libvirt.domain_xml:
+    name: efi1
+    machine: q35
+    firmware: uefi
+    memory: 2G
+    disks:
+      - path: /var/lib/virtfleet/instances/efi1/disk
+        format: qcow2
+        boot_order: 2
+      - path: /var/lib/virtfleet/iso/installer.iso
+        device: cdrom
+        boot_order: 1
+"""
+
+RETURN = r"""
+path:
+  description: The file written (or, in check mode, that would be written).
+  returned: always
+  type: str
+  sample: /var/lib/virtfleet/instances/web1/domain.xml
+xml:
+  description: The domain XML.
+  returned: always
+  type: str
+uuid:
+  description: UUID in the XML.
+  returned: always
+  type: str
+  sample: 3c1a1a54-5bd1-4f0c-9d0b-33e2bbf0b6f3
+virt_type:
+  description: Domain type used (C(auto) resolved).
+  returned: always
+  type: str
+  sample: qemu
+machine:
+  description: Canonical machine type as libvirt names it.
+  returned: always
+  type: str
+  sample: pc-i440fx-7.2
+macs:
+  description: MAC addresses of the NICs, in order.
+  returned: always
+  type: list
+  elements: str
+  sample: ["52:54:00:1a:2b:3c"]
+"""
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
+    CONNECTION_ARGS, INSTANCES_ARGS, build_module, merge_specs, run_module,
+)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import require_libvirt
+
+DISK_SPEC = {
+    "path": {"type": "path"},
+    "format": {"type": "str", "default": "raw", "choices": ["raw", "qcow2"]},
+    "device": {"type": "str", "default": "disk", "choices": ["disk", "cdrom"]},
+    "bus": {"type": "str", "choices": ["virtio", "scsi", "sata", "ide", "usb"]},
+    "dev": {"type": "str"},
+    "readonly": {"type": "bool"},
+    "boot_order": {"type": "int"},
+    "cache": {"type": "str", "choices": ["none", "writethrough", "writeback", "directsync", "unsafe", "default"]},
+    "io": {"type": "str", "choices": ["native", "threads", "io_uring"]},
+    "discard": {"type": "str", "choices": ["unmap", "ignore"]},
+    "serial": {"type": "str"},
+}
+
+NIC_SPEC = {
+    "type": {"type": "str", "default": "network", "choices": ["network", "bridge", "direct"]},
+    "source": {"type": "str"},
+    "network": {"type": "str"},
+    "bridge": {"type": "str"},
+    "direct": {"type": "str"},
+    "mode": {"type": "str", "default": "bridge", "choices": ["bridge", "vepa", "private", "passthrough"]},
+    "mac": {"type": "str"},
+    "model": {"type": "str", "default": "virtio", "choices": ["virtio", "e1000", "e1000e", "rtl8139"]},
+    "boot_order": {"type": "int"},
+}
+
+ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
+    "name": {"type": "str", "required": True},
+    "path": {"type": "path"},
+    "instance_dir": {"type": "path"},
+    "uuid": {"type": "str"},
+    "title": {"type": "str"},
+    "description": {"type": "str"},
+    "vcpus": {"type": "int", "default": 1},
+    "max_vcpus": {"type": "int"},
+    "memory": {"type": "raw", "default": "512M"},
+    "max_memory": {"type": "raw"},
+    "virt_type": {"type": "str", "default": "auto", "choices": ["kvm", "qemu", "auto"]},
+    "machine": {"type": "str", "default": "pc"},
+    "cpu_mode": {"type": "str", "choices": ["host-model", "host-passthrough", "maximum", "custom"]},
+    "cpu_model": {"type": "str"},
+    "firmware": {"type": "str", "default": "bios", "choices": ["bios", "uefi"]},
+    "secure_boot": {"type": "bool", "default": False},
+    "graphics": {"type": "str", "default": "none", "choices": ["none", "vnc", "spice"]},
+    "graphics_listen": {"type": "str", "default": "127.0.0.1"},
+    "guest_agent": {"type": "bool", "default": False},
+    "rng": {"type": "bool", "default": True},
+    "kernel": {"type": "path"},
+    "initrd": {"type": "path"},
+    "cmdline": {"type": "str"},
+    "fw_cfg": {"type": "dict"},
+    "disks": {"type": "list", "elements": "dict", "options": DISK_SPEC},
+    "nics": {"type": "list", "elements": "dict", "options": NIC_SPEC},
+    "extra_devices": {"type": "list", "elements": "str"},
+    "metadata": {"type": "dict", "options": {
+        "flavor": {"type": "str"},
+        "image": {"type": "str"},
+        "owned_files": {"type": "list", "elements": "path"},
+    }},
+})
+
+
+def _plain_nic(nic):
+    """Drop the option defaults that do not apply to the chosen way of naming the source."""
+    nic = {k: v for k, v in nic.items() if v is not None}
+    if any(k in nic for k in ("network", "bridge", "direct")):
+        nic.pop("type", None)
+    kind = next((k for k in ("network", "bridge", "direct") if k in nic), nic.get("type"))
+    if kind != "direct":
+        nic.pop("mode", None)
+    return nic
+
+
+def core(module):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_xml import ensure_domain_xml
+
+    params = {k: v for k, v in module.params.items() if v is not None}
+    if params.get("disks"):
+        params["disks"] = [{k: v for k, v in d.items() if v is not None} for d in params["disks"]]
+    if params.get("nics"):
+        params["nics"] = [_plain_nic(n) for n in params["nics"]]
+    if params.get("metadata"):
+        params["metadata"] = {k: v for k, v in params["metadata"].items() if v is not None}
+    return ensure_domain_xml(params, module.check_mode)
+
+
+def require_libs(module):
+    require_libvirt(module)
+    try:
+        import lxml  # noqa: F401  pylint: disable=unused-import
+    except ImportError:
+        from ansible.module_utils.basic import missing_required_lib
+        module.fail_json(msg=missing_required_lib("lxml"))
+
+
+def main():
+    module = build_module(ARGUMENT_SPEC)
+    run_module(module, core, missing_lib=require_libs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""domain_xml against real libvirtd: the XML validates, libvirt stores exactly what we wrote, module behaviour.
+
+Needs root and libvirtd (the ``virt_host`` fixture says so loudly). No guest boots here; domains are
+defined and undefined only. Every domain is named ``vft-dx-*`` and removed even when a test fails.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_xml import ensure_domain_xml
+from tests.integration.conftest import destroy_domains
+from tests.support.runner import run_module
+
+ISOLATED_NET = """
+<network>
+  <name>%s</name>
+  <bridge stp='on' delay='0'/>
+</network>
+"""
+
+
+@pytest.fixture
+def dx(virt_host):
+    """Guest names, an instances tree under the shared scratch root, and cleanup of both."""
+    from tests.integration.conftest import SCRATCH
+
+    token = uuid.uuid4().hex[:6]
+    root = os.path.join(SCRATCH, "dx-" + token)
+    os.makedirs(os.path.join(root, "instances"))
+    os.chmod(root, 0o755)
+    names = []
+
+    def name(label="g"):
+        names.append("vft-dx-%s-%s-%d" % (token, label, len(names)))
+        return names[-1]
+
+    disk = os.path.join(root, "disk.img")
+    with open(disk, "wb") as handle:
+        handle.truncate(16 << 20)
+    box = type("DX", (), {"root": root, "instances": os.path.join(root, "instances"), "name": staticmethod(name),
+                          "conn": virt_host, "disk": disk, "names": names})()
+    yield box
+    destroy_domains(virt_host, names)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def isolated_network(virt_host):
+    """A transient network with no <forward>: guests on it reach nothing outside."""
+    import libvirt
+
+    net_name = "vft-dx-net-%s" % uuid.uuid4().hex[:6]
+    net = virt_host.networkCreateXML(ISOLATED_NET % net_name)
+    yield net_name
+    try:
+        net.destroy()
+    except libvirt.libvirtError:
+        pass
+
+
+def _readback(dom) -> str:
+    import libvirt
+
+    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+
+
+def _normalized(xml: str) -> str:
+    return model.normalize_for_compare(model.Domain.from_xml(xml)).to_string()
+
+
+def _define_and_compare(conn, xml: str) -> None:
+    """Define ``xml``, assert libvirt's inactive copy means the same, undefine (with NVRAM)."""
+    import libvirt
+
+    dom = conn.defineXML(xml)
+    try:
+        want, got = _normalized(xml), _normalized(_readback(dom))
+        assert want == got, "\n".join(difflib.unified_diff(want.splitlines(), got.splitlines(), "desired",
+                                                           "libvirt", lineterm=""))
+    finally:
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+
+def _validate(xml: str, directory: str) -> None:
+    path = os.path.join(directory, "validate-%s.xml" % uuid.uuid4().hex[:6])
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(xml)
+    proc = subprocess.run(["virt-xml-validate", path, "domain"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + xml
+
+
+MATRIX = list(itertools.product(["bios", "uefi"], ["pc", "q35"], ["virtio", "scsi", "sata", "ide"],
+                                ["network", "bridge", "direct"]))
+
+
+@pytest.mark.parametrize("firmware, machine, bus, nic", MATRIX, ids=["-".join(c) for c in MATRIX])
+def test_matrix_validates_and_libvirt_stores_what_we_wrote(dx, isolated_network, firmware, machine, bus, nic):
+    name = dx.name("m")
+    source = {"network": isolated_network, "bridge": "vftdxbr0", "direct": "vftdxeth0"}[nic]
+    params = {"name": name, "vcpus": 2, "memory": "192M", "virt_type": "qemu", "machine": machine,
+              "firmware": firmware, "instances_path": dx.instances,
+              "disks": [{"path": dx.disk, "format": "raw", "bus": bus},
+                        {"path": dx.disk, "device": "cdrom", "boot_order": 1}] if bus != "virtio" else
+                       [{"path": dx.disk, "format": "raw", "bus": bus, "boot_order": 2}],
+              "nics": [{nic: source}], "fw_cfg": {"opt/org.virtfleet/mode": "stay"},
+              "metadata": {"flavor": "tiny", "owned_files": [dx.disk]}}
+    if bus == "ide" and machine == "q35":
+        with pytest.raises(VirtfleetError, match="no IDE"):
+            ensure_domain_xml(params, check_mode=True, conn=dx.conn)
+        return
+    result = ensure_domain_xml(params, check_mode=False, conn=dx.conn)
+    assert result["changed"] and result["machine"].startswith("pc-q35" if machine == "q35" else "pc-i440fx")
+    with open(result["path"], encoding="utf-8") as handle:
+        assert handle.read() == result["xml"]
+    _validate(result["xml"], dx.root)
+    _define_and_compare(dx.conn, result["xml"])
+
+
+def test_feature_rich_guest_round_trips_through_libvirt(dx, isolated_network):
+    params = {"name": dx.name("rich"), "vcpus": 2, "max_vcpus": 4, "memory": "256M", "max_memory": "1G",
+              "virt_type": "qemu", "machine": "q35", "firmware": "uefi", "secure_boot": True, "graphics": "spice",
+              "guest_agent": True, "title": "</title><devices>", "description": "a & <b>",
+              "cpu_mode": "custom", "cpu_model": "Nehalem", "instances_path": dx.instances,
+              "disks": [{"path": dx.disk, "format": "raw", "cache": "none", "discard": "unmap", "serial": "root0"},
+                        {"device": "cdrom"}],
+              "nics": [{"network": isolated_network}, {"bridge": "vftdxbr0", "model": "e1000"}],
+              "extra_devices": ["<watchdog model='i6300esb' action='poweroff'/>",
+                                "<memballoon model='virtio'><stats period='10'/></memballoon>"]}
+    result = ensure_domain_xml(params, check_mode=False, conn=dx.conn)
+    _validate(result["xml"], dx.root)
+    _define_and_compare(dx.conn, result["xml"])
+    params_kernel = {"name": dx.name("kern"), "virt_type": "qemu", "instances_path": dx.instances,
+                     "kernel": dx.disk, "initrd": dx.disk, "cmdline": "console=ttyS0", "graphics": "vnc"}
+    result = ensure_domain_xml(params_kernel, check_mode=False, conn=dx.conn)
+    _validate(result["xml"], dx.root)
+    _define_and_compare(dx.conn, result["xml"])
+
+
+def _args(dx, name, **extra):
+    args = {"name": name, "vcpus": 1, "memory": "160M", "virt_type": "qemu", "instances_path": dx.instances,
+            "fw_cfg": {"opt/org.virtfleet/mode": "stay"}, "disks": [{"path": dx.disk, "format": "raw"}],
+            "nics": [{"network": "default"}],
+            "metadata": {"owned_files": [dx.disk, os.path.join(dx.instances, name, "console.log")]}}
+    args.update(extra)
+    return args
+
+
+def test_module_second_run_changes_nothing_and_does_not_write(dx):
+    name = dx.name("idem")
+    first = run_module("domain_xml", _args(dx, name))
+    assert first["_rc"] == 0 and first["changed"], first
+    path = first["path"]
+    assert path == os.path.join(dx.instances, name, "domain.xml")
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+    assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o755"
+    assert first["virt_type"] == "qemu" and first["machine"].startswith("pc-i440fx-")
+    assert first["macs"] == [model.Domain.from_xml(first["xml"]).devices_of(model.Interface)[0].mac]
+    stat = os.stat(path)
+    second = run_module("domain_xml", _args(dx, name))
+    assert second["changed"] is False and second["uuid"] == first["uuid"] and second["xml"] == first["xml"]
+    assert os.stat(path).st_mtime_ns == stat.st_mtime_ns and os.stat(path).st_ino == stat.st_ino
+
+
+def test_module_check_mode_writes_nothing(dx):
+    name = dx.name("check")
+    predicted = run_module("domain_xml", _args(dx, name), check=True)
+    assert predicted["_rc"] == 0 and predicted["changed"] is True, predicted
+    assert not os.path.exists(os.path.join(dx.instances, name))
+    run_module("domain_xml", _args(dx, name))
+    stat = os.stat(predicted["path"])
+    changed = run_module("domain_xml", _args(dx, name, vcpus=3), check=True)
+    assert changed["changed"] is True
+    assert os.stat(predicted["path"]).st_mtime_ns == stat.st_mtime_ns
+    assert model.Domain.from_xml(open(predicted["path"]).read()).vcpus == 1
+
+
+def test_module_diff_shows_exactly_the_vcpu_line(dx):
+    name = dx.name("diff")
+    run_module("domain_xml", _args(dx, name))
+    result = run_module("domain_xml", _args(dx, name, vcpus=2), diff=True)
+    assert result["changed"], result
+    lines = [line for line in difflib.unified_diff(result["diff"]["before"].splitlines(),
+                                                   result["diff"]["after"].splitlines(), lineterm="", n=0)
+             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert lines == ['-  <vcpu placement="static">1</vcpu>', '+  <vcpu placement="static">2</vcpu>'], lines
+
+
+def test_uuid_is_kept_from_file_then_from_libvirt_and_explicit_wins(dx):
+    name = dx.name("uuid")
+    first = run_module("domain_xml", _args(dx, name))
+    dx.conn.defineXML(first["xml"])
+    os.unlink(first["path"])
+    again = run_module("domain_xml", _args(dx, name))
+    assert again["uuid"] == first["uuid"], "taken from the defined domain"
+    explicit = str(uuid.uuid4())
+    forced = run_module("domain_xml", _args(dx, name, uuid=explicit.upper()))
+    assert forced["uuid"] == explicit and forced["changed"]
+
+
+def test_module_defined_by_domain_module_is_idempotent(dx):
+    name = dx.name("dom")
+    result = run_module("domain_xml", _args(dx, name, nics=[]))
+    defined = run_module("domain", {"name": name, "state": "defined", "instances_path": dx.instances})
+    assert defined["_rc"] == 0 and defined["actions"] == ["define"], defined
+    again = run_module("domain", {"name": name, "state": "defined", "instances_path": dx.instances})
+    assert again["changed"] is False, again
+    assert again["uuid"].lower() == result["uuid"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"name": "../../etc"}, "invalid guest name"),
+    ({"vcpus": 0}, "vcpus must be between"),
+    ({"memory": "lots"}, "memory"),
+    ({"disks": [{"format": "raw"}]}, "missing 'path'"),
+    ({"machine": "no-such-machine"}, "machine type"),
+    ({"extra_devices": ["<hostdev"]}, "not a device XML"),
+])
+def test_module_bad_input_fails_clearly_and_writes_nothing(dx, override, message):
+    name = dx.name("bad")
+    args = _args(dx, name)
+    args.update(override)
+    result = run_module("domain_xml", args)
+    assert result.get("failed") and message in result["msg"], result
+    assert not os.path.exists(os.path.join(dx.instances, name))
+
+
+LIVE_COMBOS = [
+    {"machine": "pc"},
+    {"machine": "q35", "firmware": "uefi", "graphics": "vnc", "guest_agent": True, "cdrom": True},
+    {"machine": "pc", "graphics": "spice", "cpu_mode": "custom", "cpu_model": "Nehalem", "max_vcpus": 2,
+     "max_memory": "512M", "cdrom": True},
+]
+
+
+@pytest.mark.parametrize("combo", LIVE_COMBOS, ids=["pc", "q35-uefi", "pc-custom-cpu-hotplug"])
+def test_started_guest_live_xml_matches_its_definition(dx, isolated_network, combo):
+    """Started paused (no CPU time): what libvirt shows for the running guest still compares equal."""
+    import libvirt
+
+    combo = dict(combo)
+    disks = [{"path": dx.disk, "format": "raw"}]
+    if combo.pop("cdrom", False):
+        iso = os.path.join(dx.root, "cd.iso")
+        with open(iso, "wb") as handle:
+            handle.truncate(1 << 20)
+        disks.append({"path": iso, "device": "cdrom"})
+    params = dict(combo, name=dx.name("live"), virt_type="qemu", memory="128M", instances_path=dx.instances,
+                  disks=disks, nics=[{"network": isolated_network}])
+    result = ensure_domain_xml(params, check_mode=False, conn=dx.conn)
+    dom = dx.conn.defineXML(result["xml"])
+    dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+    try:
+        want = model.normalize_for_compare(model.Domain.from_xml(result["xml"]), runtime=True).to_string()
+        got = _normalized(dom.XMLDesc(0))
+        assert want == got, "\n".join(difflib.unified_diff(want.splitlines(), got.splitlines(), "desired",
+                                                           "live", lineterm=""))
+        assert _normalized(result["xml"]) == _normalized(_readback(dom))
+    finally:
+        dom.destroy()
