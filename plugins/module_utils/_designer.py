@@ -265,7 +265,7 @@ def _validate_disk(value: Any, index: int) -> Dict[str, Any]:
     clean["bus"] = None if "bus" not in disk else _choice(disk["bus"], DISK_BUSES, what + ".bus")
     clean["readonly"] = _bool(disk.get("readonly", device == "cdrom"), what + ".readonly")
     clean["boot_order"] = None if "boot_order" not in disk else _int_value(disk["boot_order"], what + ".boot_order",
-                                                                          1, 1024)
+                                                                           1, 1024)
     dev = disk.get("dev")
     if dev is not None and (not isinstance(dev, str) or not _DEV_RE.match(dev)):
         _fail("%s.dev must look like vda, sdb or hdc, got %r" % (what, dev))
@@ -293,12 +293,12 @@ def _validate_nic(value: Any, index: int) -> Dict[str, Any]:
         source = nic.get("source", "default" if nic_type == "network" else None)
     if source is None:
         _fail("%s: a %s interface needs a source (the %s)" % (what, nic_type,
-                                                             "bridge" if nic_type == "bridge" else "host interface"))
+                                                              "bridge" if nic_type == "bridge" else "host interface"))
     pattern = _NET_NAME_RE if nic_type == "network" else _IFACE_NAME_RE
     if not isinstance(source, str) or not pattern.match(source):
         _fail("%s: invalid %s name %r" % (what, nic_type, source))
     clean = {"type": nic_type, "source": source, "model": _choice(nic.get("model", "virtio"), NIC_MODELS,
-                                                                   what + ".model")}
+                                                                  what + ".model")}
     if "mode" in nic and nic_type != "direct":
         _fail("%s: mode applies to direct interfaces only" % what)
     clean["mode"] = _choice(nic.get("mode", "bridge"), DIRECT_MODES, what + ".mode") if nic_type == "direct" \
@@ -312,7 +312,7 @@ def _validate_nic(value: Any, index: int) -> Dict[str, Any]:
         mac = mac.lower()
     clean["mac"] = mac
     clean["boot_order"] = None if "boot_order" not in nic else _int_value(nic["boot_order"], what + ".boot_order",
-                                                                         1, 1024)
+                                                                          1, 1024)
     return clean
 
 

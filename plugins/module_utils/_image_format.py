@@ -172,7 +172,7 @@ def _partition_table(head: bytes) -> Optional[str]:
         return None
     entries = [head[446 + 16 * i:446 + 16 * (i + 1)] for i in range(4)]
     if any(entry[4] == 0xEE for entry in entries) and (head[512:520] == b"EFI PART"
-                                                      or head[4096:4104] == b"EFI PART"):
+                                                       or head[4096:4104] == b"EFI PART"):
         return "gpt"
     if all(entry[0] in (0x00, 0x80) for entry in entries) and any(entry[4] != 0 for entry in entries):
         return "mbr"
@@ -385,7 +385,7 @@ def _inspect_qcow2(path: str, reader: _Reader, allow_luks: bool) -> Tuple[int, D
         raise _corrupt(path, "qcow2", "refcount table at offset %d (%d clusters) is misplaced"
                        % (reftable_offset, reftable_clusters))
     if nb_snapshots > MAX_QCOW2_SNAPSHOTS or (nb_snapshots and (snapshots_offset % cluster_size
-                                                               or snapshots_offset >= reader.size)):
+                                                                or snapshots_offset >= reader.size)):
         raise _corrupt(path, "qcow2", "snapshot table (%d snapshots at offset %d) is misplaced"
                        % (nb_snapshots, snapshots_offset))
     details.update({"l1_size": l1_size, "snapshots": nb_snapshots, "encrypted": crypt_method == 2})
@@ -420,7 +420,7 @@ def _vmdk_text_refusal(path: str, text: str) -> UnsafeImageError:
     return UnsafeImageError(
         path, "it is a VMDK descriptor file (createType %s) that makes qemu open other files%s "
         "(CVE-2022-47951)" % (keys.get("createType", "unknown"), (": " + ", ".join(repr(n) for n in names))
-                               if names else ""),
+                              if names else ""),
         "convert the disk to a single monolithicSparse/streamOptimized VMDK or to qcow2 on a trusted host",
         create_type=keys.get("createType"), extent_files=names)
 
@@ -707,7 +707,7 @@ def inspect_file(path: str, declared_format: Optional[str] = None, max_virtual_s
     if max_virtual_size is not None and virtual_size > max_virtual_size:
         raise UnsafeImageError(
             path, "its virtual size of %d bytes exceeds the allowed maximum of %d bytes" % (virtual_size,
-                                                                                           max_virtual_size),
+                                                                                            max_virtual_size),
             "raise the maximum virtual size if this image is expected to be that large",
             virtual_size=virtual_size, max_virtual_size=max_virtual_size)
     return ImageInspection(format=fmt, virtual_size=virtual_size, actual_size=st.st_blocks * 512,

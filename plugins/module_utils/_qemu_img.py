@@ -152,7 +152,7 @@ def _parse_json(operation: str, stdout: str, cmd: List[str], path: str) -> Any:
         return json.loads(stdout)
     except ValueError:
         raise QemuImgError("qemu-img %s of %s printed output that is not JSON: %s" % (operation, path,
-                                                                                        _first_lines(stdout)),
+                                                                                      _first_lines(stdout)),
                            cmd, 0, "")
 
 

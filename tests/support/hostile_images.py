@@ -274,7 +274,7 @@ def vmdk_parent_hint(directory: str) -> str:
     path = _vmdk(directory, "parent.vmdk", "monolithicSparse")
     text = _vmdk_descriptor("monolithicSparse", ['RW 131072 SPARSE "parent.vmdk"'],
                             extra='parentFileNameHint="/etc/shadow"\n').replace("parentCID=ffffffff",
-                                                                                 "parentCID=87654321")
+                                                                                "parentCID=87654321")
     _rewrite_vmdk_descriptor(path, text)
     return path
 

@@ -65,7 +65,7 @@ def test_hostile_image_is_refused_with_reason(tmp_path, name, builder, expected)
 
 
 @pytest.mark.parametrize("name,builder,expected", [c for c in CORPUS if c[0].startswith(("qcow2_backing",
-                                                                                           "qcow2_data"))],
+                                                                                         "qcow2_data"))],
                          ids=lambda value: value if isinstance(value, str) else "")
 def test_references_refused_even_when_declared_as_their_own_format(tmp_path, name, builder, expected):
     path = builder(str(tmp_path))
