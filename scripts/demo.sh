@@ -28,27 +28,50 @@ echo "== ansible-playbook playbooks/boot.yml (first run)"
 echo "== ansible-playbook playbooks/boot.yml (second run: expect changed=0)"
 .venv/bin/ansible-playbook playbooks/boot.yml | sed -n '/PLAY RECAP/,$p'
 
-echo "== what each guest reports on its serial console"
+echo "== what each guest reports on its serial console (its own words, then checked against its flavor)"
 .venv/bin/python - <<'PY'
 import os, sys, time
+import yaml
 sys.path.insert(0, os.getcwd())
+sys.path.insert(0, os.path.join(os.getcwd(), ".build", "collections"))
 from tests.support.guest_report import latest_complete
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import parse_size
+
+inventory = yaml.safe_load(open("playbooks/inventory/example.yml"))
+group = yaml.safe_load(open("playbooks/inventory/group_vars/guests.yml"))
 root = "/var/lib/virtfleet/instances"
-for name in ("demo-small", "demo-large"):
+ok = True
+for name, hostvars in inventory["all"]["children"]["guests"]["hosts"].items():
+    flavor_name = hostvars["virtfleet_flavor"]
+    flavor = group["virtfleet_flavors"][flavor_name]
     log = os.path.join(root, name, "console.log")
-    report = None
+    report, text = None, ""
     for _ in range(240):
         try:
-            report = latest_complete(open(log, "rb").read().decode("utf-8", "replace"))
+            text = open(log, "rb").read().decode("utf-8", "replace")
+            report = latest_complete(text)
         except FileNotFoundError:
             pass
         if report:
             break
         time.sleep(0.25)
+    print("-- %s (flavor %s: %d vCPU, %s memory, %s root disk)" % (name, flavor_name, flavor["vcpus"],
+                                                                   flavor["memory"], flavor["disk"]))
     if report is None:
-        print("%s: no report yet in %s" % (name, log)); continue
-    disks = ", ".join("%s=%d MiB" % (d, v["size"] >> 20) for d, v in sorted(report.disks.items()))
-    print("%-11s vCPUs=%d  MemTotal=%d MiB  disks: %s  uuid=%s" % (name, report.cpus, report.mem_kib >> 10, disks, report.uuid))
-    print("            console log: %s" % log)
+        print("   no report yet in %s" % log)
+        ok = False
+        continue
+    prefix = "VFREPORT %d " % report.seq
+    lines = [l[l.find("VFREPORT"):] for l in text.splitlines() if prefix in l]
+    print("\n".join("   " + l for l in lines[-(len(lines)):] if l.startswith(prefix)))
+    memory = parse_size(flavor["memory"])
+    checks = {
+        "vCPUs": report.cpus == flavor["vcpus"],
+        "memory": memory - (48 << 20) <= report.mem_kib * 1024 <= memory,
+        "root disk": report.disks.get("vda", {}).get("size") == parse_size(flavor["disk"]),
+    }
+    ok = ok and all(checks.values())
+    print("   %s   console log: %s" % ("  ".join("%s %s" % (k, "ok" if v else "MISMATCH") for k, v in checks.items()), log))
+sys.exit(0 if ok else 1)
 PY
 echo "Remove the demo guests with: .venv/bin/ansible-playbook playbooks/destroy.yml"
