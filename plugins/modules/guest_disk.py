@@ -8,18 +8,36 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: guest_disk
-short_description: Create and grow the disk files of a libvirt guest
+short_description: Create, grow and remove the disk files of a libvirt guest (root, ephemeral, swap, blank, config drive)
 version_added: 0.1.0
 description:
-  - Manages one disk file in a guest's instance directory (C(<instances_path>/<guest>/)).
+  - Manages one disk file in a guest's instance directory (C(<instances_path>/<guest>/)), by O(kind).
   - O(kind=root) builds the root disk from a cached base image (see M(virtfleet.libvirt.image_cache)),
     either as a qcow2 overlay that names its backing file and backing format explicitly, or as a flat
-    copy; it is then grown to O(size). Shrinking is refused, because it destroys data.
+    copy; it is then grown to O(size). Shrinking is refused, because it destroys data, and so is a base
+    larger than O(size).
+  - O(kind=ephemeral) makes a data disk of O(size) formatted with O(fs_type) and labelled O(label);
+    O(kind=swap) makes O(size) of swap space with a swap signature. Like Nova, the formatted blank
+    images are cached once per (size, filesystem, label) in C(<instances_path>/_base/)
+    (C(ephemeral_<size>_<fs>_<label>), C(swap_<size>)), and each guest gets a qcow2 overlay on the cached
+    one (or a flat copy with O(format=raw)). The mkfs tools format a plain file; no loop device is used.
+  - O(kind=blank) makes an unformatted disk of O(size).
+  - O(kind=config_drive) writes an ISO9660 volume in Python (pycdlib), in the OpenStack layout
+    (O(format=config-2), label C(config-2)) or the NoCloud layout (O(format=nocloud), label C(cidata)).
+    It is rebuilt only when its content changes (a digest of the content is kept in
+    C(<file_name>.digest.json), mode 0600). The file is mode 0600 and owned by root; libvirt (with its
+    default C(dynamic_ownership)) hands it to the qemu user while the guest runs.
   - The format of every disk is recorded once in C(disk.info.json) in the instance directory; all later
     qemu-img calls use the recorded format and never probe a file a guest has written to.
+  - Growing a disk (root or blank) that a running guest holds is refused with a message (qemu's image lock);
+    live growth belongs to M(virtfleet.libvirt.vm_resize). An ephemeral or swap disk is never resized or
+    reformatted in place.
+  - O(state=absent) removes the file and its record, but refuses while a defined libvirt domain still
+    names the file in its disks, unless O(force=true).
 author:
   - virtfleet developers (@virtfleet)
 extends_documentation_fragment:
+  - virtfleet.libvirt.common.connection
   - virtfleet.libvirt.common.instances
   - virtfleet.libvirt.common.attributes
 options:
@@ -31,47 +49,138 @@ options:
     description: What the disk is for.
     type: str
     default: root
-    choices: [root]
+    choices: [root, ephemeral, swap, blank, config_drive]
   state:
-    description: Only C(present) is supported in this version.
+    description:
+      - C(present) creates the disk (or grows it, or rebuilds a config drive whose content changed).
+      - C(absent) removes the file and its record; see O(force).
     type: str
     default: present
-    choices: [present]
+    choices: [present, absent]
+  force:
+    description: With O(state=absent), remove the file even when a defined libvirt domain references it.
+    type: bool
+    default: false
   instance_dir:
     description: The guest's directory, when it is not C(<instances_path>/<guest>).
     type: path
   file_name:
-    description: File name inside the instance directory. Defaults to C(disk) for the root disk.
+    description:
+      - File name inside the instance directory. Defaults by O(kind) to C(disk), C(disk.local), C(disk.swap),
+        C(disk.blank) or C(disk.config).
     type: str
+  format:
+    description:
+      - Format of the disk file, C(qcow2) (the default) or C(raw). An overlay is always C(qcow2).
+      - For O(kind=config_drive), the layout instead, C(config-2) (the default) or C(nocloud); the file is a raw ISO.
+      - For an existing disk the recorded format is used.
+    type: str
+    choices: [qcow2, raw, config-2, nocloud]
+  size:
+    description:
+      - Virtual size of the disk, such as C(10G) or C(512M) or a number of bytes. Units are binary (C(G) and
+        C(GiB) are 1024^3 bytes), except C(KB), C(MB), C(GB), C(TB) which are decimal.
+      - Required for O(kind=ephemeral), O(kind=swap) and O(kind=blank). For O(kind=root) it defaults to the
+        virtual size of the base. A size smaller than the current disk or than the base is refused.
+    type: str
+  preallocation:
+    description:
+      - Preallocation of a new disk (qemu-img's C(preallocation) option). C(off) keeps files sparse.
+      - Preallocating a qcow2 overlay makes it with C(extended_l2=on), as qemu requires.
+    type: str
+    choices: ['off', metadata, falloc, full]
   base:
-    description: Path of the base image on the hypervisor (RV(virtfleet.libvirt.image_cache#module:path)).
+    description: For O(kind=root), the base image on the hypervisor (RV(virtfleet.libvirt.image_cache#module:path)).
     type: path
   base_format:
     description:
       - Format of O(base), as returned by M(virtfleet.libvirt.image_cache). When not given it is read from
-        the cache's record next to the base; it is never guessed.
+        the cache's record next to the base (C(<base>.info.json)); it is never guessed.
     type: str
     choices: [raw, qcow2]
   backing:
     description:
-      - C(overlay) makes a qcow2 file backed by O(base) (fast, shares the base); C(flat) copies the base.
+      - C(overlay) makes a qcow2 file backed by the base (fast, shares the base); C(flat) copies the base.
+      - Defaults to C(overlay) for O(kind=root); for ephemeral and swap disks to C(overlay) with
+        O(format=qcow2) and C(flat) with O(format=raw).
     type: str
-    default: overlay
     choices: [overlay, flat]
-  format:
-    description: Format of the disk file. An overlay is always C(qcow2).
+  fs_type:
+    description: Filesystem of an ephemeral disk. The matching mkfs tool must be installed on the hypervisor.
     type: str
-    default: qcow2
-    choices: [qcow2, raw]
-  size:
+    default: ext4
+    choices: [ext4, ext3, ext2, xfs, vfat]
+  label:
     description:
-      - Virtual size of the disk, such as C(10G) or C(512M) (binary units) or a number of bytes.
-      - Defaults to the virtual size of the base. A size smaller than the current disk or the base is refused.
+      - Filesystem label of an ephemeral disk (default C(ephemeral0)) or swap label of a swap disk (default none).
+      - Letters, digits, C(.), C(_) and C(-); at most 16 characters (12 for xfs, 11 for vfat).
     type: str
   mode:
-    description: Permissions of a newly created disk file.
+    description:
+      - Permissions of the disk file, an octal string such as C('0644').
+      - When not given, a new file gets C(0644), a config drive C(0600), and an existing file is left as it is.
+    type: raw
+  owner:
+    description:
+      - Owner of the disk file (name or uid). When not given, new files belong to root and existing files keep
+        their owner (libvirt changes it to the qemu user while a guest runs).
     type: str
-    default: "0644"
+  group:
+    description: Group of the disk file (name or gid), like O(owner).
+    type: str
+  hostname:
+    description: Config drive; the guest's host name. Defaults to O(guest).
+    type: str
+  instance_uuid:
+    description:
+      - Config drive; the instance UUID (C(uuid) / C(instance-id)). Defaults to a UUID derived from O(guest),
+        stable across runs; pass the domain's UUID to have both agree.
+    type: str
+  public_keys:
+    description:
+      - Config drive; SSH public keys, a dict of name to key, or a list of keys.
+    type: raw
+  user_data:
+    description: Config drive; user data (such as a C(#cloud-config) document), written as given.
+    type: str
+  admin_pass:
+    description: Config drive (config-2 only); C(admin_pass) in C(meta_data.json).
+    type: str
+  network_data:
+    description: Config drive; C(network_data.json) (config-2) or C(network-config) (nocloud).
+    type: dict
+  vendor_data:
+    description: Config drive; C(vendor_data.json) (config-2) or C(vendor-data) (nocloud).
+    type: dict
+  metadata:
+    description: Config drive; user metadata (C(meta) in C(meta_data.json)).
+    type: dict
+  files:
+    description:
+      - Config drive (config-2 only); files to inject into the guest, stored as C(openstack/content/NNNN)
+        and listed in C(meta_data.json).
+    type: list
+    elements: dict
+    suboptions:
+      path:
+        description: Path of the file in the guest.
+        type: str
+        required: true
+      content:
+        description: Content of the file.
+        type: str
+        required: true
+  extra_files:
+    description:
+      - Config drive; more files on the drive, a dict of relative path on the drive to content.
+    type: dict
+notes:
+  - O(user_data), O(admin_pass), O(public_keys), O(vendor_data), O(extra_files) and the content of O(files) are
+    never logged nor returned.
+requirements:
+  - qemu-img
+  - pycdlib (for O(kind=config_drive))
+  - mkfs.ext4, mkfs.xfs, mkfs.vfat or mkswap (for O(kind=ephemeral) and O(kind=swap)), found in C(PATH)
 """
 
 EXAMPLES = r"""
@@ -88,6 +197,7 @@ EXAMPLES = r"""
     base: "{{ image.path }}"
     base_format: "{{ image.format }}"
     size: 20G
+  register: root_disk
 
 - name: Flat raw root disk
   virtfleet.libvirt.guest_disk:
@@ -97,48 +207,165 @@ EXAMPLES = r"""
     backing: flat
     format: raw
     size: 40G
+
+- name: Ephemeral disk, ext4 labelled ephemeral0, as an overlay on a cached formatted base
+  virtfleet.libvirt.guest_disk:
+    guest: web1
+    kind: ephemeral
+    size: 10G
+    fs_type: ext4
+  register: ephemeral_disk
+
+- name: Swap
+  virtfleet.libvirt.guest_disk:
+    guest: web1
+    kind: swap
+    size: 1G
+  register: swap_disk
+
+- name: Config drive in the OpenStack layout
+  virtfleet.libvirt.guest_disk:
+    guest: web1
+    kind: config_drive
+    format: config-2
+    hostname: web1.example.com
+    public_keys:
+      admin: "{{ lookup('file', 'id_ed25519.pub') }}"
+    user_data: |
+      #cloud-config
+      packages: [nginx]
+  register: config_drive
+
+- name: Attach them all
+  virtfleet.libvirt.domain_xml:
+    name: web1
+    disks:
+      - "{{ root_disk.xml_disk | combine({'boot_order': 1}) }}"
+      - "{{ ephemeral_disk.xml_disk }}"
+      - "{{ swap_disk.xml_disk }}"
+      - "{{ config_drive.xml_disk | combine({'bus': 'sata'}) }}"
+
+- name: Remove a scratch disk (refused while a defined domain uses it)
+  virtfleet.libvirt.guest_disk:
+    guest: web1
+    kind: blank
+    file_name: scratch.qcow2
+    state: absent
 """
 
 RETURN = r"""
+kind:
+  description: The kind of disk.
+  returned: always
+  type: str
+  sample: root
 path:
   description: Path of the disk file.
   returned: always
   type: str
   sample: /var/lib/virtfleet/instances/web1/disk
 format:
-  description: Format of the disk file, as recorded in C(disk.info.json).
+  description: Format of the disk file, as recorded in C(disk.info.json) (C(raw) for a config drive).
   returned: always
   type: str
   sample: qcow2
 virtual_size:
-  description: Virtual size of the disk in bytes after the task.
-  returned: always
+  description: Virtual size of the disk in bytes after the task (for a config drive, the ISO's size; not known in check mode before it exists).
+  returned: when O(state=present)
   type: int
   sample: 21474836480
 actions:
-  description: What was done (or would be done in check mode).
+  description:
+    - What was done (or would be done in check mode), among C(create_base) (a cached formatted base was made),
+      C(create), C(grow), C(rebuild) (config drive content changed), C(chmod), C(chown), C(remove),
+      C(forget) (a stale record was dropped).
   returned: always
   type: list
   elements: str
   sample: [create]
+xml_disk:
+  description:
+    - The disk as an element of M(virtfleet.libvirt.domain_xml)'s O(virtfleet.libvirt.domain_xml#module:disks)
+      (C(path), C(format), C(device) C(disk) or C(cdrom), C(readonly)).
+  returned: when O(state=present)
+  type: dict
+  sample: {path: /var/lib/virtfleet/instances/web1/disk.config, format: raw, device: cdrom, readonly: true}
+owned_files:
+  description: Files that belong to this disk (for C(metadata.owned_files) of M(virtfleet.libvirt.domain_xml)).
+  returned: when O(state=present)
+  type: list
+  elements: str
+backing_file:
+  description: The base a qcow2 overlay is backed by.
+  returned: for overlays
+  type: str
+  sample: /var/lib/virtfleet/instances/_base/ephemeral_10G_ext4_ephemeral0
+base:
+  description: The cached formatted base of an ephemeral or swap disk.
+  returned: for O(kind=ephemeral) and O(kind=swap)
+  type: str
+fs_type:
+  description: Filesystem of an ephemeral disk (C(swap) for a swap disk).
+  returned: for O(kind=ephemeral) and O(kind=swap)
+  type: str
+label:
+  description: Filesystem or swap label, or the config drive's volume label.
+  returned: for O(kind=ephemeral), O(kind=swap) and O(kind=config_drive)
+  type: str
+  sample: ephemeral0
+drive_format:
+  description: Layout of the config drive.
+  returned: for O(kind=config_drive)
+  type: str
+  sample: config-2
+files:
+  description: Paths of the files on the config drive (never their content).
+  returned: for O(kind=config_drive)
+  type: list
+  elements: str
+  sample: [openstack/latest/meta_data.json, openstack/latest/user_data]
+referenced_by:
+  description: Defined libvirt domains that name the disk (with O(state=absent)).
+  returned: when O(state=absent)
+  type: list
+  elements: str
 """
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
-    INSTANCES_ARGS, build_module, merge_specs, run_module,
+    CONNECTION_ARGS, INSTANCES_ARGS, build_module, merge_specs, run_module,
 )
 
-ARGUMENT_SPEC = merge_specs(INSTANCES_ARGS, {
+ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
     "guest": {"type": "str", "required": True},
-    "kind": {"type": "str", "default": "root", "choices": ["root"]},
-    "state": {"type": "str", "default": "present", "choices": ["present"]},
+    "kind": {"type": "str", "default": "root", "choices": ["root", "ephemeral", "swap", "blank", "config_drive"]},
+    "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+    "force": {"type": "bool", "default": False},
     "instance_dir": {"type": "path"},
     "file_name": {"type": "str"},
+    "format": {"type": "str", "choices": ["qcow2", "raw", "config-2", "nocloud"]},
+    "size": {"type": "str"},
+    "preallocation": {"type": "str", "choices": ["off", "metadata", "falloc", "full"]},
     "base": {"type": "path"},
     "base_format": {"type": "str", "choices": ["raw", "qcow2"]},
-    "backing": {"type": "str", "default": "overlay", "choices": ["overlay", "flat"]},
-    "format": {"type": "str", "default": "qcow2", "choices": ["qcow2", "raw"]},
-    "size": {"type": "str"},
-    "mode": {"type": "str", "default": "0644"},
+    "backing": {"type": "str", "choices": ["overlay", "flat"]},
+    "fs_type": {"type": "str", "default": "ext4", "choices": ["ext4", "ext3", "ext2", "xfs", "vfat"]},
+    "label": {"type": "str"},
+    "mode": {"type": "raw"},
+    "owner": {"type": "str"},
+    "group": {"type": "str"},
+    "hostname": {"type": "str"},
+    "instance_uuid": {"type": "str"},
+    "public_keys": {"type": "raw", "no_log": True},
+    "user_data": {"type": "str", "no_log": True},
+    "admin_pass": {"type": "str", "no_log": True},
+    "network_data": {"type": "dict"},
+    "vendor_data": {"type": "dict", "no_log": True},
+    "metadata": {"type": "dict"},
+    "files": {"type": "list", "elements": "dict", "options": {
+        "path": {"type": "str", "required": True},
+        "content": {"type": "str", "required": True, "no_log": True},
+    }},
+    "extra_files": {"type": "dict", "no_log": True},
 })
 
 
@@ -152,7 +379,7 @@ def core(module):
 
 
 def main():
-    module = build_module(ARGUMENT_SPEC, required_if=[("kind", "root", ("base",))])
+    module = build_module(ARGUMENT_SPEC)
     run_module(module, core)
 
 
