@@ -378,8 +378,12 @@ def _plan_existing_size(plan: Dict[str, Any], size: Optional[int], growable: boo
     plan["virtual_size"] = size
 
 
-def plan_root_disk(params: Dict[str, Any]) -> Dict[str, Any]:
-    """Decide what the root disk needs; reads state only."""
+def plan_root_disk(params: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:
+    """Decide what the root disk needs; reads state only.
+
+    In check mode the base may not exist yet (image_cache, in check mode too, only predicted its
+    download); a missing disk is then predicted as created at ``size``.
+    """
     plan = _base_plan(params, "root")
     backing = params.get("backing") or "overlay"
     if backing == "overlay" and plan["format"] != "qcow2":
@@ -389,6 +393,8 @@ def plan_root_disk(params: Dict[str, Any]) -> Dict[str, Any]:
     if not base:
         raise VirtfleetError("a root disk needs base: the path of a cached image (from virtfleet.libvirt.image_cache)")
     if not os.path.isfile(base):
+        if check_mode and plan["stat"] is None and params.get("base_format"):
+            return _predict_root_on_missing_base(plan, params, backing, base)
         raise VirtfleetError("base image %s does not exist; fetch it with virtfleet.libvirt.image_cache first" % base)
     base_fmt = base_format_of(base, params.get("base_format"))
     size = _parse_size_option(params.get("size"))
@@ -420,6 +426,17 @@ def plan_root_disk(params: Dict[str, Any]) -> Dict[str, Any]:
                                 "from the new base)" % (plan["path"], recorded_base, base))
     plan["base"] = recorded_base or plan["base"]
     plan["backing"] = record.get("backing") or backing
+    return plan
+
+
+def _predict_root_on_missing_base(plan: Dict[str, Any], params: Dict[str, Any], backing: str,
+                                  base: str) -> Dict[str, Any]:
+    """Check mode only: the root disk that will be built once image_cache has fetched ``base``."""
+    size = _parse_size_option(params.get("size"))
+    plan.update(backing=backing, base=os.path.abspath(base), base_format=params["base_format"], virtual_size=size)
+    plan["actions"].append("create")
+    plan["warnings"].append("base image %s is not in the cache yet (check mode); the root disk is predicted from "
+                            "the requested size only" % base)
     return plan
 
 
@@ -617,7 +634,7 @@ def domains_referencing(uri: str, path: str) -> List[str]:
     return sorted(set(users))
 
 
-def plan_disk(params: Dict[str, Any]) -> Dict[str, Any]:
+def plan_disk(params: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:
     """The whole plan for one disk: actions, before and after; nothing is changed."""
     kind = params.get("kind") or "root"
     if kind not in KINDS:
@@ -633,7 +650,7 @@ def plan_disk(params: Dict[str, Any]) -> Dict[str, Any]:
             plan["before"]["format"] = (plan["record"] or {}).get("format")
         return plan
     if kind == "root":
-        plan = plan_root_disk(params)
+        plan = plan_root_disk(params, check_mode)
     elif kind in ("ephemeral", "swap"):
         plan = plan_formatted_disk(params, kind)
     elif kind == "blank":
@@ -759,7 +776,7 @@ def _xml_disk(plan: Dict[str, Any]) -> Dict[str, Any]:
 
 def ensure_disk(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
     """Core of the ``guest_disk`` module: one disk file of one guest."""
-    plan = plan_disk(params)
+    plan = plan_disk(params, check_mode)
     if not check_mode and plan["actions"]:
         apply_plan(plan)
     after = plan["after"]

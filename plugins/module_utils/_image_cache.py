@@ -687,12 +687,6 @@ def _reinspect(paths: Dict[str, str], record: Dict[str, Any], req: Dict[str, Any
     return updated
 
 
-def _touch(path: str) -> None:
-    """Mark the image as used now (for state: pruned) without touching the image file itself."""
-    with contextlib.suppress(OSError):
-        os.utime(path, None)
-
-
 def _hash_file(path: str, algo: str) -> str:
     hasher = hashlib.new(algo)
     with open(path, "rb") as handle:
@@ -723,8 +717,8 @@ def _cached_result(paths: Dict[str, str], req: Dict[str, Any], checksum: Optiona
         if stale_inspector:
             write_record(paths["record"], record)
             actions.append("reinspect")
-    if not check_mode:
-        _touch(paths["record"])
+    # Nothing is written on a cached re-run (not even a "last used" touch): an idempotent run only
+    # reads. Use is seen by pruning through the disks' backing chains and the base's atime.
     return _result(paths["path"], record, stat, changed=bool(actions), fetched=False, actions=actions)
 
 
@@ -1031,7 +1025,7 @@ def ensure_pruned(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
 
 
 def _last_use(stat: os.stat_result, record_path: str) -> float:
-    """When the base was last used: its atime/mtime, or the record's mtime (touched by every cached re-run)."""
+    """When the base was last used: read by a guest (atime), fetched or converted (mtime), or re-inspected."""
     record = _stat(record_path)
     return max(stat.st_atime, stat.st_mtime, record.st_mtime if record else 0.0)
 

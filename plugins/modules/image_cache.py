@@ -87,6 +87,9 @@ options:
     description:
       - With O(state=pruned), how long a cached image must have been unused before it is removed; seconds or
         a number with C(s), C(m), C(h), C(d) or C(w).
+      - An image counts as used when it is in the backing chain of any disk under O(instances_path); its
+        last use is the latest of its fetch, its re-inspection and its last read by a guest (access time). A
+        cached re-run with O(state=present) writes nothing, so it does not count as a use.
     type: str
     default: 24h
   verify:
