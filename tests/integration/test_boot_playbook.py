@@ -115,3 +115,33 @@ def test_bad_input_fails_clearly_and_leaves_no_disk(sandbox, guest_image, guest_
     assert "Traceback" not in run.stdout + run.stderr
     assert not os.path.exists(os.path.join(sandbox.instances, name, "disk"))
     assert name not in [d.name() for d in sandbox.conn.listAllDomains()]
+
+
+def test_flavor_with_ephemeral_swap_and_config_drive(sandbox, guest_image_url):
+    """The role builds every disk of the flavor; the guest sees each one and the config drive's files."""
+    name = sandbox.guest_name("full")
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly test@virtfleet"
+    user_data = "#cloud-config\nhostname: full-guest\n"
+    flavors = dict(FLAVORS, **{"t.full": {"vcpus": 1, "memory": "160M", "disk": "64M",
+                                           "ephemeral": "48M", "swap": "32M"}})
+    inventory = write_inventory(sandbox, {name: "t.full"}, guest_image_url, extra={
+        "virtfleet_flavors": flavors, "virtfleet_config_drive": True, "virtfleet_hostname": "full-guest",
+        "virtfleet_ssh_public_keys": [key], "virtfleet_user_data": user_data})
+    first = run_playbook(PLAYBOOK, inventory)
+    assert first.rc == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert user_data.splitlines()[0] not in first.stdout, "user data must never be logged"
+
+    report = wait_for_report(os.path.join(sandbox.instances, name, "console.log"))
+    by_size = {v["size"]: dev for dev, v in report.disks.items()}
+    assert report.disks["vda"]["size"] == 64 * MIB
+    ephemeral, swap = by_size[48 * MIB], by_size[32 * MIB]
+    assert report.filesystems[ephemeral] == {"type": "ext4", "label": "ephemeral0"}
+    assert swap in report.swaps
+    assert report.configdrive["label"] == "config-2"
+    meta = json.loads(report.cdfile_bytes("openstack/latest/meta_data.json"))
+    assert meta["hostname"] == "full-guest" and key in json.dumps(meta["public_keys"])
+    assert meta["uuid"] == report.uuid
+    assert report.cdfile_bytes("openstack/latest/user_data").decode() == user_data
+
+    second = run_playbook(PLAYBOOK, inventory)
+    assert second.rc == 0 and second.changed() == 0, second.stdout[-4000:]
