@@ -1,0 +1,138 @@
+"""domain_info on real libvirtd with the real test guest: what it reports must match what the guest sees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from tests.integration.conftest import wait_for_report
+from tests.support.runner import run_module
+
+MIB = 1 << 20
+
+# A transient network with no <forward> and no DHCP (this host has no dnsmasq): the lease lookup runs
+# for real and finds nothing; guests reach nothing.
+ISOLATED_NET = """
+<network>
+  <name>%s</name>
+  <bridge stp='on' delay='0'/>
+</network>
+"""
+
+
+@pytest.fixture(scope="module")
+def isolated_network(virt_host):
+    import libvirt
+
+    name = "vft-di-net-%s" % uuid.uuid4().hex[:6]
+    net = virt_host.networkCreateXML(ISOLATED_NET % name)
+    yield name
+    try:
+        net.destroy()
+    except libvirt.libvirtError:
+        pass
+
+
+def info(check=False, **args):
+    result = run_module("domain_info", args, check=check)
+    assert result["_rc"] == 0, result
+    assert result["changed"] is False
+    return result["domains"]
+
+
+@pytest.fixture
+def started_guest(sandbox, guest_image, isolated_network):
+    """A TCG guest in 'stay' mode: raw root disk, empty qcow2 data disk, two NICs; defined and started."""
+    name = sandbox.guest_name("info")
+    instance_dir = os.path.join(sandbox.instances, name)
+    os.makedirs(instance_dir)
+    root = os.path.join(instance_dir, "disk")
+    data = os.path.join(instance_dir, "data.qcow2")
+    shutil.copyfile(guest_image["path"], root)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", data, "16M"], check=True)
+    xml_args = {"name": name, "vcpus": 1, "memory": "128M", "virt_type": "qemu",
+                "instances_path": sandbox.instances, "fw_cfg": {"opt/org.virtfleet/mode": "stay"},
+                "disks": [{"path": root, "format": "raw", "boot_order": 1},
+                          {"path": data, "format": "qcow2"}],
+                # Both virtio: the test guest's initramfs has no e1000 driver, so it would not see such a NIC.
+                "nics": [{"network": isolated_network}, {"network": isolated_network}],
+                "metadata": {"flavor": "t.info", "owned_files": [root, data]}}
+    written = run_module("domain_xml", xml_args)
+    assert written["_rc"] == 0, written
+    started = run_module("domain", {"name": name, "instances_path": sandbox.instances})
+    assert started["_rc"] == 0 and started["state"] == "running", started
+    return {"name": name, "dir": instance_dir, "root": root, "data": data, "network": isolated_network,
+            "console": os.path.join(instance_dir, "console.log"), "instances": sandbox.instances}
+
+
+def test_running_guest_is_reported_as_the_guest_sees_itself(started_guest):
+    g = started_guest
+    report = wait_for_report(g["console"])
+    [dom] = info(name=g["name"])
+
+    assert dom["name"] == g["name"] and dom["state"] == "running"
+    assert dom["persistent"] is True and dom["autostart"] is False
+    assert dom["uuid"] == report.uuid.lower(), "libvirt's UUID is the guest's SMBIOS UUID"
+    assert dom["vcpus"] == report.cpus == 1
+    assert dom["memory_kib"] == 128 * 1024
+    assert 128 * MIB - 48 * MIB <= report.mem_kib * 1024 <= 128 * MIB
+
+    disks = {d["target"]: d for d in dom["disks"]}
+    assert {(t, d["bus"], d["file"], d["format"]) for t, d in disks.items()} == {
+        ("vda", "virtio", g["root"], "raw"), ("vdb", "virtio", g["data"], "qcow2")}
+    assert disks["vda"]["boot_order"] == 1
+    # The guest sees those two files: the image's size and the qcow2's virtual size.
+    assert report.disks["vda"]["size"] == os.path.getsize(g["root"])
+    assert report.disks["vdb"]["size"] == 16 * MIB
+
+    assert sorted(n["mac"] for n in dom["interfaces"]) == report.macs()
+    assert [(n["type"], n["source"], n["model"]) for n in dom["interfaces"]] == [
+        ("network", g["network"], "virtio")] * 2
+    # The test guest runs no DHCP client and no agent: no addresses, and no error for asking.
+    assert all(n["addresses"] == [] for n in dom["interfaces"])
+
+    assert dom["console_log"] == g["console"] and os.path.exists(dom["console_log"])
+    assert dom["model"]["virt_type"] == "qemu" and dom["model"]["firmware"] == "bios"
+    assert dom["model"]["machine"].startswith("pc-i440fx")
+    assert dom["model"]["fw_cfg"] == {"opt/org.virtfleet/mode": "stay"}
+    assert dom["model"]["metadata"] == {"flavor": "t.info", "image": None, "owned_files": [g["root"], g["data"]]}
+    assert "xml" not in dom
+
+
+def test_check_mode_listing_and_include_xml(started_guest):
+    g = started_guest
+    [checked] = info(check=True, name=g["name"], include_xml=True)
+    assert checked["state"] == "running"
+    assert "<name>%s</name>" % g["name"] in checked["xml"]
+    listed = info()
+    assert g["name"] in [d["name"] for d in listed]
+    assert [d["name"] for d in listed] == sorted(d["name"] for d in listed)
+    assert info(name=g["name"] + "-missing") == []
+    assert info(check=True, name=g["name"] + "-missing") == []
+
+
+def test_paused_and_shut_off_states(started_guest):
+    g = started_guest
+    wait_for_report(g["console"])
+    paused = run_module("domain", {"name": g["name"], "instances_path": g["instances"], "state": "paused"})
+    assert paused["_rc"] == 0, paused
+    assert info(name=g["name"])[0]["state"] == "paused"
+
+    stopped = run_module("domain", {"name": g["name"], "instances_path": g["instances"], "state": "shutdown",
+                                    "shutdown_timeout": 60, "force_off": True})
+    assert stopped["_rc"] == 0, stopped
+    [dom] = info(name=g["name"])
+    assert dom["state"] == "shutoff"
+    assert all(n["addresses"] == [] for n in dom["interfaces"])
+    assert {d["file"] for d in dom["disks"]} == {g["root"], g["data"]}
+
+
+def test_libvirt_errors_are_clear_messages():
+    result = run_module("domain_info", {"uri": "qemu+unix:///system?socket=/nonexistent/sock"})
+    assert result["_rc"] != 0 and result.get("failed")
+    assert "cannot connect to libvirt" in result["msg"]
+    assert "Traceback" not in result["msg"] + result["_stderr"]
