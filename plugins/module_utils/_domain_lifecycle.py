@@ -11,6 +11,8 @@ very plan a real run would carry out. Idempotency is semantic: the desired XML a
 from __future__ import annotations
 
 import os
+import stat
+import uuid as uuidlib
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
@@ -20,6 +22,54 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn im
 )
 
 WANTED_STATES = ("running", "shutdown", "paused", "defined", "absent")
+MAX_NAME_LENGTH = 255  # what a file name may be; libvirt's own limit is far above any sane name
+MAX_TIMEOUT = 86400
+
+
+def validate_params(params: Dict[str, Any]) -> None:
+    """Reject what libvirt or the file system would choke on, before anything is looked up."""
+    name = params.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise VirtfleetError("name must be a non-empty string, got %r" % (name,))
+    if len(name) > MAX_NAME_LENGTH:
+        raise VirtfleetError("name is %d characters long; at most %d are allowed" % (len(name), MAX_NAME_LENGTH))
+    bad = sorted({c for c in name if c == "/" or ord(c) < 32 or ord(c) == 127})
+    if bad or name in (".", "..") or name != name.strip():
+        raise VirtfleetError("name %r is not a valid domain name: no '/', control characters, leading or "
+                             "trailing blanks, and not '.' or '..'" % (name,))
+    if params.get("state", "running") not in WANTED_STATES:
+        raise VirtfleetError("state must be one of %s, got %r" % (", ".join(WANTED_STATES), params.get("state")))
+    for key in ("shutdown_timeout", "start_timeout"):
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= MAX_TIMEOUT):
+            raise VirtfleetError("%s must be a number of seconds from 0 to %d, got %r" % (key, MAX_TIMEOUT, value))
+
+
+def _parse_desired(xml: Any, source: str, name: str) -> "model.Domain":
+    """The desired definition, parsed; it must name the domain the task is about."""
+    if not isinstance(xml, str) or not xml.strip():
+        raise VirtfleetError("the domain XML from %s is empty" % source)
+    try:
+        parsed = model.Domain.from_xml(xml)
+    except Exception as exc:  # malformed XML from a file or a user
+        raise VirtfleetError("cannot parse the domain XML from %s: %s" % (source, exc))
+    if parsed.name != name:
+        raise VirtfleetError("the domain XML from %s defines domain %r, not %r; the name option and the XML's "
+                             "<name> must agree" % (source, parsed.name, name))
+    if parsed.uuid:
+        try:
+            uuidlib.UUID(parsed.uuid)
+        except ValueError:
+            raise VirtfleetError("the domain XML from %s has an invalid UUID %r" % (source, parsed.uuid))
+    return parsed
+
+
+def _same_uuid(one: str, two: str) -> bool:
+    try:
+        return uuidlib.UUID(one) == uuidlib.UUID(two)
+    except ValueError:
+        return one.lower() == two.lower()
 
 
 def _semantic_xml(xml: str, source: str, runtime: bool = False) -> str:
@@ -43,8 +93,8 @@ def _adopt_identity(desired_xml: str, current_xml: str) -> str:
     """Keep the defined UUID and MACs when the desired XML leaves them out (libvirt generated them)."""
     desired = model.Domain.from_xml(desired_xml)
     current = model.Domain.from_xml(current_xml)
-    if not desired.uuid:
-        desired.uuid = current.uuid
+    if not desired.uuid or (current.uuid and _same_uuid(desired.uuid, current.uuid)):
+        desired.uuid = current.uuid  # also spells an equal UUID the way libvirt does
     cur_nics = [d for d in current.devices if isinstance(d, model.Interface)]
     new_nics = [d for d in desired.devices if isinstance(d, model.Interface)]
     for index, nic in enumerate(new_nics):
@@ -64,21 +114,24 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
 
     if state == "absent":
         if dom is not None:
-            plan["before_xml"] = _semantic_xml(_inactive_xml(dom), "libvirt")
+            inactive = _inactive_xml(dom)
+            plan["before_xml"] = _semantic_xml(inactive, "libvirt")
             if before_state != "shutoff":
                 plan["actions"].append("destroy")
-            plan["actions"].append("undefine")
+            if dom.isPersistent():
+                plan["actions"].append("undefine")  # a transient domain is gone once destroyed
             if params.get("remove_storage"):
-                plan["remove_files"] = owned_files(_inactive_xml(dom))
+                plan["remove_files"], plan["kept_files"] = removable_files(conn, name, owned_files(inactive))
                 if plan["remove_files"]:
                     plan["actions"].append("remove_storage")
         plan["after_state"] = "absent"
         return plan
 
     desired_xml = params["xml"]
+    _parse_desired(desired_xml, params.get("xml_source", "the xml option"), name)
     if dom is None:
         plan["actions"].append("define")
-        plan["after_xml"] = _semantic_xml(desired_xml, params["xml_source"])
+        plan["after_xml"] = _semantic_xml(desired_xml, params.get("xml_source", "the xml option"))
         plan["desired_xml"] = desired_xml
         running_after = False
         current_state = "shutoff"
@@ -87,13 +140,13 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
         desired_xml = _adopt_identity(desired_xml, current_xml)
         want_uuid = model.Domain.from_xml(desired_xml).uuid
         have_uuid = model.Domain.from_xml(current_xml).uuid
-        if want_uuid and have_uuid and want_uuid.lower() != have_uuid.lower():
+        if want_uuid and have_uuid and not _same_uuid(want_uuid, have_uuid):
             raise VirtfleetError(
                 "domain %s is defined with UUID %s but the desired XML has UUID %s; libvirt cannot change a "
                 "domain's UUID. Remove the uuid from the XML to keep the existing one, or set state=absent first."
                 % (name, have_uuid, want_uuid))
         plan["before_xml"] = _semantic_xml(current_xml, "libvirt")
-        plan["after_xml"] = _semantic_xml(desired_xml, params["xml_source"])
+        plan["after_xml"] = _semantic_xml(desired_xml, params.get("xml_source", "the xml option"))
         if plan["before_xml"] != plan["after_xml"]:
             plan["actions"].append("redefine")
             plan["desired_xml"] = desired_xml
@@ -122,7 +175,9 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
         desired_runtime = _semantic_xml(plan["desired_xml"] or _inactive_xml(dom), "libvirt", runtime=True)
         if live != desired_runtime:
             if params.get("apply") == "restart":
-                plan["actions"] += ["shutdown", "start_paused" if state == "paused" else "start"]
+                # a restart keeps the guest as asked (or, for state defined, as it was: paused stays paused)
+                paused_after = state == "paused" or (state == "defined" and current_state == "paused")
+                plan["actions"] += ["shutdown", "start_paused" if paused_after else "start"]
                 if not plan["differences"]:
                     plan["differences"] = _changed_lines(live, desired_runtime)
             else:
@@ -149,7 +204,55 @@ def owned_files(xml: str) -> List[str]:
     """Files the collection created for this guest, as recorded in its metadata (never anything else)."""
     parsed = model.Domain.from_xml(xml)
     files = list(getattr(parsed.metadata, "owned_files", None) or []) if parsed.metadata else []
-    return [f for f in files if os.path.isabs(f)]
+    seen: List[str] = []
+    for path in files:
+        if path and os.path.isabs(path) and "\0" not in path and os.path.normpath(path) not in seen:
+            seen.append(os.path.normpath(path))
+    return seen
+
+
+def _files_of_other_domains(conn, name: str) -> Dict[str, str]:
+    """realpath of every file a disk of another defined or running domain uses -> that domain's name."""
+    used: Dict[str, str] = {}
+    for other in conn.listAllDomains(0):
+        other_name = other.name()
+        if other_name == name:
+            continue
+        for flags in (libvirt.VIR_DOMAIN_XML_INACTIVE, 0):
+            try:
+                parsed = model.Domain.from_xml(other.XMLDesc(flags))
+            except Exception:  # pylint: disable=broad-except - vanished meanwhile or foreign XML
+                continue
+            for disk in parsed.devices_of(model.Disk):
+                if disk.source_file:
+                    used.setdefault(os.path.realpath(disk.source_file), other_name)
+    return used
+
+
+def removable_files(conn, name: str, owned: List[str]):
+    """(files to delete, [(file, why it is kept)]): existing regular files or links, used by no other domain."""
+    remove: List[str] = []
+    kept: List[tuple] = []
+    used = None
+    for path in owned:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue  # already gone: nothing to do
+        except OSError as exc:
+            kept.append((path, "cannot inspect it: %s" % (exc.strerror or exc)))
+            continue
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+            kept.append((path, "not a regular file"))
+            continue
+        if used is None:
+            used = _files_of_other_domains(conn, name)
+        other = used.get(os.path.realpath(path))
+        if other is not None and not stat.S_ISLNK(info.st_mode):
+            kept.append((path, "domain %s uses it" % other))
+            continue
+        remove.append(path)
+    return remove, kept
 
 
 def _shutdown(dom, name: str, timeout: float, force_off: bool) -> List[str]:
@@ -192,6 +295,7 @@ def apply_plan(conn, params: Dict[str, Any], plan: Dict[str, Any]) -> List[str]:
     """Carry out ``plan``; returns what was done (may include a forced destroy)."""
     name = params["name"]
     done: List[str] = []
+    plan["removed_files"] = []
     dom = lookup_domain(conn, name)
     try:
         for action in plan["actions"]:
@@ -223,8 +327,14 @@ def apply_plan(conn, params: Dict[str, Any], plan: Dict[str, Any]) -> List[str]:
                 done.append(action)
             elif action == "remove_storage":
                 for path in plan.get("remove_files", []):
-                    if os.path.lexists(path):
+                    try:
                         os.unlink(path)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        raise VirtfleetError("domain %s is undefined but its file %s cannot be removed: %s" % (
+                            name, path, exc.strerror or exc), actions=done, removed_files=plan["removed_files"])
+                    plan["removed_files"].append(path)
                 done.append(action)
             elif action in ("autostart_on", "autostart_off"):
                 dom.setAutostart(1 if action == "autostart_on" else 0)
@@ -245,6 +355,7 @@ def _undefine_flags() -> int:
 
 def ensure_domain(conn, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
     """Core of the ``domain`` module: one domain, one wanted state."""
+    validate_params(params)
     plan = plan_domain(conn, params)
     result: Dict[str, Any] = {
         "changed": bool(plan["actions"]),
@@ -256,8 +367,15 @@ def ensure_domain(conn, params: Dict[str, Any], check_mode: bool) -> Dict[str, A
         "diff": {"before": plan["before_xml"], "after": plan["after_xml"] if params["state"] != "absent" else "",
                  "before_header": "%s (defined)" % params["name"], "after_header": "%s (desired)" % params["name"]},
     }
+    warnings: List[str] = []
+    if params["state"] == "absent" and params.get("remove_storage"):
+        result["removed_files"] = list(plan.get("remove_files", []))
+        for path, why in plan.get("kept_files", []):
+            warnings.append("domain %s: owned file %s is kept: %s" % (params["name"], path, why))
     if not check_mode and plan["actions"]:
         result["actions"] = apply_plan(conn, params, plan)
+        if "removed_files" in result:
+            result["removed_files"] = list(plan["removed_files"])
         dom = lookup_domain(conn, params["name"])
         result["state"] = normalized_state(dom) if dom is not None else "absent"
     if params["state"] != "absent":
@@ -265,6 +383,8 @@ def ensure_domain(conn, params: Dict[str, Any], check_mode: bool) -> Dict[str, A
         if dom is not None:
             result["uuid"] = dom.UUIDString()
     if plan["restart_pending"]:
-        result["warnings_text"] = ("domain %s is running with an older definition; the new one applies at its next "
-                                   "start (set apply: restart to restart it now)" % params["name"])
+        warnings.append("domain %s is running with an older definition; the new one applies at its next "
+                        "start (set apply: restart to restart it now)" % params["name"])
+    if warnings:
+        result["warnings_text"] = warnings
     return result

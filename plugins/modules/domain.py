@@ -26,7 +26,7 @@ extends_documentation_fragment:
   - virtfleet.libvirt.common.attributes
 options:
   name:
-    description: Name of the domain.
+    description: Name of the domain (no C(/), control characters or surrounding blanks; at most 255 characters).
     type: str
     required: true
   state:
@@ -36,6 +36,7 @@ options:
       - C(shutdown) asks the guest to power off (ACPI) and waits up to O(shutdown_timeout); see O(force_off).
       - C(defined) defines or updates the definition without changing whether the guest runs.
       - C(absent) stops the domain (hard) and undefines it, with its NVRAM and TPM state.
+      - The XML (when read) must define the domain called O(name).
     type: str
     default: running
     choices: [running, paused, shutdown, defined, absent]
@@ -59,11 +60,11 @@ options:
     default: none
     choices: [none, restart]
   shutdown_timeout:
-    description: Seconds to wait for the guest to power off after an ACPI shutdown request.
+    description: Seconds (0 to 86400) to wait for the guest to power off after an ACPI shutdown request.
     type: int
     default: 120
   start_timeout:
-    description: Seconds to wait for the domain to reach the running (or paused) state after a start.
+    description: Seconds (0 to 86400) to wait for the domain to reach the running (or paused) state after a start.
     type: int
     default: 60
   force_off:
@@ -132,6 +133,15 @@ restart_pending:
   description: The guest runs with an older definition; the new one applies at its next start.
   returned: always
   type: bool
+removed_files:
+  description:
+    - With O(state=absent) and O(remove_storage=true), the owned files deleted (in check mode, that would be
+      deleted). Owned paths that are not regular files or links, or that another domain uses, are kept with
+      a warning.
+  returned: when O(state=absent) and O(remove_storage=true)
+  type: list
+  elements: str
+  sample: [/var/lib/virtfleet/instances/web1/disk]
 differences:
   description: The lines of the normalised XML that differ between the defined and the desired domain.
   returned: always
@@ -174,15 +184,17 @@ def _load_xml(params):
 
 
 def core(module):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_lifecycle import ensure_domain
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_lifecycle import (
+        ensure_domain, validate_params,
+    )
 
     params = dict(module.params)
+    validate_params(params)  # before the name becomes part of a path
     if params["state"] != "absent":
         params["xml"], params["xml_source"] = _load_xml(params)
     with connect(params["uri"]) as conn:
         result = ensure_domain(conn, params, module.check_mode)
-    warning = result.pop("warnings_text", None)
-    if warning:
+    for warning in result.pop("warnings_text", None) or []:
         module.warn(warning)
     return result
 
