@@ -13,7 +13,7 @@ a hardware KVM module is loaded, /dev/kvm is usable and libvirt offers the kvm d
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 
@@ -28,8 +28,12 @@ def _cpu_flags(cpuinfo: str) -> set:
     return set()
 
 
-def kvm_usability(root: str = "/", libvirt_offers_kvm: Optional[bool] = None) -> Tuple[bool, str]:
-    """Whether KVM can run ordinary guests here, and why not when it cannot."""
+def kvm_usability(root: str = "/", libvirt_offers_kvm: Union[None, bool, Callable[[], Optional[bool]]] = None
+                  ) -> Tuple[bool, str]:
+    """Whether KVM can run ordinary guests here, and why not when it cannot.
+
+    ``libvirt_offers_kvm`` may be a callable: libvirt is asked only when the host checks pass.
+    """
     def path(*parts: str) -> str:
         return os.path.join(root, *parts)
 
@@ -50,6 +54,8 @@ def kvm_usability(root: str = "/", libvirt_offers_kvm: Optional[bool] = None) ->
             if os.path.isdir(path("sys", "module")) else []
         return False, "no hardware KVM module (kvm_intel/kvm_amd) is loaded%s" % (
             " (found %s)" % ", ".join(others) if others else "")
+    if callable(libvirt_offers_kvm):
+        libvirt_offers_kvm = libvirt_offers_kvm()
     if libvirt_offers_kvm is False:
         return False, "libvirt does not offer the kvm domain type"
     return True, "hardware KVM via %s" % loaded[0]
@@ -70,7 +76,7 @@ def resolve_virt_type(conn, requested: str) -> str:
         raise VirtfleetError("virt_type must be one of %s, not %r" % (", ".join(VIRT_TYPES), requested))
     if requested == "qemu":
         return "qemu"
-    usable, reason = kvm_usability(libvirt_offers_kvm=_libvirt_offers_kvm(conn))
+    usable, reason = kvm_usability(libvirt_offers_kvm=lambda: _libvirt_offers_kvm(conn))
     if requested == "kvm" and not usable:
         raise VirtfleetError("virt_type kvm was asked for, but KVM cannot run guests on this host: %s. "
                              "Use virt_type: qemu (software emulation) or auto." % reason)
