@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark of virtfleet.libvirt.guest_disk (issue 4).
 
 1. Root overlay on a 10 GiB base: the module's own work per disk (ensure_disk in-process, i.e. without

@@ -26,7 +26,7 @@ description:
   - Concurrent runs for one image wait on a per-image lock under C(<instances_path>/locks/); one downloads,
     the others reuse its result. No partial or temporary file is ever left under a usable name.
 author:
-  - virtfleet developers
+  - virtfleet developers (@virtfleet)
 extends_documentation_fragment:
   - virtfleet.libvirt.common.instances
   - virtfleet.libvirt.common.attributes

@@ -122,8 +122,8 @@ def test_flavor_with_ephemeral_swap_and_config_drive(sandbox, guest_image_url):
     name = sandbox.guest_name("full")
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly test@virtfleet"
     user_data = "#cloud-config\nhostname: full-guest\n"
-    flavors = dict(FLAVORS, **{"t.full": {"vcpus": 1, "memory": "160M", "disk": "64M",
-                                           "ephemeral": "48M", "swap": "32M"}})
+    flavors = dict(FLAVORS)
+    flavors["t.full"] = {"vcpus": 1, "memory": "160M", "disk": "64M", "ephemeral": "48M", "swap": "32M"}
     inventory = write_inventory(sandbox, {name: "t.full"}, guest_image_url, extra={
         "virtfleet_flavors": flavors, "virtfleet_config_drive": True, "virtfleet_hostname": "full-guest",
         "virtfleet_ssh_public_keys": [key], "virtfleet_user_data": user_data})
