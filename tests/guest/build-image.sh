@@ -20,7 +20,9 @@ for tool in busybox mkfs.fat mcopy syslinux cpio gzip apt-get dpkg; do need $too
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+kernel_package() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
+KPKG=$(kernel_package)
+[ -n "$KPKG" ] || { apt-get update -qq >/dev/null 2>&1 || true; KPKG=$(kernel_package); }
 [ -n "$KPKG" ] || { echo "build-image: cannot resolve the Debian cloud kernel package (apt-get update?)" >&2; exit 1; }
 STAMP=$(cat "$0" "$HERE/init" | sha256sum | cut -d' ' -f1)-$KPKG
 if [ -f "$OUT/build.stamp" ] && [ "$(cat "$OUT/build.stamp")" = "$STAMP" ] \
