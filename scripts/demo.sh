@@ -12,8 +12,13 @@ mkdir -p "$image_dir"
 chmod 0755 /var/lib/virtfleet-demo
 bash tests/guest/build-image.sh "$image_dir" >/dev/null
 
-# Serve the image over HTTP on loopback so the download is real.
-port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# Serve the image over HTTP on loopback so the download is real. A fixed port keeps the image's URL, and so
+# its cache entry, the same from one demo run to the next (a different URL is a different image).
+port=${VIRTFLEET_DEMO_PORT:-18642}
+if (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
+  echo "port $port is busy; set VIRTFLEET_DEMO_PORT to a free port" >&2
+  exit 1
+fi
 .venv/bin/python -m http.server --bind 127.0.0.1 --directory "$image_dir" "$port" >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._disks import validate_guest_name
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._names import validate_guest_name
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, parse_size
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_model as model
 

@@ -38,6 +38,9 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import V
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
     TEMP_MARKER, atomic_output, fsync_dir, read_bytes, remove_quietly, write_file_atomic,
 )
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._names import (  # noqa: F401 (re-exported)
+    GUEST_NAME_RE, validate_guest_name,
+)
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, format_size, parse_size
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _config_drive as config_drive
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _image_format as image_format
@@ -56,17 +59,9 @@ DISK_FORMATS = ("qcow2", "raw")
 DEFAULT_MODES = {"config_drive": 0o600}
 DEFAULT_MODE = 0o644
 PREALLOCATIONS = ("off", "metadata", "falloc", "full")
-GUEST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LOCK_TIMEOUT = 1800
 QEMU_CONF = "/etc/libvirt/qemu.conf"
-
-
-def validate_guest_name(name: str) -> str:
-    if not isinstance(name, str) or not GUEST_NAME_RE.match(name) or name in (".", ".."):
-        raise VirtfleetError("invalid guest name %r: use 1-64 letters, digits, '.', '_' or '-', starting with a "
-                             "letter or digit" % (name,))
-    return name
 
 
 def validate_file_name(name: str) -> str:
