@@ -23,20 +23,17 @@ check mode returns exactly what a real run would do.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import grp
 import json
 import os
 import pwd
 import re
 import stat as statmod
-import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
-    TEMP_MARKER, atomic_output, fsync_dir, read_bytes, remove_quietly, write_file_atomic,
+    TEMP_MARKER, atomic_output, exclusive_lock, fsync_dir, read_bytes, remove_quietly, write_file_atomic,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._names import (  # noqa: F401 (re-exported)
     GUEST_NAME_RE, validate_guest_name,
@@ -251,27 +248,9 @@ def _attrs_after(before: Dict[str, Any], wants: Dict[str, Optional[int]], create
 # Locks
 # ---------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def file_lock(lock_path: str, timeout: float, what: str) -> Iterator[None]:
-    """Exclusive flock on ``lock_path``; waits up to ``timeout`` seconds for another run."""
-    os.makedirs(os.path.dirname(lock_path), mode=0o755, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise VirtfleetError("timed out after %d s waiting for the lock %s held by another run building "
-                                         "%s" % (timeout, lock_path, what))
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        yield
-    finally:
-        os.close(fd)
+def file_lock(lock_path: str, timeout: float, what: str):
+    """Exclusive lock for building the shared base ``what`` (the same lock path image_cache's prune takes)."""
+    return exclusive_lock(lock_path, timeout, what)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,19 +1,25 @@
 # -*- coding: utf-8 -*-
 # Copyright: virtfleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private to virtfleet.libvirt: atomic file writes.
+"""Private to virtfleet.libvirt: atomic file writes, exclusive locks and small JSON records.
 
 A file we produce (downloaded image, disk, XML, config drive) appears under its final name
 complete and fsync'ed, or not at all: it is written under a temporary name unique to this
 process in the same directory, then renamed. On any failure the temporary file is removed.
+Shared files (cached bases) are built under an exclusive flock, so concurrent runs build once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
+import time
 import uuid
-from typing import Iterator, Optional
+from typing import Any, Dict, Iterator, Optional
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 
 TEMP_MARKER = ".virtfleet-tmp-"
 
@@ -78,3 +84,38 @@ def read_bytes(path: str) -> Optional[bytes]:
             return handle.read()
     except FileNotFoundError:
         return None
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str, timeout: float, what: str, advice: str = "") -> Iterator[None]:
+    """Exclusive flock on ``lock_path``, waiting up to ``timeout`` seconds for another run."""
+    os.makedirs(os.path.dirname(lock_path), mode=0o755, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise VirtfleetError("timed out after %d s waiting for the lock %s held by another run working "
+                                         "on %s%s" % (timeout, lock_path, what, "; " + advice if advice else ""))
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_json_record(path: str) -> Optional[Dict[str, Any]]:
+    """A JSON object from ``path``; None when the file is missing, unreadable as JSON, or not an object."""
+    raw = read_bytes(path)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

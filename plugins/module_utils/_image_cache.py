@@ -24,7 +24,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import errno
-import fcntl
 import glob
 import hashlib
 import json
@@ -40,7 +39,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
-    TEMP_MARKER, fsync_dir, read_bytes, remove_quietly, temp_path_for, write_file_atomic,
+    TEMP_MARKER, exclusive_lock, fsync_dir, read_json_record, remove_quietly, temp_path_for,
+    write_file_atomic,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, format_size, parse_size
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _image_format as image_format
@@ -546,27 +546,9 @@ def _write_all(out: Any, data: bytes) -> None:
 # Locking and housekeeping
 # --------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def image_lock(lock_path: str, timeout: float, what: str) -> Iterator[None]:
+def image_lock(lock_path: str, timeout: float, what: str):
     """Exclusive per-image lock; waits up to ``timeout`` seconds for another run to finish."""
-    os.makedirs(os.path.dirname(lock_path), mode=0o755, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise VirtfleetError("timed out after %d s waiting for the lock %s held by another run working "
-                                         "on %s; raise lock_timeout or find the stuck run" % (timeout, lock_path, what))
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        yield
-    finally:
-        os.close(fd)
+    return exclusive_lock(lock_path, timeout, what, "raise lock_timeout or find the stuck run")
 
 
 def remove_stale_temps(path: str) -> List[str]:
@@ -580,14 +562,7 @@ def remove_stale_temps(path: str) -> List[str]:
 
 
 def read_record(record_path: str) -> Optional[Dict[str, Any]]:
-    raw = read_bytes(record_path)
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_record(record_path)
 
 
 def write_record(record_path: str, record: Dict[str, Any]) -> None:
@@ -882,7 +857,7 @@ def bases_in_use(instances_path: str) -> Dict[str, List[str]]:
         instance_dir = os.path.join(instances_path, entry)
         if entry in (BASE_DIR, LOCK_DIR) or not os.path.isdir(instance_dir):
             continue
-        info = _read_json(os.path.join(instance_dir, "disk.info.json")) or {}
+        info = read_json_record(os.path.join(instance_dir, "disk.info.json")) or {}
         for file_name in sorted(os.listdir(instance_dir)):
             disk = os.path.join(instance_dir, file_name)
             if not os.path.isfile(disk) or file_name.endswith(".json") or file_name.endswith(".xml") \
@@ -897,17 +872,6 @@ def bases_in_use(instances_path: str) -> Dict[str, List[str]]:
                 if os.path.dirname(real) == base_dir:
                     used.setdefault(real, []).append(disk)
     return used
-
-
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
-    raw = read_bytes(path)
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _backing_chain(disk: str, fmt: Optional[str]) -> List[str]:
