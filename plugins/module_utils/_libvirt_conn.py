@@ -44,6 +44,15 @@ def require_libvirt(module) -> None:
         module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_IMPORT_ERROR)
 
 
+def require_libvirt_and_lxml(module) -> None:
+    """Modules that read or write domain XML need lxml too (for the typed domain model)."""
+    require_libvirt(module)
+    try:
+        import lxml  # noqa: F401  pylint: disable=unused-import
+    except ImportError:
+        module.fail_json(msg=missing_required_lib("lxml"))
+
+
 def libvirt_error_text(exc: Exception) -> str:
     if libvirt is not None and isinstance(exc, libvirt.libvirtError):
         return exc.get_error_message() or str(exc)

@@ -155,7 +155,7 @@ import os
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
     CONNECTION_ARGS, INSTANCES_ARGS, VirtfleetError, build_module, merge_specs, run_module,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import connect, require_libvirt
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import connect, require_libvirt_and_lxml
 
 ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
     "name": {"type": "str", "required": True},
@@ -201,7 +201,7 @@ def core(module):
 
 def main():
     module = build_module(ARGUMENT_SPEC, mutually_exclusive=[("xml", "xml_file")])
-    run_module(module, core, missing_lib=require_libvirt)
+    run_module(module, core, missing_lib=require_libvirt_and_lxml)
 
 
 if __name__ == "__main__":

@@ -284,7 +284,7 @@ domains:
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
     CONNECTION_ARGS, build_module, merge_specs, run_module,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import connect, require_libvirt
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import connect, require_libvirt_and_lxml
 
 ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, {
     "name": {"type": "str"},
@@ -300,18 +300,9 @@ def core(module):
     return {"changed": False, "domains": domains}
 
 
-def require_libs(module):
-    require_libvirt(module)
-    try:
-        import lxml  # noqa: F401  pylint: disable=unused-import
-    except ImportError:
-        from ansible.module_utils.basic import missing_required_lib
-        module.fail_json(msg=missing_required_lib("lxml"))
-
-
 def main():
     module = build_module(ARGUMENT_SPEC)
-    run_module(module, core, missing_lib=require_libs)
+    run_module(module, core, missing_lib=require_libvirt_and_lxml)
 
 
 if __name__ == "__main__":

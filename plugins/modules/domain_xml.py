@@ -305,7 +305,7 @@ macs:
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
     CONNECTION_ARGS, INSTANCES_ARGS, build_module, merge_specs, run_module,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import require_libvirt
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import require_libvirt_and_lxml
 
 DISK_SPEC = {
     "path": {"type": "path"},
@@ -393,18 +393,9 @@ def core(module):
     return ensure_domain_xml(params, module.check_mode)
 
 
-def require_libs(module):
-    require_libvirt(module)
-    try:
-        import lxml  # noqa: F401  pylint: disable=unused-import
-    except ImportError:
-        from ansible.module_utils.basic import missing_required_lib
-        module.fail_json(msg=missing_required_lib("lxml"))
-
-
 def main():
     module = build_module(ARGUMENT_SPEC)
-    run_module(module, core, missing_lib=require_libs)
+    run_module(module, core, missing_lib=require_libvirt_and_lxml)
 
 
 if __name__ == "__main__":
