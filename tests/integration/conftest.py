@@ -181,7 +181,7 @@ def read_console(path: str) -> str:
         return ""
 
 
-def wait_for_report(console_log: str, timeout: float = 90, predicate: Callable = None):
+def wait_for_report(console_log: str, timeout: float = 180, predicate: Callable = None):
     """The guest's latest complete report (optionally the first one satisfying ``predicate``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
