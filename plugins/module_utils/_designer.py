@@ -555,17 +555,23 @@ def choose_ovmf(loaders: List[str], secure_boot: bool, q35: bool,
     return None, None
 
 
-def resolve_host_facts(conn, spec: Dict[str, Any]) -> HostFacts:
-    """Virt type, canonical machine name and firmware paths, as this hypervisor's libvirt sees them."""
+def resolve_host_facts(conn, spec: Dict[str, Any], virt_type: Optional[str] = None,
+                       caps_xml: Optional[str] = None) -> HostFacts:
+    """Virt type, canonical machine name and firmware paths, as this hypervisor's libvirt sees them.
+
+    ``virt_type`` and ``caps_xml`` (the resolved type and its domain capabilities) may be passed when
+    already fetched from libvirt for ``spec``; they are then used instead of asking again.
+    """
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import libvirt, libvirt_error_text
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._virt_probe import resolve_virt_type
 
-    virt_type = resolve_virt_type(conn, spec["virt_type"])
-    try:
-        caps_xml = conn.getDomainCapabilities(None, "x86_64", spec["machine"], virt_type, 0)
-    except libvirt.libvirtError as exc:
-        raise VirtfleetError("libvirt does not offer machine type %r with virt type %s on x86_64: %s"
-                             % (spec["machine"], virt_type, libvirt_error_text(exc)))
+    if virt_type is None or caps_xml is None:
+        virt_type = resolve_virt_type(conn, spec["virt_type"])
+        try:
+            caps_xml = conn.getDomainCapabilities(None, "x86_64", spec["machine"], virt_type, 0)
+        except libvirt.libvirtError as exc:
+            raise VirtfleetError("libvirt does not offer machine type %r with virt type %s on x86_64: %s"
+                                 % (spec["machine"], virt_type, libvirt_error_text(exc)))
     caps = model.parse_element(caps_xml)
     machine = (caps.findtext("machine") or spec["machine"]).strip()
     facts = HostFacts(virt_type=virt_type, machine=machine, secure_boot=spec["secure_boot"])

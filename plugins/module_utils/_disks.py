@@ -39,10 +39,20 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._names import ( 
     GUEST_NAME_RE, validate_guest_name,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, format_size, parse_size
-from ansible_collections.virtfleet.libvirt.plugins.module_utils import _config_drive as config_drive
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _image_format as image_format
-from ansible_collections.virtfleet.libvirt.plugins.module_utils import _mkfs as mkfs
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qemu_img as qemu_img
+
+
+def _config_drive_mod():
+    """Imported when a config drive is planned: a re-run of other disks does not pay for it."""
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _config_drive
+    return _config_drive
+
+
+def _mkfs_mod():
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _mkfs
+    return _mkfs
+
 
 DISK_INFO_FILE = "disk.info.json"
 BASE_DIR = "_base"
@@ -433,8 +443,8 @@ def plan_formatted_disk(params: Dict[str, Any], kind: str) -> Dict[str, Any]:
         fs_type = params.get("fs_type") or "ext4"
         label = params.get("label")
         label = "ephemeral0" if label is None else label
-    label = mkfs.validate_label(fs_type, label)
-    mkfs.validate_size(fs_type, size)
+    label = _mkfs_mod().validate_label(fs_type, label)
+    _mkfs_mod().validate_size(fs_type, size)
     plan.update(fs_type=fs_type, label=label, virtual_size=size)
     backing = _backing_for(params, plan["format"])
     base_name = formatted_base_name(kind, size, fs_type, label)
@@ -456,7 +466,7 @@ def plan_formatted_disk(params: Dict[str, Any], kind: str) -> Dict[str, Any]:
         _plan_existing_size(plan, size, growable=False)
         return plan
     if _base_record_problem(base, kind, size, fs_type, label) is not None:
-        mkfs.find_tool(fs_type)  # a missing tool fails now, in check mode too, before anything is written
+        _mkfs_mod().find_tool(fs_type)  # a missing tool fails now, in check mode too, before anything is written
         plan["actions"].append("create_base")
     plan["actions"].append("create")
     plan["new_record"] = {"format": plan["format"], "kind": kind, "backing": backing, "fs_type": fs_type,
@@ -524,9 +534,9 @@ def _read_digest(path: str) -> Dict[str, Any]:
 
 def plan_config_drive(params: Dict[str, Any]) -> Dict[str, Any]:
     plan = _base_plan(params, "config_drive")
-    files = config_drive.drive_files(dict(params, drive_format=plan["drive_format"]))
-    digest = config_drive.content_digest(plan["drive_format"], files)
-    plan.update(files=files, digest=digest, label=config_drive.LABELS[plan["drive_format"]])
+    files = _config_drive_mod().drive_files(dict(params, drive_format=plan["drive_format"]))
+    digest = _config_drive_mod().content_digest(plan["drive_format"], files)
+    plan.update(files=files, digest=digest, label=_config_drive_mod().LABELS[plan["drive_format"]])
     stored = _read_digest(_digest_path(plan)) if plan["stat"] is not None else {}
     plan["before"].update(drive_format=stored.get("drive_format"), files=stored.get("files"))
     plan["new_record"] = {"format": "raw", "kind": "config_drive", "drive_format": plan["drive_format"],
@@ -645,7 +655,7 @@ def plan_disk(params: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any
     if kind in ("ephemeral", "swap"):
         after.update(fs_type=plan["fs_type"], label=plan["label"])
     if kind == "config_drive":
-        after.update(drive_format=plan["drive_format"], files=config_drive.describe(plan["files"]))
+        after.update(drive_format=plan["drive_format"], files=_config_drive_mod().describe(plan["files"]))
     after.update(_attrs_after(plan["before"] if st is not None else {}, plan["wants"], plan["created_mode"]))
     plan["after"] = after
     return plan
@@ -679,7 +689,7 @@ def ensure_formatted_base(plan: Dict[str, Any]) -> None:
         return
     os.makedirs(os.path.dirname(base), mode=0o755, exist_ok=True)
     with atomic_output(base, 0o644) as tmp:
-        mkfs.make_filesystem(tmp, size, plan["fs_type"], plan["label"])
+        _mkfs_mod().make_filesystem(tmp, size, plan["fs_type"], plan["label"])
         # the record first: a base without its record is rebuilt, a record without its base too
         record = json.dumps(_base_record(kind, size, plan["fs_type"], plan["label"]), indent=2,
                             sort_keys=True).encode("utf-8") + b"\n"
@@ -697,11 +707,11 @@ def _create_disk(plan: Dict[str, Any], info: Dict[str, Dict[str, Any]]) -> None:
         elif kind == "blank":
             qemu_img.create(tmp, plan["format"], plan["virtual_size"], preallocation=plan["preallocation"])
         else:
-            config_drive.write_iso(plan["drive_format"], plan["files"], tmp)
+            _config_drive_mod().write_iso(plan["drive_format"], plan["files"], tmp)
         _apply_attrs(tmp, plan["wants"])
     if kind == "config_drive":
         payload = json.dumps({"content_digest": plan["digest"], "drive_format": plan["drive_format"],
-                              "files": config_drive.describe(plan["files"])}, indent=2,
+                              "files": _config_drive_mod().describe(plan["files"])}, indent=2,
                              sort_keys=True).encode("utf-8") + b"\n"
         write_file_atomic(_digest_path(plan), payload, 0o600)
     if info.get(plan["file_name"]) != plan["new_record"]:

@@ -21,17 +21,14 @@ format), as Nova names its bases after the image id. One exclusive ``flock`` per
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import errno
 import glob
 import hashlib
 import json
-import lzma
 import os
 import re
 import socket
-import ssl
 import time
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -44,12 +41,20 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, format_size, parse_size
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _image_format as image_format
-from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qemu_img as qemu_img
 
 try:  # zstd is optional: only used when the python module is installed.
     import zstandard as _zstd  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the host
     _zstd = None
+
+
+def __getattr__(name: str) -> Any:
+    """``qemu_img`` is imported on first use (a cached re-run never runs it); this keeps the attribute."""
+    if name == "qemu_img":
+        from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qemu_img
+        return _qemu_img
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
 
 BASE_DIR = "_base"
 LOCK_DIR = "locks"
@@ -259,6 +264,9 @@ class _Decompressor:
         self._obj = self._new()
 
     def _new(self) -> Any:
+        import bz2
+        import lzma
+
         if self.kind == "gzip":
             return zlib.decompressobj(wbits=31)
         if self.kind == "xz":
@@ -321,6 +329,8 @@ class _TransientError(Exception):
 
 def _describe_url_error(exc: BaseException) -> Tuple[str, bool]:
     """(cause for the message, transient?) for an exception from opening or reading a URL."""
+    import ssl
+
     import urllib.error
 
     from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, SSLValidationError
@@ -365,6 +375,8 @@ def _describe_url_error(exc: BaseException) -> Tuple[str, bool]:
 
 def _describe_tls(exc: BaseException) -> str:
     """A TLS failure, with what to do about it."""
+    import ssl
+
     text = str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
         return ("TLS certificate validation failed (%s); install the server's CA certificate on the hypervisor, "
@@ -631,6 +643,8 @@ def _result(path: str, record: Dict[str, Any], stat: os.stat_result, changed: bo
 def _reinspect(paths: Dict[str, str], record: Dict[str, Any], req: Dict[str, Any],
                stat: os.stat_result, full: bool) -> Dict[str, Any]:
     """Inspect a cached file again (new inspector version, or verify: full); an unsafe one is removed."""
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qemu_img as qemu_img
+
     try:
         inspection = image_format.inspect_file(paths["path"], declared_format=record["format"],
                                                max_virtual_size=req["max_virtual_size"])
@@ -709,6 +723,8 @@ def _name_the_source(exc: VirtfleetError, temp: str, url: str) -> VirtfleetError
 def _fetch(paths: Dict[str, str], req: Dict[str, Any], params: Dict[str, Any],
            checksum: Optional[Tuple[str, str]]) -> Dict[str, Any]:
     """Download, verify, inspect, convert and publish one image; leaves no temporary file on failure."""
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qemu_img as qemu_img
+
     url = req["url"]
     # Without a checksum to verify we still hash (sha256) what arrives, so verify: full can compare later.
     algo = checksum[0] if checksum else "sha256"
@@ -881,6 +897,8 @@ def _backing_chain(disk: str, fmt: Optional[str]) -> List[str]:
     a record only its own qcow2 header is read, in Python: a guest can write a fake qcow2 header into a raw
     disk, and qemu-img must not be made to follow the file names such a header gives.
     """
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qemu_img as qemu_img
+
     if fmt is None:
         backing = qcow2_backing_name(disk)
         if backing and not os.path.isabs(backing):

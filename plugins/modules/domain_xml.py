@@ -305,7 +305,7 @@ macs:
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
     CONNECTION_ARGS, INSTANCES_ARGS, build_module, merge_specs, run_module,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import require_libvirt_and_lxml
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import require_libvirt
 
 DISK_SPEC = {
     "path": {"type": "path"},
@@ -395,7 +395,8 @@ def core(module):
 
 def main():
     module = build_module(ARGUMENT_SPEC)
-    run_module(module, core, missing_lib=require_libvirt_and_lxml)
+    # lxml is checked where it is needed: a re-run that finds its record does not load it.
+    run_module(module, core, missing_lib=require_libvirt)
 
 
 if __name__ == "__main__":

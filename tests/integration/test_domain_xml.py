@@ -267,3 +267,101 @@ def test_started_guest_live_xml_matches_its_definition(dx, isolated_network, com
         assert _normalized(result["xml"]) == _normalized(_readback(dom))
     finally:
         dom.destroy()
+
+
+# ------------------------------------------------------------------------------- re-run fast path
+
+def _counting_render(monkeypatch):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_xml as dxm
+
+    calls = []
+    real = dxm.render_domain_xml
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dxm, "render_domain_xml", counting)
+    return calls
+
+
+def test_rerun_fast_path_taken_only_when_inputs_libvirt_code_and_file_are_unchanged(dx, monkeypatch):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_xml as dxm
+
+    name = dx.name("fast")
+    args = _args(dx, name)
+    first = ensure_domain_xml(dict(args), False, conn=dx.conn)
+    path = first["path"]
+    record = dxm.read_record(path)
+    assert first["changed"] and record is not None and record["path"] == path, record
+    calls = _counting_render(monkeypatch)
+
+    # Same inputs: the recorded rendering is returned without rendering, identical in every field.
+    again = ensure_domain_xml(dict(args), False, conn=dx.conn)
+    assert calls == [] and again["changed"] is False
+    assert {k: again[k] for k in ("xml", "uuid", "macs", "machine", "virt_type", "path")} == \
+        {k: first[k] for k in ("xml", "uuid", "macs", "machine", "virt_type", "path")}
+
+    # A changed input renders (check mode: predicted, nothing written, the record is untouched).
+    stat = os.stat(path)
+    changed = ensure_domain_xml(dict(args, vcpus=2), True, conn=dx.conn)
+    assert calls == [1] and changed["changed"] and '<vcpu placement="static">2</vcpu>' in changed["xml"]
+    assert os.stat(path).st_mtime_ns == stat.st_mtime_ns and dxm.read_record(path) == record
+
+    # The file edited behind our back: rendered again and restored.
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("<!-- edited -->\n")
+    restored = ensure_domain_xml(dict(args), False, conn=dx.conn)
+    assert calls == [1, 1] and restored["changed"] and restored["xml"] == first["xml"]
+    assert open(path, encoding="utf-8").read() == first["xml"]
+
+    # Other rendering code (or other libvirt answers): the key differs, the full path runs and the
+    # record is refreshed without a change to the file.
+    monkeypatch.setitem(dxm._code_digest_cache, "digest", "0" * 64)
+    stat = os.stat(path)
+    other_code = ensure_domain_xml(dict(args), False, conn=dx.conn)
+    assert calls == [1, 1, 1] and other_code["changed"] is False and other_code["xml"] == first["xml"]
+    assert os.stat(path).st_mtime_ns == stat.st_mtime_ns and dxm.read_record(path)["key"] != record["key"]
+    monkeypatch.setitem(dxm._code_digest_cache, "digest", None)  # no code digest: never the fast path
+    ensure_domain_xml(dict(args), False, conn=dx.conn)
+    assert calls == [1, 1, 1, 1]
+
+
+def test_rerun_fast_path_keys_on_libvirt_answers_and_skips_uefi(dx, monkeypatch):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_xml as dxm
+
+    name = dx.name("facts")
+    args = _args(dx, name)
+    ensure_domain_xml(dict(args), False, conn=dx.conn)
+    calls = _counting_render(monkeypatch)
+    real_answers = dxm.host_answers
+    # libvirt now canonicalises the machine differently (a qemu upgrade): not the recorded key.
+    monkeypatch.setattr(dxm, "host_answers", lambda conn, params: (real_answers(conn, params)[0], "<other/>"))
+    assert dxm.record_key(dict(args), dxm.host_answers(dx.conn, args)) != dxm.read_record(
+        os.path.join(dx.instances, name, "domain.xml"))["key"]
+    monkeypatch.setattr(dxm, "host_answers", real_answers)
+    ensure_domain_xml(dict(args), False, conn=dx.conn)
+    assert calls == []
+    assert dxm.host_answers(dx.conn, dict(args, firmware="uefi")) is None
+
+
+def test_rerun_check_mode_writes_no_record(dx):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_xml as dxm
+
+    name = dx.name("norec")
+    args = _args(dx, name)
+    first = ensure_domain_xml(dict(args), False, conn=dx.conn)
+    os.removexattr(first["path"], dxm.RECORD_XATTR)
+    ensure_domain_xml(dict(args), True, conn=dx.conn)
+    assert dxm.read_record(first["path"]) is None
+    ensure_domain_xml(dict(args), False, conn=dx.conn)
+    assert dxm.read_record(first["path"]) is not None
+
+
+@pytest.mark.parametrize("extra", [{}, {"instance_dir": "/srv/x/../y"}, {"path": "/srv/a/./b.xml"},
+                                   {"instances_path": "/srv/inst/"}])
+def test_quick_output_path_equals_output_path(extra):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_xml as dxm
+
+    params = dict({"name": "g1"}, **extra)
+    assert dxm._quick_output_path(params) == dxm.output_path(params)
