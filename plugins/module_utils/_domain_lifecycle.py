@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import uuid as uuidlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_model as model
@@ -82,17 +82,20 @@ def _semantic_xml(xml: str, source: str, runtime: bool = False) -> str:
         parsed = model.Domain.from_xml(xml)
     except Exception as exc:  # malformed XML from a file or a user
         raise VirtfleetError("cannot parse the domain XML from %s: %s" % (source, exc))
-    return model.normalize_for_compare(parsed, runtime=runtime).to_string()
+    return _canonical(parsed, runtime)
+
+
+def _canonical(domain: "model.Domain", runtime: bool = False) -> str:
+    """Canonical text of an already parsed definition (see ``_semantic_xml``)."""
+    return model.normalize_for_compare(domain, runtime=runtime).to_string()
 
 
 def _inactive_xml(dom) -> str:
     return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
 
 
-def _adopt_identity(desired_xml: str, current_xml: str) -> str:
+def _adopt_identity(desired: "model.Domain", current: "model.Domain") -> None:
     """Keep the defined UUID and MACs when the desired XML leaves them out (libvirt generated them)."""
-    desired = model.Domain.from_xml(desired_xml)
-    current = model.Domain.from_xml(current_xml)
     if not desired.uuid or (current.uuid and _same_uuid(desired.uuid, current.uuid)):
         desired.uuid = current.uuid  # also spells an equal UUID the way libvirt does
     cur_nics = [d for d in current.devices if isinstance(d, model.Interface)]
@@ -100,7 +103,6 @@ def _adopt_identity(desired_xml: str, current_xml: str) -> str:
     for index, nic in enumerate(new_nics):
         if not nic.mac and index < len(cur_nics):
             nic.mac = cur_nics[index].mac
-    return desired.to_string()
 
 
 def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
@@ -128,25 +130,26 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
         return plan
 
     desired_xml = params["xml"]
-    _parse_desired(desired_xml, params.get("xml_source", "the xml option"), name)
+    # Each definition is parsed once; the parsed objects serve identity, UUID check and comparison.
+    desired = _parse_desired(desired_xml, params.get("xml_source", "the xml option"), name)
     if dom is None:
         plan["actions"].append("define")
-        plan["after_xml"] = _semantic_xml(desired_xml, params.get("xml_source", "the xml option"))
+        plan["after_xml"] = _canonical(desired)
         plan["desired_xml"] = desired_xml
         running_after = False
         current_state = "shutoff"
     else:
-        current_xml = _inactive_xml(dom)
-        desired_xml = _adopt_identity(desired_xml, current_xml)
-        want_uuid = model.Domain.from_xml(desired_xml).uuid
-        have_uuid = model.Domain.from_xml(current_xml).uuid
+        current = model.Domain.from_xml(_inactive_xml(dom))
+        _adopt_identity(desired, current)
+        desired_xml = desired.to_string()
+        want_uuid, have_uuid = desired.uuid, current.uuid
         if want_uuid and have_uuid and not _same_uuid(want_uuid, have_uuid):
             raise VirtfleetError(
                 "domain %s is defined with UUID %s but the desired XML has UUID %s; libvirt cannot change a "
                 "domain's UUID. Remove the uuid from the XML to keep the existing one, or set state=absent first."
                 % (name, have_uuid, want_uuid))
-        plan["before_xml"] = _semantic_xml(current_xml, "libvirt")
-        plan["after_xml"] = _semantic_xml(desired_xml, params.get("xml_source", "the xml option"))
+        plan["before_xml"] = _canonical(current)
+        plan["after_xml"] = _canonical(desired)
         if plan["before_xml"] != plan["after_xml"]:
             plan["actions"].append("redefine")
             plan["desired_xml"] = desired_xml
@@ -172,7 +175,9 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
     if running_after and state in ("running", "paused", "defined"):
         # The running guest may lag behind its definition, changed now or by an earlier run.
         live = _semantic_xml(dom.XMLDesc(0), "libvirt (live)")
-        desired_runtime = _semantic_xml(plan["desired_xml"] or _inactive_xml(dom), "libvirt", runtime=True)
+        # ``desired`` equals the definition after this run (redefined or already equal), so it is what
+        # the live guest is compared with; no second read of the inactive XML.
+        desired_runtime = _canonical(desired, runtime=True)
         if live != desired_runtime:
             if params.get("apply") == "restart":
                 # a restart keeps the guest as asked (or, for state defined, as it was: paused stays paused)
