@@ -18,6 +18,9 @@ description:
   - The output is deterministic and written atomically only when its content changes. The UUID stays
     stable across runs; when O(uuid) is not given it is taken from the existing file, else from a defined
     domain of that name, else generated. MAC addresses are derived from the guest name and NIC index.
+  - An unchanged re-run skips rendering. A digest of the options, libvirt's answers and this module's code
+    is kept in the C(user.virtfleet.domain_xml) extended attribute of the written file; any difference, an
+    edited file or a filesystem without user extended attributes means a full render.
   - The machine type is resolved to libvirt's canonical name (for example C(pc) to C(pc-i440fx-7.2)) so
     that the file equals what libvirt stores.
 author:
