@@ -11,8 +11,11 @@ message instead of a traceback.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 import traceback
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -40,6 +43,44 @@ class VirtfleetError(Exception):
         super().__init__(msg)
         self.msg = msg
         self.details = details
+
+
+_PACKAGE = __name__.rpartition(".")[0]
+_code_digests: Dict[tuple, Optional[str]] = {}
+
+
+def _source_of(name: str) -> bytes:
+    """Source bytes of our module_util ``name`` without importing it (from a checkout or an AnsiballZ zip)."""
+    package = sys.modules[_PACKAGE]
+    path = os.path.join(list(package.__path__)[0], name + ".py")
+    loader = getattr(package, "__loader__", None)
+    if loader is not None and hasattr(loader, "get_data"):
+        try:
+            return loader.get_data(path)
+        except OSError:
+            pass
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def code_digest(names: Iterable[str]) -> Optional[str]:
+    """sha256 over the source of the module_utils ``names``: records made by other code are not trusted.
+
+    Reads the sources through the package's loader instead of ``importlib.util.find_spec`` (which costs
+    milliseconds per name inside an AnsiballZ zip). None when a source cannot be read: no fast path then.
+    """
+    key = tuple(names)
+    if key not in _code_digests:
+        digest = hashlib.sha256()
+        try:
+            for name in key:
+                data = _source_of(name)
+                digest.update(b"%s %d\n" % (name.encode(), len(data)))
+                digest.update(data)
+            _code_digests[key] = digest.hexdigest()
+        except Exception:  # pylint: disable=broad-except - no source to hash: no fast path
+            _code_digests[key] = None
+    return _code_digests[key]
 
 
 def merge_specs(*specs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:

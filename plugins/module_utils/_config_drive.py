@@ -31,14 +31,6 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 
-try:
-    import pycdlib
-except ImportError:  # pragma: no cover - exercised by ansible-test's import test
-    pycdlib = None
-    PYCDLIB_IMPORT_ERROR: Optional[str] = traceback.format_exc()
-else:
-    PYCDLIB_IMPORT_ERROR = None
-
 FORMATS = ("config-2", "nocloud")
 LABELS = {"config-2": "config-2", "nocloud": "cidata"}
 JOLIET_MAX = 64
@@ -165,16 +157,20 @@ def content_digest(fmt: str, files: Mapping[str, bytes]) -> str:
     return digest.hexdigest()
 
 
-def require_pycdlib() -> None:
-    if pycdlib is None:
+def require_pycdlib():
+    """pycdlib, imported only when an ISO is written or read (a re-run that only compares digests never is)."""
+    try:
+        import pycdlib
+    except ImportError:
         from ansible.module_utils.basic import missing_required_lib
 
-        raise VirtfleetError(missing_required_lib("pycdlib"), exception=PYCDLIB_IMPORT_ERROR)
+        raise VirtfleetError(missing_required_lib("pycdlib"), exception=traceback.format_exc())
+    return pycdlib
 
 
 def write_iso(fmt: str, files: Mapping[str, bytes], out_path: str) -> None:
     """Write the ISO9660 volume (Rock Ridge + Joliet) holding ``files`` to the new file ``out_path``."""
-    require_pycdlib()
+    pycdlib = require_pycdlib()
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=1, vol_ident=LABELS[fmt], sys_ident="LINUX", joliet=3, rock_ridge="1.09",
             app_ident_str="virtfleet.libvirt")
@@ -213,7 +209,7 @@ def write_iso(fmt: str, files: Mapping[str, bytes], out_path: str) -> None:
 
 def read_iso(path: str) -> Dict[str, bytes]:
     """{path: content} of every file of a config drive, by its Rock Ridge names (for tests and checks)."""
-    require_pycdlib()
+    pycdlib = require_pycdlib()
     iso = pycdlib.PyCdlib()
     iso.open(path)
     out: Dict[str, bytes] = {}

@@ -17,8 +17,11 @@ with the same ``<base>.info.json`` record the image cache writes, made under an 
 ``<instances_path>/locks/`` under a temporary name and renamed into place; guests get qcow2
 overlays on them, or flat copies.
 
-Every operation is planned first (``plan_disk``: reads only), then carried out (``apply_plan``), so
-check mode returns exactly what a real run would do.
+Every operation is planned first (``plan_disk``: reads only), then carried out (``apply_plan``, in
+``_disk_apply``), so check mode returns exactly what a real run would do. A re-run of a disk that
+needs nothing loads only the planning: an existing disk's virtual size is read from the file in
+Python (``_virtual_size``, in the recorded format), and qemu-img, mkfs and pycdlib are loaded only
+when there is something for them to do.
 """
 
 from __future__ import annotations
@@ -33,14 +36,13 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
-    TEMP_MARKER, atomic_output, exclusive_lock, fsync_dir, read_bytes, remove_quietly, write_file_atomic,
+    TEMP_MARKER, read_bytes, write_file_atomic,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._names import (  # noqa: F401 (re-exported)
     GUEST_NAME_RE, validate_guest_name,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, format_size, parse_size
-from ansible_collections.virtfleet.libvirt.plugins.module_utils import _image_format as image_format
-from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qemu_img as qemu_img
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._virtual_size import recorded_virtual_size
 
 
 def _config_drive_mod():
@@ -52,6 +54,12 @@ def _config_drive_mod():
 def _mkfs_mod():
     from ansible_collections.virtfleet.libvirt.plugins.module_utils import _mkfs
     return _mkfs
+
+
+def _qemu_img_mod():
+    """Imported when qemu-img must run (a new disk, a growth, an unusual header): not on a plain re-run."""
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qemu_img
+    return _qemu_img
 
 
 DISK_INFO_FILE = "disk.info.json"
@@ -118,10 +126,6 @@ def base_format_of(base: str, declared: Optional[str]) -> str:
                          "virtfleet.libvirt.image_cache returned)" % base)
 
 
-def _qemu_name(fmt: str) -> str:
-    return image_format.QEMU_FORMAT_NAMES.get(fmt, fmt)
-
-
 def _parse_size_option(value: Any) -> Optional[int]:
     if value is None or value == "":
         return None
@@ -148,8 +152,12 @@ def formatted_base_name(kind: str, size: int, fs_type: str, label: str) -> str:
     return name + ("_" + label if label else "")
 
 
-def _current_virtual_size(path: str, fmt: str) -> int:
-    return int(qemu_img.info(path, _qemu_name(fmt))["virtual-size"])
+def _current_virtual_size(path: str, fmt: str, st: Optional[os.stat_result] = None) -> int:
+    """Virtual size of our disk in its recorded format: read in Python, or by qemu-img (-f) when unusual."""
+    size = recorded_virtual_size(path, fmt, st)
+    if size is None:
+        size = int(_qemu_img_mod().info(path, fmt)["virtual-size"])
+    return size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,14 +240,6 @@ def _attr_actions(st: os.stat_result, wants: Dict[str, Optional[int]]) -> List[s
     return actions
 
 
-def _apply_attrs(path: str, wants: Dict[str, Optional[int]], mode_default: Optional[int] = None) -> None:
-    mode = wants["mode"] if wants["mode"] is not None else mode_default
-    if mode is not None:
-        os.chmod(path, mode)
-    if wants["uid"] is not None or wants["gid"] is not None:
-        os.chown(path, -1 if wants["uid"] is None else wants["uid"], -1 if wants["gid"] is None else wants["gid"])
-
-
 def _attrs_after(before: Dict[str, Any], wants: Dict[str, Optional[int]], created_mode: int) -> Dict[str, Any]:
     if before.get("mode"):
         after = {key: before[key] for key in ("mode", "owner", "group")}
@@ -252,15 +252,6 @@ def _attrs_after(before: Dict[str, Any], wants: Dict[str, Optional[int]], create
     if wants["gid"] is not None:
         after["group"] = _group_name(wants["gid"])
     return after
-
-
-# ---------------------------------------------------------------------------------------------
-# Locks
-# ---------------------------------------------------------------------------------------------
-
-def file_lock(lock_path: str, timeout: float, what: str):
-    """Exclusive lock for building the shared base ``what`` (the same lock path image_cache's prune takes)."""
-    return exclusive_lock(lock_path, timeout, what)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,8 +318,9 @@ def _require_record(plan: Dict[str, Any]) -> Dict[str, Any]:
 
 def _check_not_locked(path: str, fmt: str) -> None:
     """Fail clearly when a running guest holds the image (qemu's lock), before anything is changed."""
+    qemu_img = _qemu_img_mod()
     try:
-        qemu_img.info(path, _qemu_name(fmt), force_share=False)
+        qemu_img.info(path, fmt, force_share=False)
     except qemu_img.QemuImgError as exc:
         if qemu_img.is_locked_error(exc):
             raise VirtfleetError(
@@ -340,7 +332,9 @@ def _check_not_locked(path: str, fmt: str) -> None:
 def _plan_existing_size(plan: Dict[str, Any], size: Optional[int], growable: bool) -> None:
     """Compare the recorded disk's virtual size with ``size``: grow, refuse to shrink, or nothing."""
     path, fmt = plan["path"], plan["format"]
-    current = _current_virtual_size(path, fmt)
+    current = plan.get("current_size")
+    if current is None:
+        current = _current_virtual_size(path, fmt, plan["stat"])
     plan["before"]["virtual_size"] = current
     plan["virtual_size"] = current
     if size is None or size == current:
@@ -384,7 +378,9 @@ def plan_root_disk(params: Dict[str, Any], check_mode: bool = False) -> Dict[str
     size = _parse_size_option(params.get("size"))
     plan.update(backing=backing, base=os.path.abspath(base), base_format=base_fmt)
     if plan["stat"] is None:
-        inspection = image_format.inspect_file(base, declared_format=base_fmt)
+        from ansible_collections.virtfleet.libvirt.plugins.module_utils._image_format import inspect_file
+
+        inspection = inspect_file(base, declared_format=base_fmt)
         if size is None:
             size = inspection.virtual_size
         if inspection.virtual_size > size:
@@ -443,8 +439,9 @@ def plan_formatted_disk(params: Dict[str, Any], kind: str) -> Dict[str, Any]:
         fs_type = params.get("fs_type") or "ext4"
         label = params.get("label")
         label = "ephemeral0" if label is None else label
-    label = _mkfs_mod().validate_label(fs_type, label)
-    _mkfs_mod().validate_size(fs_type, size)
+    if not _made_as_asked(plan, fs_type, label, size):
+        label = _mkfs_mod().validate_label(fs_type, label)
+        _mkfs_mod().validate_size(fs_type, size)
     plan.update(fs_type=fs_type, label=label, virtual_size=size)
     backing = _backing_for(params, plan["format"])
     base_name = formatted_base_name(kind, size, fs_type, label)
@@ -473,6 +470,26 @@ def plan_formatted_disk(params: Dict[str, Any], kind: str) -> Dict[str, Any]:
                           "label": label, "base_format": "raw"}
     plan["new_record"]["base" if backing == "overlay" else "copied_from"] = base
     return plan
+
+
+def _made_as_asked(plan: Dict[str, Any], fs_type: str, label: str, size: int) -> bool:
+    """True when the existing ephemeral or swap disk is recorded as formatted as asked and has the size asked.
+
+    Such a disk was made from these very options, validated then by the mkfs rules (and it is never
+    resized), so a re-run need not load those rules again. Anything else (no disk, no or another
+    record, another size, a size only qemu-img can tell) is validated as for a new disk, before
+    any other check, as always.
+    """
+    record = plan["record"]
+    if plan["stat"] is None or not isinstance(record, dict) or not record.get("format") \
+            or (record.get("kind") or "root") != plan["kind"] \
+            or (record.get("fs_type"), record.get("label") or "") != (fs_type, label):
+        return False
+    current = recorded_virtual_size(plan["path"], record["format"], plan["stat"])
+    if current is None:
+        return False
+    plan["current_size"] = current
+    return current == size
 
 
 def _base_record(kind: str, size: int, fs_type: str, label: str) -> Dict[str, Any]:
@@ -665,91 +682,11 @@ def plan_disk(params: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any
 # Carrying out a plan
 # ---------------------------------------------------------------------------------------------
 
-def _overlay_options(plan: Dict[str, Any]) -> Dict[str, Any]:
-    # qemu-img refuses to preallocate a qcow2 overlay unless it has extended L2 entries.
-    return {"extended_l2": "on"} if plan["preallocation"] else {}
-
-
-def _build_from_base(plan: Dict[str, Any], tmp: str, size: int, base_size: Optional[int]) -> None:
-    base_q = _qemu_name(plan["base_format"])
-    if plan["backing"] == "overlay":
-        qemu_img.create(tmp, "qcow2", size, backing_file=plan["base"], backing_fmt=base_q,
-                        options=_overlay_options(plan), preallocation=plan["preallocation"])
-        return
-    options = {"preallocation": plan["preallocation"]} if plan["preallocation"] else None
-    qemu_img.convert(plan["base"], base_q, tmp, plan["format"], options=options)
-    if base_size is None or size > base_size:
-        qemu_img.resize(tmp, plan["format"], size)
-
-
-def ensure_formatted_base(plan: Dict[str, Any]) -> None:
-    """Make the cached formatted base; the caller holds its lock (another run may have made it meanwhile)."""
-    base, kind, size = plan["base"], plan["kind"], plan["virtual_size"]
-    if _base_record_problem(base, kind, size, plan["fs_type"], plan["label"]) is None:
-        return
-    os.makedirs(os.path.dirname(base), mode=0o755, exist_ok=True)
-    with atomic_output(base, 0o644) as tmp:
-        _mkfs_mod().make_filesystem(tmp, size, plan["fs_type"], plan["label"])
-        # the record first: a base without its record is rebuilt, a record without its base too
-        record = json.dumps(_base_record(kind, size, plan["fs_type"], plan["label"]), indent=2,
-                            sort_keys=True).encode("utf-8") + b"\n"
-        write_file_atomic(base + RECORD_SUFFIX, record, 0o644)
-
-
-def _create_disk(plan: Dict[str, Any], info: Dict[str, Dict[str, Any]]) -> None:
-    path, kind = plan["path"], plan["kind"]
-    os.makedirs(plan["instance_dir"], mode=0o755, exist_ok=True)
-    with atomic_output(path, plan["created_mode"]) as tmp:
-        if kind == "root":
-            _build_from_base(plan, tmp, plan["virtual_size"], plan["base_size"])
-        elif kind in ("ephemeral", "swap"):
-            _build_from_base(plan, tmp, plan["virtual_size"], plan["virtual_size"])
-        elif kind == "blank":
-            qemu_img.create(tmp, plan["format"], plan["virtual_size"], preallocation=plan["preallocation"])
-        else:
-            _config_drive_mod().write_iso(plan["drive_format"], plan["files"], tmp)
-        _apply_attrs(tmp, plan["wants"])
-    if kind == "config_drive":
-        payload = json.dumps({"content_digest": plan["digest"], "drive_format": plan["drive_format"],
-                              "files": _config_drive_mod().describe(plan["files"])}, indent=2,
-                             sort_keys=True).encode("utf-8") + b"\n"
-        write_file_atomic(_digest_path(plan), payload, 0o600)
-    if info.get(plan["file_name"]) != plan["new_record"]:
-        info[plan["file_name"]] = plan["new_record"]
-        write_disk_info(plan["instance_dir"], info)
-
-
 def apply_plan(plan: Dict[str, Any]) -> None:
-    path, kind, actions = plan["path"], plan["kind"], plan["actions"]
-    info = dict(plan["info"])
-    if "remove" in actions or "forget" in actions:
-        remove_quietly(path)
-        remove_quietly(_digest_path(plan))
-        if plan["file_name"] in info:
-            info.pop(plan["file_name"])
-            write_disk_info(plan["instance_dir"], info)
-        fsync_dir(plan["instance_dir"])
-        return
-    if kind in ("ephemeral", "swap") and "create" in actions:
-        # The base's lock (the one image_cache's prune takes too) is held until the overlay names it.
-        with file_lock(plan["lock"], LOCK_TIMEOUT, plan["base"]):
-            ensure_formatted_base(plan)
-            _create_disk(plan, info)
-        return
-    if "create" in actions or "rebuild" in actions:
-        _create_disk(plan, info)
-        return
-    if "grow" in actions:
-        try:
-            qemu_img.resize(path, plan["format"], plan["virtual_size"])
-        except qemu_img.QemuImgError as exc:
-            if qemu_img.is_locked_error(exc):
-                raise VirtfleetError(
-                    "cannot grow %s: a running guest holds it (qemu's image lock). Grow a running guest's disk "
-                    "with virtfleet.libvirt.vm_resize, or shut the guest down first." % path)
-            raise
-    if "chmod" in actions or "chown" in actions:
-        _apply_attrs(path, plan["wants"])
+    """Carry out ``plan`` (see ``_disk_apply``, loaded only when there is something to do)."""
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk_apply import apply_plan as apply
+
+    apply(plan)
 
 
 def _xml_disk(plan: Dict[str, Any]) -> Dict[str, Any]:

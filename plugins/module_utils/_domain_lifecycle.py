@@ -6,6 +6,9 @@
 ``plan_domain`` decides (reads libvirt only) and ``apply_plan`` acts, so check mode returns the
 very plan a real run would carry out. Idempotency is semantic: the desired XML and the defined
 (inactive) XML are parsed into the typed model and normalised before they are compared.
+
+A run that changed something compares once more afterwards and, when nothing differs any more,
+records the re-run memo (``_domain_memo``) with which later runs skip parsing and comparing.
 """
 
 from __future__ import annotations
@@ -13,37 +16,18 @@ from __future__ import annotations
 import os
 import stat
 import uuid as uuidlib
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_memo as memo
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_state import (  # noqa: F401 - re-exported
+    ACTIVE, MAX_NAME_LENGTH, MAX_TIMEOUT, WANTED_STATES, autostart_actions, runs_after, state_after,
+    transition_actions, validate_params,
+)
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import (
     libvirt, libvirt_error_text, lookup_domain, normalized_state, wait_for_state, domain_state,
 )
-
-WANTED_STATES = ("running", "shutdown", "paused", "defined", "absent")
-MAX_NAME_LENGTH = 255  # what a file name may be; libvirt's own limit is far above any sane name
-MAX_TIMEOUT = 86400
-
-
-def validate_params(params: Dict[str, Any]) -> None:
-    """Reject what libvirt or the file system would choke on, before anything is looked up."""
-    name = params.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise VirtfleetError("name must be a non-empty string, got %r" % (name,))
-    if len(name) > MAX_NAME_LENGTH:
-        raise VirtfleetError("name is %d characters long; at most %d are allowed" % (len(name), MAX_NAME_LENGTH))
-    bad = sorted({c for c in name if c == "/" or ord(c) < 32 or ord(c) == 127})
-    if bad or name in (".", "..") or name != name.strip():
-        raise VirtfleetError("name %r is not a valid domain name: no '/', control characters, leading or "
-                             "trailing blanks, and not '.' or '..'" % (name,))
-    if params.get("state", "running") not in WANTED_STATES:
-        raise VirtfleetError("state must be one of %s, got %r" % (", ".join(WANTED_STATES), params.get("state")))
-    for key in ("shutdown_timeout", "start_timeout"):
-        value = params.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or not 0 <= value <= MAX_TIMEOUT):
-            raise VirtfleetError("%s must be a number of seconds from 0 to %d, got %r" % (key, MAX_TIMEOUT, value))
 
 
 def _parse_desired(xml: Any, source: str, name: str) -> "model.Domain":
@@ -91,7 +75,7 @@ def _canonical(domain: "model.Domain", runtime: bool = False) -> str:
 
 
 def _inactive_xml(dom) -> str:
-    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+    return memo.inactive_xml(dom)
 
 
 def _adopt_identity(desired: "model.Domain", current: "model.Domain") -> None:
@@ -111,8 +95,10 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
     state = params["state"]
     dom = lookup_domain(conn, name)
     before_state = normalized_state(dom) if dom is not None else "absent"
+    # inactive_text/live_text: libvirt's XML as read, which the comparison (and a memo) stands for
     plan: Dict[str, Any] = {"name": name, "actions": [], "before_state": before_state, "restart_pending": False,
-                            "before_xml": "", "after_xml": "", "desired_xml": None, "differences": []}
+                            "before_xml": "", "after_xml": "", "desired_xml": None, "differences": [],
+                            "inactive_text": None, "live_text": None}
 
     if state == "absent":
         if dom is not None:
@@ -136,10 +122,10 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
         plan["actions"].append("define")
         plan["after_xml"] = _canonical(desired)
         plan["desired_xml"] = desired_xml
-        running_after = False
         current_state = "shutoff"
     else:
-        current = model.Domain.from_xml(_inactive_xml(dom))
+        plan["inactive_text"] = _inactive_xml(dom)
+        current = model.Domain.from_xml(plan["inactive_text"])
         _adopt_identity(desired, current)
         desired_xml = desired.to_string()
         want_uuid, have_uuid = desired.uuid, current.uuid
@@ -155,26 +141,12 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
             plan["desired_xml"] = desired_xml
             plan["differences"] = _changed_lines(plan["before_xml"], plan["after_xml"])
         current_state = before_state
-        running_after = current_state in ("running", "paused")
 
-    if state == "running":
-        if current_state == "paused":
-            plan["actions"].append("resume")
-        elif current_state != "running":
-            plan["actions"].append("start")
-    elif state == "paused":
-        if current_state == "running":
-            plan["actions"].append("suspend")
-        elif current_state != "paused":
-            plan["actions"].append("start_paused")
-    elif state == "shutdown":
-        if current_state in ("running", "paused"):
-            plan["actions"].append("shutdown")
-        running_after = False
-
-    if running_after and state in ("running", "paused", "defined"):
+    plan["actions"] += transition_actions(state, current_state)
+    if runs_after(state, current_state):
         # The running guest may lag behind its definition, changed now or by an earlier run.
-        live = _semantic_xml(dom.XMLDesc(0), "libvirt (live)")
+        plan["live_text"] = memo.live_xml(dom)
+        live = _semantic_xml(plan["live_text"], "libvirt (live)")
         # ``desired`` equals the definition after this run (redefined or already equal), so it is what
         # the live guest is compared with; no second read of the inactive XML.
         desired_runtime = _canonical(desired, runtime=True)
@@ -189,12 +161,9 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
                 plan["restart_pending"] = True
 
     if params.get("autostart") is not None:
-        have = bool(dom.autostart()) if dom is not None else False
-        if have != params["autostart"]:
-            plan["actions"].append("autostart_on" if params["autostart"] else "autostart_off")
+        plan["actions"] += autostart_actions(params["autostart"], bool(dom.autostart()) if dom is not None else False)
 
-    plan["after_state"] = {"running": "running", "paused": "paused", "shutdown": "shutoff"}.get(
-        state, before_state if before_state != "absent" else "shutoff")
+    plan["after_state"] = state_after(state, before_state)
     return plan
 
 
@@ -358,6 +327,34 @@ def _undefine_flags() -> int:
     return flags
 
 
+def _settled_texts(conn, params: Dict[str, Any]) -> Optional[memo.Texts]:
+    """libvirt's texts when the full comparison finds nothing left to do (no action, no pending restart)."""
+    plan = plan_domain(conn, params)
+    if plan["actions"] or plan["restart_pending"] or plan["inactive_text"] is None:
+        return None
+    if (plan["live_text"] is not None) != (plan["before_state"] in ACTIVE):
+        return None  # the memo's key has a live text exactly when the guest runs
+    return plan["inactive_text"], plan["live_text"]
+
+
+def record_memo(conn, params: Dict[str, Any]) -> bool:
+    """After a run that changed the domain: record the re-run memo if nothing differs any more.
+
+    Never fails the task; without a memo the next run just takes the full path.
+    """
+    code_hash = memo.code()
+    if code_hash is None or params["state"] not in memo.FAST_STATES:
+        return False
+    try:
+        texts = _settled_texts(conn, params)
+        dom = lookup_domain(conn, params["name"]) if texts is not None else None
+        if dom is None:
+            return False
+        return memo.record(dom, code_hash, params["xml"], texts, lambda: _settled_texts(conn, params))
+    except (VirtfleetError, libvirt.libvirtError):
+        return False
+
+
 def ensure_domain(conn, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
     """Core of the ``domain`` module: one domain, one wanted state."""
     validate_params(params)
@@ -383,6 +380,8 @@ def ensure_domain(conn, params: Dict[str, Any], check_mode: bool) -> Dict[str, A
             result["removed_files"] = list(plan["removed_files"])
         dom = lookup_domain(conn, params["name"])
         result["state"] = normalized_state(dom) if dom is not None else "absent"
+        if dom is not None:
+            record_memo(conn, params)
     if params["state"] != "absent":
         dom = lookup_domain(conn, params["name"])
         if dom is not None:

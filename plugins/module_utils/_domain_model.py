@@ -11,8 +11,9 @@ user wrote. Rendering is deterministic: known attributes and children in a fixed
 unknown ones in their original order.
 
 ``normalize_for_compare`` removes or canonicalises what libvirt adds when it defines or starts a
-domain (addresses, aliases, implicit controllers and devices, defaults), so that a desired
-definition and libvirt's copy of it compare equal exactly when they mean the same.
+domain (addresses, aliases, implicit controllers and devices, defaults), and the ``domain`` module's
+re-run memo, so that a desired definition and libvirt's copy of it compare equal exactly when they
+mean the same.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ except ImportError:  # pragma: no cover - modules report it through missing_requ
 
 VIRTFLEET_NS = "https://virtfleet.dev/xmlns/libvirt/1"
 VIRTFLEET_PREFIX = "virtfleet"
+# The ``domain`` module's re-run memo (see ``_domain_memo``, which spells the same namespace): a cache
+# about the definition, not part of it, so comparisons never see it.
+MEMO_NS = "https://virtfleet.dev/xmlns/libvirt/memo/1"
 
 Element = "etree._Element"  # for annotations only; lxml may be missing at import time
 
@@ -1359,6 +1363,12 @@ def normalize_for_compare(domain: Domain, runtime: bool = False) -> Domain:
     norm.devices = [d for _i, d in sorted(enumerate(devices_list), key=_device_sort_key)]
     if norm.os.type == "hvm" and not norm.os.boot_devs and not has_device_boot:
         norm.os.boot_devs = ["hd"]
-    if norm.metadata is not None and norm.metadata.is_empty():
-        norm.metadata = None
+    if norm.metadata is not None:
+        norm.metadata.extra = [e for e in norm.metadata.extra if not _is_memo(e)]
+        if norm.metadata.is_empty():
+            norm.metadata = None
     return Domain.from_element(norm.to_element())
+
+
+def _is_memo(element) -> bool:
+    return isinstance(element.tag, str) and element.tag.startswith("{%s}" % MEMO_NS)

@@ -20,13 +20,13 @@ the record (outside check mode). The record is only a cache: losing it costs tim
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import uuid as uuidlib
 from typing import Any, Dict, Optional, Tuple
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import code_digest as _code_digest
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import read_bytes, write_file_atomic
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._names import validate_guest_name
 
@@ -35,10 +35,8 @@ FILE_MODE = 0o644
 DIR_MODE = 0o755
 RECORD_XATTR = "user.virtfleet.domain_xml"
 RECORD_VERSION = 1
-_PKG = "ansible_collections.virtfleet.libvirt.plugins.module_utils."
 # Every module whose code decides the rendered bytes: a change to any of them invalidates the records.
 CODE_MODULES = ("_domain_xml", "_designer", "_domain_model", "_names", "_sizes", "_virt_probe", "_common")
-_code_digest_cache: Dict[str, Optional[str]] = {}
 
 
 def _designer():
@@ -149,18 +147,7 @@ def _write(path: str, data: bytes) -> None:
 
 def code_digest() -> Optional[str]:
     """sha256 over the source of every module that decides the rendered bytes (None when unreadable)."""
-    if "digest" not in _code_digest_cache:
-        digest = hashlib.sha256()
-        try:
-            for name in CODE_MODULES:
-                spec = importlib.util.find_spec(_PKG + name)
-                data = spec.loader.get_data(spec.origin)
-                digest.update(b"%s %d\n" % (name.encode(), len(data)))
-                digest.update(data)
-            _code_digest_cache["digest"] = digest.hexdigest()
-        except Exception:  # pylint: disable=broad-except - no source to hash: no fast path
-            _code_digest_cache["digest"] = None
-    return _code_digest_cache["digest"]
+    return _code_digest(CODE_MODULES)
 
 
 def host_answers(conn, params: Dict[str, Any]) -> Optional[Tuple[str, str]]:

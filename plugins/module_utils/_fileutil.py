@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import time
-import uuid
 from typing import Any, Dict, Iterator, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
@@ -27,7 +26,7 @@ TEMP_MARKER = ".virtfleet-tmp-"
 def temp_path_for(path: str) -> str:
     """A temporary sibling of ``path`` unique to this process (same filesystem, so rename is atomic)."""
     directory, name = os.path.split(path)
-    return os.path.join(directory, "%s%s%d-%s" % (name, TEMP_MARKER, os.getpid(), uuid.uuid4().hex[:8]))
+    return os.path.join(directory, "%s%s%d-%s" % (name, TEMP_MARKER, os.getpid(), os.urandom(4).hex()))
 
 
 def fsync_dir(directory: str) -> None:

@@ -29,22 +29,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 
-INSPECTOR_VERSION = 1
+# The version and the format-name table live in a tiny module of their own so that a cached re-run can
+# compare versions without loading the inspector; they are this module's names all the same.
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image_format_consts import (  # noqa: F401
+    INSPECTOR_VERSION, QEMU_FORMAT_NAMES,
+)
 
-# Our format names -> qemu-img driver names. iso/gpt/mbr are raw bytes with a recognised layout.
-QEMU_FORMAT_NAMES: Dict[str, str] = {
-    "raw": "raw",
-    "qcow2": "qcow2",
-    "vmdk": "vmdk",
-    "vhd": "vpc",
-    "vhdx": "vhdx",
-    "vdi": "vdi",
-    "qed": "qed",
-    "luks": "luks",
-    "iso": "raw",
-    "gpt": "raw",
-    "mbr": "raw",
-}
 # Formats whose content qemu reads as plain bytes.
 RAW_LAYOUTS = ("iso", "gpt", "mbr")
 KNOWN_FORMATS = tuple(QEMU_FORMAT_NAMES)

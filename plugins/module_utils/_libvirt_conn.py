@@ -10,6 +10,7 @@ binding ends in Ansible's usual "missing required library" message, not an Impor
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import time
 import traceback
 from typing import Callable, Iterable, Iterator, Optional, Tuple
@@ -47,9 +48,8 @@ def require_libvirt(module) -> None:
 def require_libvirt_and_lxml(module) -> None:
     """Modules that read or write domain XML need lxml too (for the typed domain model)."""
     require_libvirt(module)
-    try:
-        import lxml  # noqa: F401  pylint: disable=unused-import
-    except ImportError:
+    # Found, not imported: a re-run that takes a fast path never pays for importing lxml.
+    if importlib.util.find_spec("lxml") is None:
         module.fail_json(msg=missing_required_lib("lxml"))
 
 

@@ -26,7 +26,7 @@ import subprocess
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image_format import QEMU_FORMAT_NAMES
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image_format_consts import QEMU_FORMAT_NAMES
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, parse_size
 
 QEMU_IMG_BINARY = "qemu-img"

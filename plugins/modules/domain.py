@@ -18,6 +18,8 @@ description:
     existing UUID and MAC addresses are kept when the desired XML does not name them.
   - When the definition changes while the guest runs, the new definition is stored and the result says
     that a restart is pending; the guest is restarted only with O(apply=restart).
+  - A run that changed the domain and then finds nothing left to do records a re-run memo in the domain's
+    libvirt metadata (see the notes); later runs with the same inputs skip the comparison.
 author:
   - virtfleet developers (@virtfleet)
 extends_documentation_fragment:
@@ -79,6 +81,19 @@ options:
         the domain's virtfleet metadata. Other paths, even when attached to the guest, are never deleted.
     type: bool
     default: false
+notes:
+  - "Re-run memo: after a run that changed something (define, redefine, start, resume, restart, ...) has
+    verified that libvirt's persistent definition, and for a running guest its live definition, equal the
+    desired XML, the module stores
+    C(<vfmemo:memo xmlns:vfmemo=\"https://virtfleet.dev/xmlns/libvirt/memo/1\" key=\"...\"/>) in the domain's
+    C(<metadata>). The key is a SHA-256 over the module's comparison code, the desired XML and libvirt's
+    inactive and live XML (without the memo). A later run outside diff mode whose key matches knows the
+    definitions are equal without parsing them, and only decides the state and autostart."
+  - The memo is only a cache and is ignored by every comparison and by M(virtfleet.libvirt.domain_info).
+    Any other change to the definition (for example C(virsh edit)), another desired XML, a hot-plug, or
+    another version of this collection makes the key differ, and the full comparison runs as before.
+  - A run with nothing to change only reads, so it never writes a memo. Domains defined by a version
+    without memos, or whose memo no longer matches, use the full comparison until their next changing run.
 """
 
 EXAMPLES = r"""
@@ -155,6 +170,8 @@ import os
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
     CONNECTION_ARGS, INSTANCES_ARGS, VirtfleetError, build_module, merge_specs, run_module,
 )
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_memo import fast_result
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_state import validate_params
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import connect, require_libvirt_and_lxml
 
 ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
@@ -184,16 +201,18 @@ def _load_xml(params):
 
 
 def core(module):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_lifecycle import (
-        ensure_domain, validate_params,
-    )
-
     params = dict(module.params)
     validate_params(params)  # before the name becomes part of a path
     if params["state"] != "absent":
         params["xml"], params["xml_source"] = _load_xml(params)
     with connect(params["uri"]) as conn:
-        result = ensure_domain(conn, params, module.check_mode)
+        # A diff needs both definitions' texts, which only the full path makes.
+        result = None if module._diff else fast_result(conn, params)
+        if result is None:
+            # imported here: the fast path needs neither the domain model nor lxml
+            from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_lifecycle import ensure_domain
+
+            result = ensure_domain(conn, params, module.check_mode)
     for warning in result.pop("warnings_text", None) or []:
         module.warn(warning)
     return result

@@ -29,6 +29,9 @@ description:
     default C(dynamic_ownership)) hands it to the qemu user while the guest runs.
   - The format of every disk is recorded once in C(disk.info.json) in the instance directory; all later
     qemu-img calls use the recorded format and never probe a file a guest has written to.
+  - The virtual size of an existing disk is read from the file itself in its recorded format (a raw file's
+    length, a qcow2 header's size field), so a run with nothing to do starts no process; qemu-img runs to make
+    or grow a disk, and to read a qcow2 header that is anything but ordinary.
   - Growing a disk (root or blank) that a running guest holds is refused with a message (qemu's image lock);
     live growth belongs to M(virtfleet.libvirt.vm_resize). An ephemeral or swap disk is never resized or
     reformatted in place.

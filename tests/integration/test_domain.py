@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
+import libvirt
 import pytest
 
 from tests.integration.conftest import wait_for_report
+from tests.support import runner
 from tests.support.runner import run_module
 
 MIB = 1 << 20
+MEMO_NS = "https://virtfleet.dev/xmlns/libvirt/memo/1"
 
 
 @pytest.fixture
@@ -111,3 +115,98 @@ def test_shutdown_of_a_guest_that_ignores_acpi_times_out_clearly(sandbox, guest)
 def test_missing_xml_file_is_a_clear_error(sandbox):
     result = domain(sandbox.guest_name(), sandbox)
     assert result.get("failed") and "domain_xml first" in result["msg"]
+
+
+# ------------------------------------------------------------------------------------- re-run memo
+
+# Runs the real module file as its own __main__ and says on exit which heavy modules it imported.
+PROBE = """
+import atexit, runpy, sys
+atexit.register(lambda: sys.stderr.write("\\nVFPROBE model=%%d lxml=%%d\\n" %% (
+    any(m.endswith("._domain_model") for m in sys.modules), "lxml" in sys.modules)))
+sys.argv[0] = %r
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.fixture
+def probed(monkeypatch, tmp_path):
+    """Runs the domain module under a probe; returns (result, whether the domain model and lxml were imported)."""
+    real_path = runner.module_path
+    wrapper = str(tmp_path / "probe_domain.py")
+    with open(wrapper, "w") as handle:
+        handle.write(PROBE % real_path("domain"))
+    monkeypatch.setattr(runner, "module_path", lambda name: wrapper if name == "domain" else real_path(name))
+
+    def run(name, sandbox, **kwargs):
+        result = domain(name, sandbox, **kwargs)
+        found = re.search(r"VFPROBE model=(\d) lxml=(\d)", result["_stderr"])
+        assert found, result["_stderr"]
+        result.pop("_stderr")
+        return result, {"model": found.group(1) == "1", "lxml": found.group(2) == "1"}
+
+    return run
+
+
+def memo_key(dom):
+    """The key libvirt holds in the memo of the persistent definition, or None."""
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, MEMO_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    except libvirt.libvirtError:
+        return None
+    return re.search(r'key="([0-9a-f]{64})"', text).group(1)
+
+
+def inactive(dom):
+    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+
+
+def test_rerun_fast_path_after_a_changing_run_and_full_path_after_an_edit(sandbox, guest, probed):
+    g = guest(vcpus=1)
+    started, path = probed(g["name"], sandbox)
+    assert started["actions"] == ["define", "start"] and path["model"], started
+    dom = sandbox.conn.lookupByName(g["name"])
+    first_key = memo_key(dom)
+    assert first_key, "a changing run that left nothing to do records a memo"
+    assert memo_key(dom) and "vfmemo" not in dom.XMLDesc(0), "in the persistent definition only"
+    wait_for_report(g["console"])  # a booted guest still matches what was recorded right after the start
+
+    # re-runs: no model, no lxml, the full path's very answer, and nothing written
+    defined = inactive(dom)
+    fast, path = probed(g["name"], sandbox)
+    assert path == {"model": False, "lxml": False}, "took the full path"
+    checked, check_path = probed(g["name"], sandbox, check=True)
+    assert check_path["model"] is False and checked == fast
+    in_diff, diff_path = probed(g["name"], sandbox, diff=True)
+    assert diff_path["model"], "diff mode needs the texts: full path"
+    assert in_diff["diff"]["before"] == in_diff["diff"]["after"] and "vfmemo" not in in_diff["diff"]["before"]
+    in_diff.pop("diff")
+    assert fast == in_diff and fast["changed"] is False and fast["restart_pending"] is False
+    assert fast["uuid"] == dom.UUIDString() and fast["state"] == fast["previous_state"] == "running"
+    assert inactive(dom) == defined, "a run with nothing to do wrote to the definition"
+
+    # an edit through libvirt (the memo is kept, the key no longer matches): the full path reports it
+    edited = re.sub(r"<vcpu placement='static'>1</vcpu>", "<vcpu placement='static'>2</vcpu>", defined)
+    assert edited != defined and "vfmemo" in edited
+    sandbox.conn.defineXML(edited)
+    predicted, path = probed(g["name"], sandbox, check=True)
+    assert path["model"] and predicted["actions"] == ["redefine"]
+    assert inactive(dom) == edited, "check mode wrote"
+    redone, path = probed(g["name"], sandbox, diff=True)
+    assert path["model"] and redone["actions"] == ["redefine"] and redone["changed"] is True
+    assert [line[0] for line in redone["differences"]] == ["-", "+"] and ">2</vcpu>" in redone["differences"][0]
+    assert redone["restart_pending"] is False, "the guest still runs with the desired definition"
+    assert "<vcpu placement='static'>1</vcpu>" in inactive(dom)
+    assert memo_key(dom) is not None
+    again, path = probed(g["name"], sandbox)
+    assert path["model"] is False and again == fast, "the redefining run recorded a fresh memo"
+
+    # another desired definition: full path, restart pending, and no memo until the guest is restarted
+    run_module("domain_xml", dict(g["xml_args"], vcpus=2))
+    pending, path = probed(g["name"], sandbox)
+    assert path["model"] and pending["actions"] == ["redefine"] and pending["restart_pending"] is True
+    assert memo_key(dom) is None
+    before = inactive(dom)
+    still, path = probed(g["name"], sandbox)
+    assert path["model"] and still["changed"] is False and still["restart_pending"] is True
+    assert inactive(dom) == before and memo_key(dom) is None

@@ -317,12 +317,12 @@ def test_rerun_fast_path_taken_only_when_inputs_libvirt_code_and_file_are_unchan
 
     # Other rendering code (or other libvirt answers): the key differs, the full path runs and the
     # record is refreshed without a change to the file.
-    monkeypatch.setitem(dxm._code_digest_cache, "digest", "0" * 64)
+    monkeypatch.setattr(dxm, "code_digest", lambda: "0" * 64)
     stat = os.stat(path)
     other_code = ensure_domain_xml(dict(args), False, conn=dx.conn)
     assert calls == [1, 1, 1] and other_code["changed"] is False and other_code["xml"] == first["xml"]
     assert os.stat(path).st_mtime_ns == stat.st_mtime_ns and dxm.read_record(path)["key"] != record["key"]
-    monkeypatch.setitem(dxm._code_digest_cache, "digest", None)  # no code digest: never the fast path
+    monkeypatch.setattr(dxm, "code_digest", lambda: None)  # no code digest: never the fast path
     ensure_domain_xml(dict(args), False, conn=dx.conn)
     assert calls == [1, 1, 1, 1]
 

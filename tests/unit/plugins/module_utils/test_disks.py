@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -198,3 +200,173 @@ def test_absent_of_nothing_is_no_change(tmp_path):
     result = disks.ensure_disk({"guest": "g1", "instances_path": str(tmp_path), "kind": "swap", "state": "absent"},
                                check_mode=False)
     assert result["changed"] is False and result["referenced_by"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Re-runs read state only, in Python: no qemu-img, and none of the modules that make disks loaded
+# ---------------------------------------------------------------------------------------------
+
+FAKE_QEMU_IMG = """#!/bin/sh
+echo "$@" >> "$FAKE_QEMU_IMG_LOG"
+echo "fake qemu-img: a re-run must not run qemu-img" >&2
+exit 1
+"""
+
+# Run in a fresh interpreter, so that sys.modules shows what a module run would load.
+RERUN = r"""
+import json, subprocess, sys
+spawned = []
+real_init = subprocess.Popen.__init__
+def recording_init(self, args, *rest, **kwargs):
+    spawned.append(args if isinstance(args, str) else [str(a) for a in args])
+    real_init(self, args, *rest, **kwargs)
+subprocess.Popen.__init__ = recording_init
+from ansible_collections.virtfleet.libvirt.plugins.module_utils import _disks
+result = _disks.ensure_disk(json.loads(sys.argv[1]), check_mode=sys.argv[2] == "check")
+prefix = "ansible_collections.virtfleet.libvirt.plugins.module_utils."
+print(json.dumps({"result": result, "spawned": spawned,
+                  "modules": sorted(m[len(prefix):] for m in sys.modules if m.startswith(prefix))}))
+"""
+
+# Loaded only when a disk must be made, grown or checked by qemu-img (or for a config drive's content).
+HEAVY_MODULES = {"_image_format", "_qemu_img", "_mkfs", "_config_drive", "_disk_apply", "_libvirt_conn"}
+
+RERUN_CASES = {
+    "root-overlay": {"kind": "root", "size": "24M"},
+    "root-flat-raw": {"kind": "root", "size": "24M", "backing": "flat", "format": "raw"},
+    "ephemeral-overlay": {"kind": "ephemeral", "size": "32M"},
+    "ephemeral-flat-raw": {"kind": "ephemeral", "size": "32M", "format": "raw", "label": ""},
+    "swap": {"kind": "swap", "size": "16M", "label": "sw"},
+    "blank-qcow2": {"kind": "blank", "size": "8M"},
+    "blank-raw": {"kind": "blank", "size": "8M", "format": "raw", "mode": "0640"},
+    "config-drive": {"kind": "config_drive", "user_data": "#cloud-config\n", "admin_pass": "pw"},
+}
+
+
+def _qemu_info_size(path, fmt):
+    out = subprocess.run(["qemu-img", "info", "-U", "-f", fmt, "--output=json", path], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)["virtual-size"]
+
+
+def _rerun_params(tmp_path, case):
+    params = dict(RERUN_CASES[case], guest="g1", instances_path=str(tmp_path / "instances"), state="present")
+    if params["kind"] == "root":
+        base = tmp_path / "instances" / "_base" / "base.raw"
+        if not base.exists():
+            base.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(base), "16M"], check=True)
+        params.update(base=str(base), base_format="raw")
+    return params
+
+
+def _tree_state(instances_path):
+    return {os.path.join(d, n): (os.stat(os.path.join(d, n)).st_mtime_ns, os.stat(os.path.join(d, n)).st_mode)
+            for d, _dirs, names in os.walk(instances_path) for n in names}
+
+
+def _rerun_in_fresh_python(tmp_path, params, check_mode):
+    from tests.support.runner import COLLECTIONS
+
+    fake_bin = tmp_path / "fake-bin"
+    fake_bin.mkdir(exist_ok=True)
+    script = fake_bin / "qemu-img"
+    script.write_text(FAKE_QEMU_IMG)
+    script.chmod(0o755)
+    log = tmp_path / "fake-qemu-img.log"
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS, FAKE_QEMU_IMG_LOG=str(log),
+               PATH="%s:%s" % (fake_bin, os.environ.get("PATH", "")))
+    proc = subprocess.run([sys.executable, "-c", RERUN, json.dumps(params), "check" if check_mode else "run"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    out["qemu_img_calls"] = log.read_text().splitlines() if log.exists() else []
+    return out
+
+
+@pytest.mark.parametrize("check_mode", [False, True], ids=["run", "check"])
+@pytest.mark.parametrize("case", sorted(RERUN_CASES))
+def test_rerun_runs_nothing_and_loads_nothing_heavy(tmp_path, case, check_mode):
+    params = _rerun_params(tmp_path, case)
+    made = disks.ensure_disk(dict(params), check_mode=False)
+    assert made["changed"] is True
+    state = _tree_state(params["instances_path"])
+
+    out = _rerun_in_fresh_python(tmp_path, params, check_mode)
+    again = out["result"]
+    assert again["changed"] is False and again["actions"] == []
+    assert out["qemu_img_calls"] == [] and out["spawned"] == []
+    assert HEAVY_MODULES & set(out["modules"]) == ({"_config_drive"} if case == "config-drive" else set())
+    assert _tree_state(params["instances_path"]) == state
+    assert again["diff"]["before"] == again["diff"]["after"]
+    for key in ("kind", "path", "format", "xml_disk", "owned_files", "backing_file", "base", "fs_type", "label"):
+        assert again.get(key) == made.get(key), key
+    if case != "config-drive":
+        assert again["virtual_size"] == _qemu_info_size(made["path"], made["format"]) == made["virtual_size"]
+
+
+@pytest.mark.parametrize("case", sorted(RERUN_CASES))
+def test_rerun_result_is_the_one_qemu_img_info_gives(tmp_path, monkeypatch, case):
+    """Reading the size in Python changes nothing in the result, the diff or the warnings."""
+    params = _rerun_params(tmp_path, case)
+    disks.ensure_disk(dict(params), check_mode=False)
+    read_in_python = disks.ensure_disk(dict(params), check_mode=False)
+    monkeypatch.setattr(disks, "recorded_virtual_size", lambda path, fmt, st=None: None)
+    asked_qemu_img = disks.ensure_disk(dict(params), check_mode=False)
+    assert read_in_python == asked_qemu_img
+
+
+GROW_CASES = {"root-overlay": "24M", "root-flat-raw": "24M", "blank-qcow2": "8M", "blank-raw": "8M"}
+
+
+@pytest.mark.parametrize("case", sorted(GROW_CASES))
+def test_growth_is_still_seen_and_applied(tmp_path, case):
+    params = _rerun_params(tmp_path, case)
+    made = disks.ensure_disk(dict(params), check_mode=False)
+    old = made["virtual_size"]
+    bigger = dict(params, size="40M")
+    predicted = disks.ensure_disk(dict(bigger), check_mode=True)
+    assert predicted["actions"] == ["grow"] and predicted["virtual_size"] == 40 * MIB
+    assert predicted["diff"]["before"]["virtual_size"] == old and predicted["diff"]["after"]["virtual_size"] == 40 * MIB
+    assert _qemu_info_size(made["path"], made["format"]) == old
+    grown = disks.ensure_disk(dict(bigger), check_mode=False)
+    assert grown["actions"] == ["grow"] and grown["diff"] == predicted["diff"]
+    assert _qemu_info_size(made["path"], made["format"]) == 40 * MIB
+    assert disks.ensure_disk(dict(bigger), check_mode=False)["changed"] is False
+    with pytest.raises(VirtfleetError) as err:
+        disks.ensure_disk(dict(params), check_mode=False)
+    assert "refusing to shrink" in err.value.msg and "(41943040 bytes)" in err.value.msg
+
+
+def test_unusual_qcow2_header_is_left_to_qemu_img(tmp_path, monkeypatch):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qemu_img as qemu_img
+
+    params = _rerun_params(tmp_path, "blank-qcow2")
+    made = disks.ensure_disk(dict(params), check_mode=False)
+    calls = []
+    real_info = qemu_img.info
+    monkeypatch.setattr(qemu_img, "info", lambda *a, **k: calls.append((a, k)) or real_info(*a, **k))
+    with open(made["path"], "r+b") as handle:  # the corrupt flag: qemu-img still reads the image
+        handle.seek(72)
+        handle.write((2).to_bytes(8, "big"))
+    assert disks.ensure_disk(dict(params), check_mode=False)["virtual_size"] == 8 * MIB
+    assert calls == [((made["path"], "qcow2"), {})]
+    with open(made["path"], "r+b") as handle:  # an unknown version: qemu-img's own error
+        handle.seek(4)
+        handle.write((4).to_bytes(4, "big"))
+    with pytest.raises(qemu_img.QemuImgError) as err:
+        disks.ensure_disk(dict(params), check_mode=False)
+    assert "qemu-img info of %s (format qcow2) failed" % made["path"] in err.value.msg
+    assert "version" in err.value.msg
+
+
+def test_existing_ephemeral_options_are_still_validated_first(tmp_path):
+    params = _rerun_params(tmp_path, "ephemeral-overlay")
+    disks.ensure_disk(dict(params), check_mode=False)
+    for extra, words in (({"size": "1000"}, "needs at least 1 MiB"), ({"size": "16M"}, "refusing to shrink"),
+                         ({"size": "64M"}, "refusing to grow"), ({"label": "x" * 17}, "too long for ext4"),
+                         ({"fs_type": "vfat", "label": "waytoolonglabel"}, "too long for vfat"),
+                         ({"fs_type": "xfs"}, "smaller than 300 MB"), ({"label": "other"}, "refusing to reformat")):
+        with pytest.raises(VirtfleetError) as err:
+            disks.plan_disk(dict(params, **extra))
+        assert words in err.value.msg, (extra, err.value.msg)

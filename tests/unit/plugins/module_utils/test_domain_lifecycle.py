@@ -8,12 +8,14 @@ run does and changes nothing; a second run is a no-op; bad arguments end in a cl
 from __future__ import annotations
 
 import os
+import re
 
 import libvirt
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_lifecycle as lc
+from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_memo as memo
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_model as model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from tests.support.runner import run_module
@@ -119,11 +121,32 @@ class FakeDomain:
         self._mutate()
         self.auto = bool(value)
 
+    def setMetadata(self, kind, xml, prefix, uri, flags):
+        """As libvirt: one element per namespace, printed on its own line in <metadata>, which it creates."""
+        assert kind == libvirt.VIR_DOMAIN_METADATA_ELEMENT and flags == libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if not self.persistent:
+            raise libvirt.libvirtError("cannot change persistent config of a transient domain")
+        self._mutate()
+        self.conn.metadata_writes += 1
+        own = re.compile(r'^    <\w+:\w+ xmlns:\w+="%s"[^\n]*\n' % re.escape(uri), re.M)
+        if xml is None:
+            self.inactive = own.sub("", self.inactive)
+            return
+        tag, attrs = re.match(r'<(\w+)((?: \w+="[^"]*")*)/>$', xml).groups()
+        line = '    <%s:%s xmlns:%s="%s"%s/>\n' % (prefix, tag, prefix, uri, attrs)
+        if own.search(self.inactive):
+            self.inactive = own.sub(lambda _match: line, self.inactive)
+        elif "<metadata>" in self.inactive:
+            self.inactive = self.inactive.replace("<metadata>", "<metadata>\n" + line, 1)
+        else:
+            self.inactive = self.inactive.replace("</name>", "</name><metadata>\n%s</metadata>" % line, 1)
+
 
 class FakeConn:
     def __init__(self):
         self.domains = {}
         self.mutations = 0
+        self.metadata_writes = 0
 
     def lookupByName(self, name):
         if name not in self.domains:
@@ -148,7 +171,7 @@ class FakeConn:
         if status != "shutoff":
             dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if status == "paused" else 0)
         dom.auto = autostart
-        self.mutations = 0
+        self.mutations = self.metadata_writes = 0
         return dom
 
     def snapshot(self):
@@ -285,8 +308,19 @@ def test_check_mode_predicts_exactly_and_a_second_run_is_a_no_op(world):
     assert done["actions"] == predicted["actions"]
     assert done["state"] == predicted["state"]
     assert done["changed"] == predicted["changed"] == bool(done["actions"])
+    settled, mutations = conn.snapshot(), conn.mutations
     again = lc.ensure_domain(conn, dict(args), False)
     assert again["changed"] is False and again["actions"] == [], (world, done, again)
+    assert conn.snapshot() == settled and conn.mutations == mutations, "a run with nothing to do wrote"
+    # The re-run memo: recorded exactly when the changing run left nothing to do; then the fast path
+    # answers what the full path answers, and it never touches libvirt.
+    fast = memo.fast_result(conn, dict(args))
+    assert conn.mutations == mutations
+    expect_fast = bool(done["actions"]) and world["want"] != "absent" and not again["restart_pending"]
+    assert (fast is not None) == expect_fast, (world, done, again)
+    if fast is not None:
+        again.pop("diff")
+        assert fast == again
     if world["want"] == "absent":
         assert "g1" not in conn.domains
     else:

@@ -339,3 +339,30 @@ def test_live_cpu_is_compared_by_topology_and_numa_only():
         "<model fallback='forbid'>EPYC</model><topology sockets='2' cores='1' threads='1'/>"))
     assert (model.normalize_for_compare(desired, runtime=True).to_string()
             != model.normalize_for_compare(other).to_string())
+
+
+MEMO_LINE = ('    <vfmemo:memo xmlns:vfmemo="https://virtfleet.dev/xmlns/libvirt/memo/1" key="%s"/>\n' % ("ab" * 32))
+
+
+def test_the_domain_modules_memo_is_invisible_to_comparison_but_kept_verbatim():
+    """The memo is the domain module's cache about a definition: never a difference, never dropped by a round trip."""
+    with_wrapper = READBACK.replace("<memory unit='KiB'>", "<metadata>\n%s  </metadata>\n  <memory unit='KiB'>"
+                                    % MEMO_LINE, 1)
+    plain = model.normalize_for_compare(model.Domain.from_xml(READBACK)).to_string()
+    assert model.normalize_for_compare(model.Domain.from_xml(with_wrapper)).to_string() == plain
+    assert model.normalize_for_compare(model.Domain.from_xml(with_wrapper), runtime=True).to_string() == \
+        model.normalize_for_compare(model.Domain.from_xml(READBACK), runtime=True).to_string()
+    # next to our own metadata and another application's: both still compared, the memo not
+    beside = FULL.replace("<other:thing a='1'>kept</other:thing>", "<other:thing a='1'>kept</other:thing>\n"
+                          + MEMO_LINE, 1)
+    assert model.normalize_for_compare(model.Domain.from_xml(beside)).to_string() == \
+        model.normalize_for_compare(model.Domain.from_xml(FULL)).to_string()
+    assert "urn:other" in model.normalize_for_compare(model.Domain.from_xml(beside)).to_string()
+    assert "memo/1" in model.Domain.from_xml(beside).to_string(), "a parse and render keeps what it read"
+    edited = with_wrapper.replace("<vcpu placement='static'>1</vcpu>", "<vcpu placement='static'>2</vcpu>")
+    assert model.normalize_for_compare(model.Domain.from_xml(edited)).to_string() != plain
+
+
+def test_memo_namespace_is_the_one_the_domain_module_writes():
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_memo as memo
+    assert model.MEMO_NS == memo.MEMO_NS

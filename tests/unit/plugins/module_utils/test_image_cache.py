@@ -1,13 +1,12 @@
-"""Pure logic of the image cache: names, records, URLs, checksums, SUMS files, decompression."""
+"""The image cache's layout and cached re-run: URLs, checksums, names, records; what a re-run loads."""
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
-import io
-import lzma
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -76,31 +75,6 @@ def test_parse_checksum_sums_reference_forms():
 def test_parse_checksum_refuses_malformed(value, fragment):
     with pytest.raises(VirtfleetError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         cache.parse_checksum(value)
-
-
-SUMS_GNU = """\
-# comment
-{d1}  debian-12-genericcloud-amd64.raw
-{d2} *debian-12-genericcloud-amd64.qcow2
-{d3}  ./sub/other.img
-"""
-
-
-def test_find_in_sums_gnu_format():
-    d1, d2, d3 = ("1" * 64), ("2" * 64), ("3" * 64)
-    text = SUMS_GNU.format(d1=d1, d2=d2, d3=d3)
-    assert cache.find_in_sums(text, "debian-12-genericcloud-amd64.raw", "sha256") == d1
-    assert cache.find_in_sums(text, "debian-12-genericcloud-amd64.qcow2", "sha256") == d2
-    assert cache.find_in_sums(text, "other.img", "sha256") == d3
-    assert cache.find_in_sums(text, "missing.img", "sha256") is None
-    # a sha256 line is not taken for a sha512 request
-    assert cache.find_in_sums(text, "other.img", "sha512") is None
-
-
-def test_find_in_sums_bsd_format_matches_algorithm():
-    text = "SHA256 (a.img) = %s\nSHA512 (a.img) = %s\n" % ("a" * 64, "b" * 128)
-    assert cache.find_in_sums(text, "a.img", "sha256") == "a" * 64
-    assert cache.find_in_sums(text, "a.img", "sha512") == "b" * 128
 
 
 def test_resolve_checksum_reads_a_local_sums_file(tmp_path):
@@ -193,190 +167,94 @@ def test_remove_stale_temps_removes_only_this_images_temps(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in other)
 
 
-# ---- durations and retries --------------------------------------------------------------------------
-
-@pytest.mark.parametrize("value, seconds", [(0, 0), (90, 90), ("90", 90), ("30m", 1800), ("24h", 86400),
-                                            ("2d", 172800), ("1w", 604800), ("1.5h", 5400)])
-def test_parse_age(value, seconds):
-    assert cache.parse_age(value) == seconds
+def test_is_hex():
+    assert cache.is_hex("0123456789abcdefABCDEF")
+    for value in ("", "0x1f", "1_0", "a b", "g", "\u0661"):
+        assert not cache.is_hex(value), value
 
 
-@pytest.mark.parametrize("value", ["ten", "5y", "-1", True, -3])
-def test_parse_age_refuses(value):
-    with pytest.raises(VirtfleetError):
-        cache.parse_age(value)
+# ---- the inspector's facts without the inspector -------------------------------------------------------
+
+def test_the_cache_knows_the_inspector_version_without_loading_the_inspector():
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _image_format as image_format
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _image_format_consts as consts
+
+    # A cached verdict is trusted while its record names this version: one value, shared.
+    assert consts.INSPECTOR_VERSION == image_format.INSPECTOR_VERSION
+    assert consts.QEMU_FORMAT_NAMES == image_format.QEMU_FORMAT_NAMES
+    assert cache.qemu_name("vhd") == "vpc" and cache.qemu_name("iso") == "raw"
 
 
-def test_retry_delays_backoff_is_capped():
-    assert cache.retry_delays(0, 1) == []
-    assert cache.retry_delays(4, 0.5) == [0.5, 1, 2, 4]
-    assert cache.retry_delays(9, 1)[-1] == 60
+# ---- what a cached re-run loads ----------------------------------------------------------------------
+
+_MODULE_UTILS = "ansible_collections.virtfleet.libvirt.plugins.module_utils."
+# What a cached re-run must not import (under AnsiballZ each is compiled from source on every run).
+HEAVY = (_MODULE_UTILS + "_image_format", _MODULE_UTILS + "_qemu_img", _MODULE_UTILS + "_image_fetch",
+         _MODULE_UTILS + "_image_prune", "ansible.module_utils.urls")
+# Runs the module file as Ansible does and writes the names of the modules it imported to the last argument.
+_PROBE = """
+import atexit, json, runpy, sys
+sys.argv = sys.argv[1:]
+out = sys.argv.pop()
+atexit.register(lambda: json.dump(sorted(sys.modules), open(out, "w")))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
-# ---- compression ------------------------------------------------------------------------------------
+def _run_in_fresh_python(tmp_path, args, check=False):
+    """(result, names of the imported modules) of one run of the image_cache module in a new interpreter."""
+    from tests.support.runner import COLLECTIONS, module_path
 
-PAYLOAD = os.urandom(1 << 16) + b"\0" * (3 << 20) + b"tail"
-
-
-@pytest.mark.parametrize("kind, compress", [
-    ("gzip", gzip.compress), ("xz", lzma.compress), ("bzip2", bz2.compress),
-])
-def test_detect_compression_by_magic(kind, compress):
-    assert cache.detect_compression(compress(b"hello")) == kind
-
-
-def test_detect_compression_ignores_lookalikes():
-    assert cache.detect_compression(b"BZh9 not really bzip2") is None
-    assert cache.detect_compression(b"QFI\xfb\0\0\0\3") is None
-    assert cache.detect_compression(b"\0" * 512) is None
-    assert cache.detect_compression(b"\x28\xb5\x2f\xfd") == "zstd"
-
-
-def _stream_through(tmp_path, data, algo="sha256", max_bytes=1 << 30, length="auto"):
-    dest = str(tmp_path / "out")
-    if os.path.exists(dest):
-        os.unlink(dest)
-    stream = io.BytesIO(data)
-    result = cache.stream_to_file(stream, len(data) if length == "auto" else length, dest, algo, max_bytes,
-                                  "http://h/a")
-    with open(dest, "rb") as handle:
-        return result, handle.read()
+    payload = dict(args, _ansible_check_mode=check, _ansible_diff=False,
+                   _ansible_module_name="virtfleet.libvirt.image_cache", _ansible_tmpdir=str(tmp_path),
+                   _ansible_remote_tmp=str(tmp_path))
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
+    modules_file = tmp_path / "modules.json"
+    proc = subprocess.run([sys.executable, "-c", _PROBE, module_path("image_cache"), str(args_file),
+                           str(modules_file)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=COLLECTIONS, LC_ALL="C.UTF-8"))
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    out = proc.stdout
+    return json.loads(out[out.index("{"):]), set(json.loads(modules_file.read_text()))
 
 
-@pytest.mark.parametrize("compress", [gzip.compress, lzma.compress, bz2.compress, lambda d: d])
-def test_stream_to_file_decompresses_and_hashes_the_compressed_bytes(tmp_path, compress):
-    packed = compress(PAYLOAD)
-    result, written = _stream_through(tmp_path, packed)
-    assert written == PAYLOAD
-    assert result["digest"] == hashlib.sha256(packed).hexdigest()
-    assert result["received"] == len(packed) and result["written"] == len(PAYLOAD)
+def test_a_cached_rerun_loads_neither_the_fetch_path_nor_the_inspector(tmp_path):
+    source = tmp_path / "source.img"
+    source.write_bytes(b"virtfleet" * 1000 + b"\0" * (1 << 20))
+    args = {"url": "file://" + str(source), "format": "raw", "cache_format": "raw",
+            "instances_path": str(tmp_path / "instances")}
+
+    miss, loaded = _run_in_fresh_python(tmp_path, args)
+    assert miss["changed"] and miss["fetched"] and miss["actions"] == ["fetch"]
+    assert miss["format"] == "raw" and miss["size"] == os.path.getsize(source)
+    with open(miss["path"], "rb") as cached, open(source, "rb") as original:
+        assert cached.read() == original.read()
+    assert {_MODULE_UTILS + "_image_fetch", _MODULE_UTILS + "_image_format"} <= loaded  # the probe sees imports
+
+    for check in (False, True):
+        hit, loaded = _run_in_fresh_python(tmp_path, args, check=check)
+        assert not hit["changed"] and not hit["fetched"] and hit["actions"] == []
+        assert {key: hit[key] for key in ("path", "format", "source_format", "virtual_size", "size")} == \
+            {key: miss[key] for key in ("path", "format", "source_format", "virtual_size", "size")}
+        assert loaded.isdisjoint(HEAVY), sorted(loaded.intersection(HEAVY))
+        assert _MODULE_UTILS + "_image_cache" in loaded
 
 
-def test_stream_to_file_handles_multi_member_gzip(tmp_path):
-    packed = gzip.compress(b"first part ") + gzip.compress(b"second part")
-    _result, written = _stream_through(tmp_path, packed)
-    assert written == b"first part second part"
+def test_a_record_from_an_older_inspector_still_gets_the_inspector(tmp_path):
+    source = tmp_path / "source.img"
+    source.write_bytes(b"\0" * (1 << 20))
+    args = {"url": str(source), "instances_path": str(tmp_path / "instances")}
+    first, _loaded = _run_in_fresh_python(tmp_path, args)
+    record_path = first["path"] + cache.RECORD_SUFFIX
+    with open(record_path) as handle:
+        record = json.load(handle)
+    record["inspector_version"] = cache.INSPECTOR_VERSION - 1
+    cache.write_record(record_path, record)
 
-
-def test_stream_to_file_handles_tiny_uncompressed_input(tmp_path):
-    result, written = _stream_through(tmp_path, b"abc")
-    assert written == b"abc" and result["digest"] == SHA256_OF_ABC
-
-
-def test_stream_to_file_stops_a_decompression_bomb(tmp_path):
-    bomb = gzip.compress(b"\0" * (64 << 20))
-    with pytest.raises(VirtfleetError, match="grows beyond"):
-        _stream_through(tmp_path, bomb, max_bytes=8 << 20)
-
-
-def test_stream_to_file_detects_a_short_body(tmp_path):
-    with pytest.raises(cache._TransientError, match="after 3 of 10 bytes"):
-        _stream_through(tmp_path, b"abc", length=10)
-
-
-def test_stream_to_file_detects_a_truncated_compressed_stream(tmp_path):
-    packed = lzma.compress(PAYLOAD)
-    with pytest.raises(VirtfleetError, match="ended early"):
-        _stream_through(tmp_path, packed[: len(packed) // 2], length=None)
-
-
-# ---- describing transport failures -------------------------------------------------------------------
-
-def _http_error(code, reason):
-    import urllib.error
-
-    return urllib.error.HTTPError("http://h/a", code, reason, {}, None)
-
-
-@pytest.mark.parametrize("exc, fragment, transient", [
-    (_http_error(404, "Not Found"), "HTTP 404 Not Found", False),
-    (_http_error(401, "Unauthorized"), "url_username", False),
-    (_http_error(503, "Service Unavailable"), "HTTP 503", True),
-    (_http_error(429, "Too Many Requests"), "HTTP 429", True),
-    (TimeoutError("timed out"), "timed out", True),
-    (ConnectionRefusedError(111, "Connection refused"), "connection refused", True),
-])
-def test_describe_url_error(exc, fragment, transient):
-    cause, is_transient = cache._describe_url_error(exc)
-    assert fragment in cause and is_transient is transient
-
-
-def test_describe_url_error_unwraps_urlerror_reasons():
-    import http.client
-    import ssl
-    import urllib.error
-
-    assert cache._describe_url_error(urllib.error.URLError(ConnectionRefusedError(111, "x"))) == \
-        ("connection refused", True)
-    assert cache._describe_url_error(urllib.error.URLError(TimeoutError())) == ("timed out", True)
-    cause, transient = cache._describe_url_error(urllib.error.URLError(
-        ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")))
-    assert "validate_certs" in cause and not transient
-    cause, transient = cache._describe_url_error(http.client.IncompleteRead(b"abc", 10))
-    assert "closed the connection" in cause and transient
-
-
-def test_with_retries_retries_transient_failures_then_names_the_attempts(monkeypatch):
-    sleeps = []
-    monkeypatch.setattr(cache.time, "sleep", sleeps.append)
-    calls = []
-
-    def always_refused():
-        calls.append(1)
-        raise cache._TransientError("connection refused")
-
-    with pytest.raises(VirtfleetError, match=r"cannot fetch http://h/a: connection refused \(after 4 attempts\)"):
-        cache._with_retries(always_refused, "http://u:p@h/a", {"retries": 3, "retry_delay": 0.5})
-    assert len(calls) == 4 and sleeps == [0.5, 1.0, 2.0]
-
-    outcomes = [cache._TransientError("timed out"), "done"]
-
-    def flaky():
-        outcome = outcomes.pop(0)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    assert cache._with_retries(flaky, "http://h/a", {"retries": 1, "retry_delay": 0}) == "done"
-
-
-def test_with_retries_explains_a_timeout():
-    def slow():
-        raise cache._TransientError("timed out")
-
-    with pytest.raises(VirtfleetError, match=r"no data for 7 s; raise timeout"):
-        cache._with_retries(slow, "http://h/a", {"retries": 0, "timeout": 7})
-
-
-# ---- backing file names without qemu ------------------------------------------------------------------
-
-def _fake_qcow2(path, backing=b""):
-    header = bytearray(512)
-    header[0:4] = b"QFI\xfb"
-    header[4:8] = (3).to_bytes(4, "big")
-    if backing:
-        header[8:16] = (200).to_bytes(8, "big")
-        header[16:20] = len(backing).to_bytes(4, "big")
-        header[200:200 + len(backing)] = backing
-    with open(path, "wb") as handle:
-        handle.write(bytes(header))
-    return str(path)
-
-
-def test_qcow2_backing_name_reads_only_the_header(tmp_path):
-    assert cache.qcow2_backing_name(_fake_qcow2(tmp_path / "a", b"/i/_base/abc")) == "/i/_base/abc"
-    assert cache.qcow2_backing_name(_fake_qcow2(tmp_path / "b")) is None
-    raw = tmp_path / "raw"
-    raw.write_bytes(b"\0" * 1024)
-    assert cache.qcow2_backing_name(str(raw)) is None
-    assert cache.qcow2_backing_name(str(tmp_path / "missing")) is None
-
-
-def test_unrecorded_disks_are_never_handed_to_qemu_img(tmp_path, monkeypatch):
-    def no_qemu(*args, **kwargs):
-        raise AssertionError("qemu-img must not run on an unrecorded disk")
-
-    monkeypatch.setattr(cache.qemu_img, "info", no_qemu)
-    disk = _fake_qcow2(tmp_path / "disk", b"../_base/abc")
-    assert cache._backing_chain(disk, None) == [str(tmp_path / "../_base/abc")]
-    assert cache._backing_chain(disk, "raw") == []
+    again, loaded = _run_in_fresh_python(tmp_path, args)
+    assert again["changed"] and not again["fetched"] and again["actions"] == ["reinspect"]
+    assert _MODULE_UTILS + "_image_format" in loaded
+    assert cache.read_record(record_path)["inspector_version"] == cache.INSPECTOR_VERSION
+    _result, loaded = _run_in_fresh_python(tmp_path, args)
+    assert loaded.isdisjoint(HEAVY)
