@@ -14,6 +14,7 @@ packages=(
   libvirt-dev pkg-config gcc python3-dev python3-venv
   dosfstools mtools e2fsprogs xfsprogs util-linux iproute2 cpio xz-utils zstd bzip2 gzip
   busybox-static syslinux syslinux-common genisoimage curl ca-certificates
+  dnsmasq-base swtpm swtpm-tools
 )
 
 missing=()

@@ -14,8 +14,8 @@ from tests.support.runner import run_module
 
 MIB = 1 << 20
 
-# A transient network with no <forward> and no DHCP (this host has no dnsmasq): the lease lookup runs
-# for real and finds nothing; guests reach nothing.
+# A transient network with no <forward> and no <ip> (so no DHCP): the lease lookup runs for real and
+# finds nothing; guests reach nothing.
 ISOLATED_NET = """
 <network>
   <name>%s</name>
@@ -30,6 +30,41 @@ def isolated_network(virt_host):
 
     name = "vft-di-net-%s" % uuid.uuid4().hex[:6]
     net = virt_host.networkCreateXML(ISOLATED_NET % name)
+    yield name
+    try:
+        net.destroy()
+    except libvirt.libvirtError:
+        pass
+
+
+# An isolated network with DHCP (libvirt's dnsmasq): no <forward>, so a guest reaches only the host's
+# bridge address. The subnet is random among 10.213.0.0/16 so concurrent runs do not collide.
+DHCP_NET = """
+<network>
+  <name>%(name)s</name>
+  <bridge stp='off' delay='0'/>
+  <ip address='10.213.%(octet)d.1' netmask='255.255.255.0'>
+    <dhcp><range start='10.213.%(octet)d.10' end='10.213.%(octet)d.60'/></dhcp>
+  </ip>
+</network>
+"""
+
+
+@pytest.fixture
+def dhcp_network(virt_host):
+    import libvirt
+    import random
+
+    name = "vft-di-dhcp-%s" % uuid.uuid4().hex[:6]
+    net = None
+    for _attempt in range(5):
+        try:
+            net = virt_host.networkCreateXML(DHCP_NET % {"name": name, "octet": random.randint(1, 254)})
+            break
+        except libvirt.libvirtError as exc:  # the random subnet is in use by a concurrent run: another one
+            last = exc
+    if net is None:
+        raise last
     yield name
     try:
         net.destroy()
@@ -101,6 +136,33 @@ def test_running_guest_is_reported_as_the_guest_sees_itself(started_guest):
     assert dom["model"]["fw_cfg"] == {"opt/org.virtfleet/mode": "stay"}
     assert dom["model"]["metadata"] == {"flavor": "t.info", "image": None, "owned_files": [g["root"], g["data"]]}
     assert "xml" not in dom
+
+
+def test_addresses_come_from_the_networks_dhcp_leases(sandbox, guest_image, dhcp_network):
+    """The guest asks dnsmasq for an address (fw_cfg dhcp flag) and reports it; domain_info finds that lease."""
+    name = sandbox.guest_name("lease")
+    instance_dir = os.path.join(sandbox.instances, name)
+    os.makedirs(instance_dir)
+    root = os.path.join(instance_dir, "disk")
+    shutil.copyfile(guest_image["path"], root)
+    written = run_module("domain_xml", {
+        "name": name, "vcpus": 1, "memory": "128M", "virt_type": "qemu", "instances_path": sandbox.instances,
+        "fw_cfg": {"opt/org.virtfleet/mode": "stay", "opt/org.virtfleet/dhcp": "1"},
+        "disks": [{"path": root, "format": "raw", "boot_order": 1}], "nics": [{"network": dhcp_network}]})
+    assert written["_rc"] == 0, written
+    started = run_module("domain", {"name": name, "instances_path": sandbox.instances})
+    assert started["_rc"] == 0, started
+
+    report = wait_for_report(os.path.join(instance_dir, "console.log"), predicate=lambda r: r.ipv4)
+    [(nic_name, guest_addr)] = report.ipv4.items()
+    assert guest_addr.startswith("10.213.")
+    [dom] = info(name=name)
+    [nic] = dom["interfaces"]
+    assert nic["mac"] == report.nics[nic_name] and nic["source"] == dhcp_network
+    assert nic["addresses"] == [{"address": guest_addr, "prefix": 24, "family": "ipv4", "source": "lease",
+                                 "guest_ifname": None}]
+    # Check mode reads the same.
+    assert info(check=True, name=name)[0]["interfaces"][0]["addresses"] == nic["addresses"]
 
 
 def test_check_mode_listing_and_include_xml(started_guest):

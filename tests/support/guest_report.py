@@ -29,6 +29,7 @@ class Report:
     filesystems: Dict[str, Dict[str, str]] = field(default_factory=dict)
     swaps: Dict[str, Dict[str, str]] = field(default_factory=dict)
     nics: Dict[str, str] = field(default_factory=dict)
+    ipv4: Dict[str, str] = field(default_factory=dict)  # NIC name -> address (DHCP, when asked for)
     uuid: Optional[str] = None
     configdrive: Optional[Dict[str, str]] = None
     cdfiles: Dict[str, Dict[str, object]] = field(default_factory=dict)
@@ -96,6 +97,8 @@ def parse_reports(text: str) -> List[Report]:
             current.swaps[rest["dev"]] = {"active": rest.get("active", "0"), "label": rest.get("label", "")}
         elif kind == "nic":
             current.nics[rest["name"]] = rest["mac"]
+        elif kind == "ipv4":
+            current.ipv4[rest["nic"]] = rest["addr"]
         elif kind == "uuid":
             current.uuid = rest["value"]
         elif kind == "configdrive":
