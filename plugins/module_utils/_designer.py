@@ -40,10 +40,14 @@ CPU_MODES = ("host-model", "host-passthrough", "maximum", "custom")
 FIRMWARES = ("bios", "uefi")
 GRAPHICS = ("none", "vnc", "spice")
 VIRT_TYPES = ("kvm", "qemu", "auto")
+TPM_MODELS = ("tpm-tis", "tpm-crb")
+WATCHDOG_MODELS = ("none", "i6300esb", "itco")
+WATCHDOG_ACTIONS = ("reset", "shutdown", "poweroff", "pause", "none", "dump", "inject-nmi")
 MAX_VCPUS = 4096
 CONSOLE_LOG = "console.log"
 NVRAM_FILE = "nvram.fd"
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+ITCO_MIN_LIBVIRT = 9001000  # libvirt 9.1.0 added <watchdog model='itco'/>
 FIRMWARE_DESCRIPTOR_DIRS = ("/etc/qemu/firmware", "/usr/share/qemu/firmware")
 
 # fw_cfg names users may set: qemu reserves everything outside opt/, and names are at most 55 bytes.
@@ -67,6 +71,7 @@ class HostFacts:
     loader: Optional[str] = None            # OVMF code path for uefi
     nvram_template: Optional[str] = None
     secure_boot: bool = False
+    libvirt_version: Optional[int] = None   # 1000000 * major + 1000 * minor + micro; None when not known
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -220,6 +225,11 @@ def validate_spec(params: Dict[str, Any]) -> Dict[str, Any]:
     spec["graphics_listen"] = _text(listen, "graphics_listen", allow_empty=False, max_len=64)
     spec["guest_agent"] = _bool(params.get("guest_agent", False), "guest_agent")
     spec["rng"] = _bool(params.get("rng", True), "rng")
+    spec["tpm"] = _bool(params.get("tpm", False), "tpm")
+    spec["tpm_model"] = _choice(params.get("tpm_model", "tpm-tis"), TPM_MODELS, "tpm_model")
+    spec["watchdog"] = _choice(params.get("watchdog", "none"), WATCHDOG_MODELS, "watchdog")
+    spec["watchdog_action"] = _choice(params.get("watchdog_action", "reset"), WATCHDOG_ACTIONS, "watchdog_action")
+    spec["memballoon"] = _bool(params.get("memballoon", True), "memballoon")
     for key in ("kernel", "initrd"):
         spec[key] = None if params.get(key) is None else _abs_path(params[key], key)
     spec["cmdline"] = None if params.get("cmdline") is None else _text(params["cmdline"], "cmdline", max_len=4096)
@@ -233,6 +243,13 @@ def validate_spec(params: Dict[str, Any]) -> Dict[str, Any]:
     spec["metadata"] = _validate_metadata(params.get("metadata"))
     spec["extra_devices"] = [_validate_fragment(x, i)
                              for i, x in enumerate(_list(params.get("extra_devices"), "extra_devices"))]
+    # An option that adds a device and a raw fragment of the same kind would give libvirt two of them.
+    chosen = {"tpm": spec["tpm"], "watchdog": spec["watchdog"] != "none", "memballoon": not spec["memballoon"]}
+    for index, element in enumerate(spec["extra_devices"]):
+        if chosen.get(element.tag):
+            option = "memballoon: false" if element.tag == "memballoon" else element.tag
+            _fail("extra_devices[%d] is a <%s> and %s sets one too; use one or the other"
+                  % (index, element.tag, option))
     return spec
 
 
@@ -500,15 +517,33 @@ def _design_devices(spec: Dict[str, Any], facts: HostFacts, instance_dir: str) -
     devices.append(model.Console(type="pty", target_type="serial", target_port=0))
     if spec["guest_agent"]:
         devices.append(model.Channel(type="unix", target_type="virtio", target_name=GUEST_AGENT_CHANNEL))
+    if spec["tpm"]:
+        devices.append(model.Tpm(model=spec["tpm_model"], backend_type="emulator", backend_version="2.0"))
     if spec["graphics"] != "none":
         devices.append(model.Graphics(type=spec["graphics"], autoport=True, listen=spec["graphics_listen"],
                                       listen_element=True))
         devices.append(model.Video(model="vga" if spec["graphics"] == "vnc" else "qxl"))
+    if spec["watchdog"] != "none":
+        if spec["watchdog"] == "itco" and not is_q35(facts.machine):
+            _fail("watchdog itco is the q35 chipset's own watchdog; machine %s has none: use machine q35 or "
+                  "watchdog i6300esb" % facts.machine)
+        if spec["watchdog"] == "itco" and facts.libvirt_version is not None and \
+                facts.libvirt_version < ITCO_MIN_LIBVIRT:
+            _fail("watchdog itco needs libvirt 9.1 or later; this host runs libvirt %s: use watchdog i6300esb"
+                  % _version_text(facts.libvirt_version))
+        devices.append(model.Watchdog(model=spec["watchdog"], action=spec["watchdog_action"]))
+    if not spec["memballoon"]:
+        # With memballoon true nothing is written: libvirt adds its virtio balloon, as it always did here.
+        devices.append(model.MemBalloon(model="none"))
     if spec["rng"]:
         devices.append(model.Rng(model="virtio", backend_model="random", backend_path="/dev/urandom"))
     for element in spec["extra_devices"]:
         devices.append(model.parse_device(element))
     return devices
+
+
+def _version_text(version: int) -> str:
+    return "%d.%d.%d" % (version // 1000000, version // 1000 % 1000, version % 1000)
 
 
 # ------------------------------------------------------------------------------------ host discovery
@@ -575,6 +610,11 @@ def resolve_host_facts(conn, spec: Dict[str, Any], virt_type: Optional[str] = No
     caps = model.parse_element(caps_xml)
     machine = (caps.findtext("machine") or spec["machine"]).strip()
     facts = HostFacts(virt_type=virt_type, machine=machine, secure_boot=spec["secure_boot"])
+    if spec.get("watchdog") == "itco":
+        try:
+            facts.libvirt_version = conn.getLibVersion()
+        except libvirt.libvirtError:
+            facts.libvirt_version = None  # unknown: libvirt itself refuses the model at define if too old
     if spec["secure_boot"] and not is_q35(machine):
         _fail("secure_boot needs machine q35 (Secure Boot firmware requires SMM); machine %s is not q35" % machine)
     if spec["firmware"] == "uefi":

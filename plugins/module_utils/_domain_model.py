@@ -1360,6 +1360,11 @@ def normalize_for_compare(domain: Domain, runtime: bool = False) -> Domain:
         devices_list = [d for d in devices_list
                         if not (isinstance(d, Console) and d.target_type in (None, "serial") and
                                 d.target_port in (None, 0) and not d.extra and d.type == "pty")]
+    if "q35" in (norm.os.machine or ""):
+        # libvirt 9.1+ shows the q35 chipset's own watchdog on every q35 domain; an itco watchdog that
+        # only resets is therefore the same as none.
+        devices_list = [d for d in devices_list
+                        if not (isinstance(d, Watchdog) and d.model == "itco" and d.action == "reset" and not d.extra)]
     norm.devices = [d for _i, d in sorted(enumerate(devices_list), key=_device_sort_key)]
     if norm.os.type == "hvm" and not norm.os.boot_devs and not has_device_boot:
         norm.os.boot_devs = ["hd"]

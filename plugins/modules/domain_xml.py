@@ -110,6 +110,36 @@ options:
     description: Add a virtio random number generator fed from the host's C(/dev/urandom).
     type: bool
     default: true
+  tpm:
+    description:
+      - Add an emulated TPM 2.0 (C(<tpm><backend type='emulator' version='2.0'/></tpm>)). libvirt runs
+        C(swtpm) for it (the C(swtpm) and C(swtpm-tools) packages) and keeps its state in
+        C(/var/lib/libvirt/swtpm/<uuid>), which M(virtfleet.libvirt.domain) removes with O(virtfleet.libvirt.domain#module:state=absent).
+    type: bool
+    default: false
+  tpm_model:
+    description: Interface of the TPM with O(tpm=true). C(tpm-crb) suits UEFI guests.
+    type: str
+    default: tpm-tis
+    choices: [tpm-tis, tpm-crb]
+  watchdog:
+    description:
+      - Watchdog device. C(i6300esb) is a PCI watchdog for any machine; C(itco) is the q35 chipset's own
+        (fails on other machines, and needs libvirt 9.1 or later). C(none) adds none.
+    type: str
+    default: none
+    choices: [none, i6300esb, itco]
+  watchdog_action:
+    description: What the hypervisor does when the watchdog fires (with O(watchdog) other than C(none)).
+    type: str
+    default: reset
+    choices: [reset, shutdown, poweroff, pause, none, dump, inject-nmi]
+  memballoon:
+    description:
+      - C(true) leaves the memory balloon to libvirt, which adds a virtio balloon (nothing is written for it).
+      - C(false) writes C(<memballoon model='none'/>), a guest without a balloon device.
+    type: bool
+    default: true
   kernel:
     description: Kernel for direct kernel boot (a path on the hypervisor).
     type: path
@@ -270,6 +300,20 @@ EXAMPLES = r"""
       - path: /var/lib/virtfleet/iso/installer.iso
         device: cdrom
         boot_order: 1
+
+- name: A guest with a TPM 2.0, the q35 watchdog powering it off, and no memory balloon
+  virtfleet.libvirt.domain_xml:
+    name: sec1
+    machine: q35
+    firmware: uefi
+    tpm: true
+    tpm_model: tpm-crb
+    watchdog: itco          # libvirt 9.1 or later; i6300esb works everywhere
+    watchdog_action: poweroff
+    memballoon: false
+    disks:
+      - path: /var/lib/virtfleet/instances/sec1/disk
+        format: qcow2
 """
 
 RETURN = r"""
@@ -357,6 +401,12 @@ ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
     "graphics_listen": {"type": "str", "default": "127.0.0.1"},
     "guest_agent": {"type": "bool", "default": False},
     "rng": {"type": "bool", "default": True},
+    "tpm": {"type": "bool", "default": False},
+    "tpm_model": {"type": "str", "default": "tpm-tis", "choices": ["tpm-tis", "tpm-crb"]},
+    "watchdog": {"type": "str", "default": "none", "choices": ["none", "i6300esb", "itco"]},
+    "watchdog_action": {"type": "str", "default": "reset",
+                        "choices": ["reset", "shutdown", "poweroff", "pause", "none", "dump", "inject-nmi"]},
+    "memballoon": {"type": "bool", "default": True},
     "kernel": {"type": "path"},
     "initrd": {"type": "path"},
     "cmdline": {"type": "str"},

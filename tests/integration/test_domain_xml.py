@@ -1,7 +1,8 @@
 """domain_xml against real libvirtd: the XML validates, libvirt stores exactly what we wrote, module behaviour.
 
-Needs root and libvirtd (the ``virt_host`` fixture says so loudly). No guest boots here; domains are
-defined and undefined only. Every domain is named ``vft-dx-*`` and removed even when a test fails.
+Needs root and libvirtd (the ``virt_host`` fixture says so loudly). Domains are defined and undefined only,
+except two test guests booted for the TPM and watchdog options. Every domain is named ``vft-dx-*`` (booted
+guests ``vft-*``, through the sandbox) and removed even when a test fails.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_model as model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_xml import ensure_domain_xml
-from tests.integration.conftest import destroy_domains
+from tests.integration.conftest import destroy_domains, wait_for_report
 from tests.support.runner import run_module
 
 ISOLATED_NET = """
@@ -365,3 +366,86 @@ def test_quick_output_path_equals_output_path(extra):
 
     params = dict({"name": "g1"}, **extra)
     assert dxm._quick_output_path(params) == dxm.output_path(params)
+
+
+# ------------------------------------------------------------------------- tpm, watchdog, memballoon
+
+DEVICE_CASES = [
+    {"machine": "q35", "firmware": "uefi", "tpm": True, "tpm_model": "tpm-crb", "watchdog": "itco",
+     "watchdog_action": "poweroff", "memballoon": False},
+    {"machine": "pc", "tpm": True, "watchdog": "i6300esb", "watchdog_action": "inject-nmi", "memballoon": False},
+]
+
+
+@pytest.mark.parametrize("case", DEVICE_CASES, ids=["q35-crb-itco", "pc-tis-i6300esb"])
+def test_tpm_watchdog_and_no_balloon_validate_and_libvirt_stores_what_we_wrote(dx, case):
+    params = dict(case, name=dx.name("dev"), virt_type="qemu", memory="128M", instances_path=dx.instances,
+                  disks=[{"path": dx.disk, "format": "raw"}])
+    if params["watchdog"] == "itco" and dx.conn.getLibVersion() < 9001000:
+        # libvirt 9.0 has no itco model (its schema refuses it): the module says so before writing.
+        with pytest.raises(VirtfleetError, match="itco needs libvirt 9.1 or later"):
+            ensure_domain_xml(params, check_mode=False, conn=dx.conn)
+        assert not os.path.exists(os.path.join(dx.instances, params["name"], "domain.xml"))
+        params["watchdog"] = "i6300esb"
+    result = ensure_domain_xml(params, check_mode=False, conn=dx.conn)
+    assert "<tpm model=\"%s\">" % case.get("tpm_model", "tpm-tis") in result["xml"]
+    assert "<memballoon model=\"none\"/>" in result["xml"]
+    _validate(result["xml"], dx.root)
+    _define_and_compare(dx.conn, result["xml"])
+    with pytest.raises(VirtfleetError, match="watchdog itco"):
+        ensure_domain_xml(dict(params, machine="pc", watchdog="itco"), check_mode=True, conn=dx.conn)
+
+
+def _boot_guest(sandbox, guest_image, label, **options):
+    """Write the definition through domain_xml and start it through domain; the guest stays and reports."""
+    name = sandbox.guest_name(label)
+    instance_dir = os.path.join(sandbox.instances, name)
+    os.makedirs(instance_dir)
+    root = os.path.join(instance_dir, "disk")
+    shutil.copyfile(guest_image["path"], root)
+    xml_args = dict(options, name=name, vcpus=1, memory="128M", virt_type="qemu",
+                    instances_path=sandbox.instances, fw_cfg={"opt/org.virtfleet/mode": "stay"},
+                    disks=[{"path": root, "format": "raw", "boot_order": 1}])
+    written = run_module("domain_xml", xml_args)
+    assert written["_rc"] == 0 and written["changed"], written
+    started = run_module("domain", {"name": name, "instances_path": sandbox.instances})
+    assert started["_rc"] == 0 and started["state"] == "running", started
+    return name, xml_args, os.path.join(instance_dir, "console.log")
+
+
+def _rerun_changes_nothing(sandbox, name, xml_args):
+    again = run_module("domain_xml", xml_args)
+    assert again["_rc"] == 0 and again["changed"] is False, again
+    again = run_module("domain", {"name": name, "instances_path": sandbox.instances})
+    assert again["_rc"] == 0 and again["changed"] is False, again
+
+
+def test_guest_with_tpm_sees_a_tpm2_and_absent_removes_its_state(sandbox, guest_image):
+    import libvirt
+
+    name, xml_args, console = _boot_guest(sandbox, guest_image, "tpm", tpm=True)
+    report = wait_for_report(console, predicate=lambda r: r.tpms)
+    assert report.tpms == {"tpm0": "2"}, report
+    dom = sandbox.conn.lookupByName(name)
+    state_dir = os.path.join("/var/lib/libvirt/swtpm", dom.UUIDString())
+    assert os.path.isdir(state_dir), "libvirt keeps the emulated TPM's state there"
+    _rerun_changes_nothing(sandbox, name, xml_args)
+
+    gone = run_module("domain", {"name": name, "instances_path": sandbox.instances, "state": "absent"})
+    assert gone["_rc"] == 0 and gone["changed"], gone
+    with pytest.raises(libvirt.libvirtError):
+        sandbox.conn.lookupByName(name)
+    assert not os.path.exists(state_dir)
+
+
+def test_guest_with_watchdog_and_no_balloon_starts_and_reruns_unchanged(sandbox, guest_image):
+    import libvirt
+
+    name, xml_args, console = _boot_guest(sandbox, guest_image, "wdog", watchdog="i6300esb", memballoon=False)
+    report = wait_for_report(console)
+    assert report.tpms == {}
+    live = model.Domain.from_xml(sandbox.conn.lookupByName(name).XMLDesc(0))
+    assert [(w.model, w.action) for w in live.devices_of(model.Watchdog)] == [("i6300esb", "reset")]
+    assert [m.model for m in live.devices_of(model.MemBalloon)] == ["none"]
+    _rerun_changes_nothing(sandbox, name, xml_args)
+    assert sandbox.conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING

@@ -31,6 +31,7 @@ class Report:
     nics: Dict[str, str] = field(default_factory=dict)
     ipv4: Dict[str, str] = field(default_factory=dict)  # NIC name -> address (DHCP, when asked for)
     uuid: Optional[str] = None
+    tpms: Dict[str, str] = field(default_factory=dict)  # device (tpm0) -> TPM major version ("2", "1", "?")
     configdrive: Optional[Dict[str, str]] = None
     cdfiles: Dict[str, Dict[str, object]] = field(default_factory=dict)
     complete: bool = False
@@ -99,6 +100,8 @@ def parse_reports(text: str) -> List[Report]:
             current.nics[rest["name"]] = rest["mac"]
         elif kind == "ipv4":
             current.ipv4[rest["nic"]] = rest["addr"]
+        elif kind == "tpm":
+            current.tpms[rest["dev"]] = rest.get("major", "?")
         elif kind == "uuid":
             current.uuid = rest["value"]
         elif kind == "configdrive":

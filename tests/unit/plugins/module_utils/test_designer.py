@@ -141,6 +141,14 @@ def test_boot_order_replaces_os_boot():
     ({"extra_devices": ["<domain/>"]}, "one device element"),
     ({"metadata": {"owner": "me"}}, "unknown key"),
     ({"cmdline": "quiet"}, "need kernel"),
+    ({"tpm": "yes"}, "tpm must be a boolean"),
+    ({"tpm": True, "tpm_model": "tpm-spapr"}, "tpm_model must be one of tpm-tis, tpm-crb"),
+    ({"watchdog": "ib700"}, "watchdog must be one of none, i6300esb, itco"),
+    ({"watchdog": "i6300esb", "watchdog_action": "explode"}, "watchdog_action must be one of reset"),
+    ({"memballoon": "none"}, "memballoon must be a boolean"),
+    ({"tpm": True, "extra_devices": ["<tpm model='tpm-tis'/>"]}, r"extra_devices\[0\] is a <tpm> and tpm"),
+    ({"watchdog": "i6300esb", "extra_devices": ["<watchdog model='ib700'/>"]}, "<watchdog> and watchdog"),
+    ({"memballoon": False, "extra_devices": ["<memballoon model='virtio'/>"]}, "memballoon: false"),
 ])
 def test_bad_input_is_a_clear_error(bad, message):
     params = {"name": "g1"}
@@ -213,6 +221,56 @@ def test_kvm_gets_host_model_and_options_are_honoured():
     assert dom.devices_of(model.Watchdog)[0].action == "poweroff"
 
 
+def _devices_xml(dom):
+    return [model.etree.tostring(d.to_element()).decode() for d in dom.devices]
+
+
+def test_tpm_watchdog_and_memballoon_render():
+    dom = design(Q35, tpm=True, watchdog="itco", watchdog_action="poweroff", memballoon=False)
+    got = _devices_xml(dom)
+    tpm = '<tpm model="tpm-tis"><backend type="emulator" version="2.0"/></tpm>'
+    assert tpm in got
+    assert '<watchdog model="itco" action="poweroff"/>' in got
+    assert '<memballoon model="none"/>' in got
+    # libvirt's device order: tpm before graphics/video, watchdog and memballoon before rng.
+    tags = [model.device_tag(d) for d in dom.devices]
+    assert tags[tags.index("tpm"):] == ["tpm", "watchdog", "memballoon", "rng"]
+    crb = _devices_xml(design(tpm=True, tpm_model="tpm-crb", watchdog="i6300esb", graphics="vnc"))
+    assert '<tpm model="tpm-crb"><backend type="emulator" version="2.0"/></tpm>' in crb
+    assert '<watchdog model="i6300esb" action="reset"/>' in crb
+    assert not any(x.startswith("<memballoon") for x in crb)
+    assert [x[:6] for x in crb[-5:]] == ["<tpm m", "<graph", "<video", "<watch", "<rng m"]
+    assert design(Q35, tpm=True, watchdog="itco").to_string() == design(Q35, tpm=True, watchdog="itco").to_string()
+
+
+@pytest.mark.parametrize("facts", [PC, Q35])
+def test_defaults_of_the_new_options_leave_the_xml_byte_identical(facts):
+    args = dict(vcpus=2, memory=256, nics=[{"network": "default"}], disks=[{"path": "/a"}], graphics="vnc",
+                extra_devices=["<memballoon model='virtio'><stats period='10'/></memballoon>"])
+    before = design(facts, **args).to_string()
+    after = design(facts, tpm=False, tpm_model="tpm-tis", watchdog="none", watchdog_action="reset",
+                   memballoon=True, **args).to_string()
+    assert after == before
+    # Options that add nothing ignore their companions (the module always passes the defaults).
+    assert design(facts, tpm_model="tpm-crb", watchdog_action="pause", **args).to_string() == before
+    plain = design(facts).to_string()
+    for tag in ("<tpm", "<watchdog", "<memballoon"):
+        assert tag not in plain, "libvirt adds its own virtio balloon; the designer writes none"
+
+
+def test_itco_watchdog_needs_q35():
+    with pytest.raises(VirtfleetError, match="watchdog itco .* machine pc-i440fx-7.2 has none"):
+        design(PC, watchdog="itco")
+    assert design(Q35, watchdog="itco").devices_of(model.Watchdog)[0].model == "itco"
+    assert design(PC, watchdog="i6300esb").devices_of(model.Watchdog)[0].action == "reset"
+    old = designer.HostFacts(virt_type="qemu", machine="pc-q35-7.2", libvirt_version=9000000)
+    with pytest.raises(VirtfleetError, match=r"itco needs libvirt 9.1 or later; this host runs libvirt 9.0.0"):
+        design(old, watchdog="itco")
+    assert design(old, watchdog="i6300esb").devices_of(model.Watchdog)
+    new = designer.HostFacts(virt_type="qemu", machine="pc-q35-8.1", libvirt_version=9001000)
+    assert design(new, watchdog="itco").devices_of(model.Watchdog)[0].model == "itco"
+
+
 # ------------------------------------------------------------------------------ property: only VirtfleetError
 
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000), st.text(max_size=12),
@@ -227,7 +285,8 @@ _params = st.fixed_dictionaries(
                                        "cpu_mode", "cpu_model", "firmware", "secure_boot", "graphics", "uuid",
                                        "title", "description", "kernel", "initrd", "cmdline", "fw_cfg", "disks",
                                        "nics", "metadata", "extra_devices", "guest_agent", "rng",
-                                       "instance_dir")})
+                                       "instance_dir", "tpm", "tpm_model", "watchdog", "watchdog_action",
+                                       "memballoon")})
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

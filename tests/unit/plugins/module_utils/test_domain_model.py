@@ -366,3 +366,37 @@ def test_the_domain_modules_memo_is_invisible_to_comparison_but_kept_verbatim():
 def test_memo_namespace_is_the_one_the_domain_module_writes():
     from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_memo as memo
     assert model.MEMO_NS == memo.MEMO_NS
+
+
+def test_normalize_tpm_watchdog_and_no_balloon_against_libvirt_readback():
+    """What the designer writes for tpm/watchdog/memballoon=false equals what libvirt 9 shows (define and run)."""
+    desired = DESIRED.replace("<video>", "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>"
+                              "<watchdog model='i6300esb' action='poweroff'/><memballoon model='none'/><video>")
+    readback = READBACK.replace(
+        "<memballoon model='virtio'><alias name='balloon0'/></memballoon>",
+        "<watchdog model='i6300esb' action='poweroff'><alias name='watchdog0'/>"
+        "<address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/></watchdog>"
+        "<memballoon model='none'/>").replace(
+        "<input type='mouse'",
+        "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/><alias name='tpm0'/></tpm><input type='mouse'")
+    want = model.normalize_for_compare(model.Domain.from_xml(desired))
+    assert want.to_string() == model.normalize_for_compare(model.Domain.from_xml(readback)).to_string()
+    tpm = want.devices_of(model.Tpm)[0]
+    assert (tpm.model, tpm.backend_type, tpm.backend_version) == ("tpm-crb", "emulator", "2.0")
+    assert [m.model for m in want.devices_of(model.MemBalloon)] == ["none"]
+    # Real differences stay visible: no balloon is not libvirt's default balloon, actions and models count.
+    for old, new in (("<memballoon model='none'/>", ""), ("action='poweroff'", "action='pause'"),
+                     ("tpm-crb", "tpm-tis")):
+        other = model.normalize_for_compare(model.Domain.from_xml(desired.replace(old, new)))
+        assert other.to_string() != want.to_string(), (old, new)
+
+
+def test_q35_implicit_itco_watchdog_of_libvirt_9_1_compares_as_none():
+    q35 = DESIRED.replace("pc-i440fx-7.2", "pc-q35-7.2")
+    implicit = q35.replace("<video>", "<watchdog model='itco' action='reset'/><video>")
+    norm = model.normalize_for_compare
+    assert norm(model.Domain.from_xml(implicit)).to_string() == norm(model.Domain.from_xml(q35)).to_string()
+    acting = q35.replace("<video>", "<watchdog model='itco' action='poweroff'/><video>")
+    assert norm(model.Domain.from_xml(acting)).to_string() != norm(model.Domain.from_xml(q35)).to_string()
+    on_pc = DESIRED.replace("<video>", "<watchdog model='itco' action='reset'/><video>")
+    assert norm(model.Domain.from_xml(on_pc)).devices_of(model.Watchdog), "only q35 has the implicit one"
