@@ -27,8 +27,11 @@ def module_path(name: str) -> str:
 
 
 def run_module(name: str, args: Dict[str, Any], check: bool = False, diff: bool = False,
-               timeout: float = 300) -> Dict[str, Any]:
-    """Run module ``name`` with ``args``; returns its JSON result plus ``_rc`` and ``_stderr``."""
+               timeout: float = 300, pythonpath_first: Optional[str] = None) -> Dict[str, Any]:
+    """Run module ``name`` with ``args``; returns its JSON result plus ``_rc`` and ``_stderr``.
+
+    ``pythonpath_first`` is searched before everything else (a test can shadow a library with a stub).
+    """
     payload = dict(args)
     payload["_ansible_check_mode"] = check
     payload["_ansible_diff"] = diff
@@ -38,7 +41,8 @@ def run_module(name: str, args: Dict[str, Any], check: bool = False, diff: bool 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
         args_file = handle.name
-    env = dict(os.environ, PYTHONPATH=COLLECTIONS, LC_ALL="C.UTF-8")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (pythonpath_first, COLLECTIONS) if p),
+               LC_ALL="C.UTF-8")
     try:
         proc = subprocess.run([PYTHON, module_path(name), args_file], capture_output=True, text=True,
                               timeout=timeout, env=env, cwd=REPO)
