@@ -27,7 +27,7 @@ import posixpath
 import re
 import traceback
 import uuid as uuidlib
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 

@@ -14,7 +14,6 @@ import json
 import os
 from typing import Any, Dict, Optional
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
     atomic_output, exclusive_lock, fsync_dir, remove_quietly, write_file_atomic,
 )
@@ -115,9 +114,7 @@ def apply_plan(plan: Dict[str, Any]) -> None:
             qemu_img.resize(path, plan["format"], plan["virtual_size"])
         except qemu_img.QemuImgError as exc:
             if qemu_img.is_locked_error(exc):
-                raise VirtfleetError(
-                    "cannot grow %s: a running guest holds it (qemu's image lock). Grow a running guest's disk "
-                    "with virtfleet.libvirt.vm_resize, or shut the guest down first." % path)
+                raise disks.locked_grow_error(path)
             raise
     if "chmod" in actions or "chown" in actions:
         _apply_attrs(path, plan["wants"])

@@ -323,10 +323,16 @@ def _check_not_locked(path: str, fmt: str) -> None:
         qemu_img.info(path, fmt, force_share=False)
     except qemu_img.QemuImgError as exc:
         if qemu_img.is_locked_error(exc):
-            raise VirtfleetError(
-                "cannot grow %s: a running guest holds it (qemu's image lock). Grow a running guest's disk with "
-                "virtfleet.libvirt.vm_resize, or shut the guest down first; nothing was changed." % path)
+            raise locked_grow_error(path, nothing_changed=True)
         raise
+
+
+def locked_grow_error(path: str, nothing_changed: bool = False) -> VirtfleetError:
+    """The error for a grow that qemu's image lock forbids (a running guest holds the disk)."""
+    return VirtfleetError(
+        "cannot grow %s: a running guest holds it (qemu's image lock). Grow a running guest's disk with "
+        "virtfleet.libvirt.vm_resize, or shut the guest down first%s." % (path, "; nothing was changed"
+                                                                          if nothing_changed else ""))
 
 
 def _plan_existing_size(plan: Dict[str, Any], size: Optional[int], growable: bool) -> None:

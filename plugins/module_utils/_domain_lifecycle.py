@@ -74,10 +74,6 @@ def _canonical(domain: "model.Domain", runtime: bool = False) -> str:
     return model.normalize_for_compare(domain, runtime=runtime).to_string()
 
 
-def _inactive_xml(dom) -> str:
-    return memo.inactive_xml(dom)
-
-
 def _adopt_identity(desired: "model.Domain", current: "model.Domain") -> None:
     """Keep the defined UUID and MACs when the desired XML leaves them out (libvirt generated them)."""
     if not desired.uuid or (current.uuid and _same_uuid(desired.uuid, current.uuid)):
@@ -102,7 +98,7 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
 
     if state == "absent":
         if dom is not None:
-            inactive = _inactive_xml(dom)
+            inactive = memo.inactive_xml(dom)
             plan["before_xml"] = _semantic_xml(inactive, "libvirt")
             if before_state != "shutoff":
                 plan["actions"].append("destroy")
@@ -124,7 +120,7 @@ def plan_domain(conn, params: Dict[str, Any]) -> Dict[str, Any]:
         plan["desired_xml"] = desired_xml
         current_state = "shutoff"
     else:
-        plan["inactive_text"] = _inactive_xml(dom)
+        plan["inactive_text"] = memo.inactive_xml(dom)
         current = model.Domain.from_xml(plan["inactive_text"])
         _adopt_identity(desired, current)
         desired_xml = desired.to_string()

@@ -149,8 +149,6 @@ class _TransientError(Exception):
 
 def _describe_url_error(exc: BaseException) -> Tuple[str, bool]:
     """(cause for the message, transient?) for an exception from opening or reading a URL."""
-    import ssl
-
     import urllib.error
 
     from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, SSLValidationError
@@ -165,23 +163,17 @@ def _describe_url_error(exc: BaseException) -> Tuple[str, bool]:
         return _describe_tls(exc), False
     if isinstance(exc, urllib.error.URLError):
         reason = exc.reason
-        if isinstance(reason, ssl.SSLError):
-            return _describe_tls(reason), False
-        if isinstance(reason, (socket.timeout, TimeoutError)):
-            return "timed out", True
-        if isinstance(reason, ConnectionRefusedError):
-            return "connection refused", True
+        described = _describe_socket_error(reason)
+        if described is not None:
+            return described
         if isinstance(reason, socket.gaierror):
             return "cannot resolve the host name (%s)" % reason, False
         if isinstance(reason, OSError):
             return "%s" % (reason.strerror or reason), True
         return str(reason), True
-    if isinstance(exc, ssl.SSLError):
-        return _describe_tls(exc), False
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "timed out", True
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused", True
+    described = _describe_socket_error(exc)
+    if described is not None:
+        return described
     if isinstance(exc, UrlsConnectionError):
         return str(exc), True
     import http.client
@@ -191,6 +183,19 @@ def _describe_url_error(exc: BaseException) -> Tuple[str, bool]:
     if isinstance(exc, (http.client.HTTPException, ConnectionError)):
         return "%s: %s" % (type(exc).__name__, exc), True
     return "%s: %s" % (type(exc).__name__, exc), False
+
+
+def _describe_socket_error(exc: BaseException) -> Optional[Tuple[str, bool]]:
+    """TLS, timeout and refused connection, raised bare or wrapped in urllib's URLError; else None."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLError):
+        return _describe_tls(exc), False
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out", True
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused", True
+    return None
 
 
 def _describe_tls(exc: BaseException) -> str:

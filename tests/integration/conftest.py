@@ -128,6 +128,50 @@ def guest_image_url(guest_image, image_server) -> str:
     return image_server.publish(guest_image["path"], "virtfleet-test-guest.img")
 
 
+# Transient networks with no <forward>: a guest on one reaches nothing beyond the host's bridge address.
+# Without <ip> there is no DHCP; with it libvirt's dnsmasq leases from a random 10.213.x.0/24, so that
+# concurrent runs do not collide.
+_ISOLATED_NET = """
+<network>
+  <name>%(name)s</name>
+  <bridge stp='on' delay='0'/>
+</network>
+"""
+_DHCP_NET = """
+<network>
+  <name>%(name)s</name>
+  <bridge stp='off' delay='0'/>
+  <ip address='10.213.%(octet)d.1' netmask='255.255.255.0'>
+    <dhcp><range start='10.213.%(octet)d.10' end='10.213.%(octet)d.60'/></dhcp>
+  </ip>
+</network>
+"""
+
+
+@contextlib.contextmanager
+def transient_network(conn, prefix: str, dhcp: bool = False):
+    """The name of an isolated transient network (see above), destroyed afterwards."""
+    import libvirt
+    import random
+
+    name = "%s-%s" % (prefix, uuid.uuid4().hex[:6])
+    net, error = None, None
+    for _attempt in range(5 if dhcp else 1):
+        try:
+            net = conn.networkCreateXML((_DHCP_NET if dhcp else _ISOLATED_NET)
+                                        % {"name": name, "octet": random.randint(1, 254)})
+            break
+        except libvirt.libvirtError as exc:  # a random subnet in use by a concurrent run: another one
+            error = exc
+    if net is None:
+        raise error
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            net.destroy()
+
+
 def destroy_domains(conn, names):
     import libvirt
 

@@ -5,71 +5,26 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 
 import pytest
 
-from tests.integration.conftest import wait_for_report
+from tests.integration.conftest import transient_network, wait_for_report
 from tests.support.runner import run_module
 
 MIB = 1 << 20
 
-# A transient network with no <forward> and no <ip> (so no DHCP): the lease lookup runs for real and
-# finds nothing; guests reach nothing.
-ISOLATED_NET = """
-<network>
-  <name>%s</name>
-  <bridge stp='on' delay='0'/>
-</network>
-"""
-
-
 @pytest.fixture(scope="module")
 def isolated_network(virt_host):
-    import libvirt
-
-    name = "vft-di-net-%s" % uuid.uuid4().hex[:6]
-    net = virt_host.networkCreateXML(ISOLATED_NET % name)
-    yield name
-    try:
-        net.destroy()
-    except libvirt.libvirtError:
-        pass
-
-
-# An isolated network with DHCP (libvirt's dnsmasq): no <forward>, so a guest reaches only the host's
-# bridge address. The subnet is random among 10.213.0.0/16 so concurrent runs do not collide.
-DHCP_NET = """
-<network>
-  <name>%(name)s</name>
-  <bridge stp='off' delay='0'/>
-  <ip address='10.213.%(octet)d.1' netmask='255.255.255.0'>
-    <dhcp><range start='10.213.%(octet)d.10' end='10.213.%(octet)d.60'/></dhcp>
-  </ip>
-</network>
-"""
+    """No DHCP: the lease lookup runs for real and finds nothing; guests reach nothing."""
+    with transient_network(virt_host, "vft-di-net") as name:
+        yield name
 
 
 @pytest.fixture
 def dhcp_network(virt_host):
-    import libvirt
-    import random
-
-    name = "vft-di-dhcp-%s" % uuid.uuid4().hex[:6]
-    net = None
-    for _attempt in range(5):
-        try:
-            net = virt_host.networkCreateXML(DHCP_NET % {"name": name, "octet": random.randint(1, 254)})
-            break
-        except libvirt.libvirtError as exc:  # the random subnet is in use by a concurrent run: another one
-            last = exc
-    if net is None:
-        raise last
-    yield name
-    try:
-        net.destroy()
-    except libvirt.libvirtError:
-        pass
+    """libvirt's dnsmasq leases addresses; a guest reaches only the host's bridge address."""
+    with transient_network(virt_host, "vft-di-dhcp", dhcp=True) as name:
+        yield name
 
 
 def info(check=False, **args):

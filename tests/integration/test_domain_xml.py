@@ -19,15 +19,9 @@ import pytest
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_model as model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_xml import ensure_domain_xml
-from tests.integration.conftest import destroy_domains, wait_for_report
+from tests.integration.conftest import destroy_domains, transient_network, wait_for_report
 from tests.support.runner import run_module
 
-ISOLATED_NET = """
-<network>
-  <name>%s</name>
-  <bridge stp='on' delay='0'/>
-</network>
-"""
 
 
 @pytest.fixture
@@ -58,15 +52,8 @@ def dx(virt_host):
 @pytest.fixture(scope="module")
 def isolated_network(virt_host):
     """A transient network with no <forward>: guests on it reach nothing outside."""
-    import libvirt
-
-    net_name = "vft-dx-net-%s" % uuid.uuid4().hex[:6]
-    net = virt_host.networkCreateXML(ISOLATED_NET % net_name)
-    yield net_name
-    try:
-        net.destroy()
-    except libvirt.libvirtError:
-        pass
+    with transient_network(virt_host, "vft-dx-net") as name:
+        yield name
 
 
 def _readback(dom) -> str:
