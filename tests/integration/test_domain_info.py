@@ -13,6 +13,7 @@ from tests.support.runner import run_module
 
 MIB = 1 << 20
 
+
 @pytest.fixture(scope="module")
 def isolated_network(virt_host):
     """No DHCP: the lease lookup runs for real and finds nothing; guests reach nothing."""

@@ -23,7 +23,6 @@ from tests.integration.conftest import destroy_domains, transient_network, wait_
 from tests.support.runner import run_module
 
 
-
 @pytest.fixture
 def dx(virt_host):
     """Guest names, an instances tree under the shared scratch root, and cleanup of both."""
