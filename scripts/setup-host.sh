@@ -35,6 +35,22 @@ if [ -e /dev/kvm ]; then
   chgrp kvm /dev/kvm && chmod 0660 /dev/kvm || log "could not set /dev/kvm permissions"
 fi
 
+# swtpm: libvirt runs swtpm_setup as qemu.conf's swtpm_user (default tss), which must own the local CA
+# state and its per-guest logs. Files left by a run as root (libvirtd started before swtpm-tools created
+# tss) make every later TPM guest fail to start ("Need read/write rights on .lock.swtpm-localca").
+swtpm_user=$(sed -n 's/^[[:space:]]*swtpm_user[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' \
+  /etc/libvirt/qemu.conf 2>/dev/null | tail -n 1)
+swtpm_user=${swtpm_user:-tss}
+if getent passwd "$swtpm_user" >/dev/null; then
+  for d in /var/lib/swtpm-localca /var/log/swtpm/libvirt/qemu; do
+    [ -d "$d" ] || continue
+    if [ -n "$(find "$d" ! -user "$swtpm_user" -print -quit)" ]; then
+      log "giving $d to the swtpm user $swtpm_user"
+      find "$d" ! -user "$swtpm_user" -exec chown "$swtpm_user" {} +
+    fi
+  done
+fi
+
 # Daemons: systemd where it is PID 1, else start them by hand.
 if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
   systemctl start virtlogd libvirtd

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import re
 import time
 import traceback
 from typing import Callable, Iterable, Iterator, Optional, Tuple
@@ -57,6 +58,36 @@ def libvirt_error_text(exc: Exception) -> str:
     if libvirt is not None and isinstance(exc, libvirt.libvirtError):
         return exc.get_error_message() or str(exc)
     return str(exc)
+
+
+_ERROR_LOG = re.compile(r"Check error log '(/[^']+)'")
+_SWTPM_HINT = ("The vTPM emulator swtpm could not set up the guest's TPM state. swtpm runs as the "
+               "swtpm_user of /etc/libvirt/qemu.conf (default tss), which needs write access to "
+               "/var/lib/swtpm-localca and everything in it (chown -R tss /var/lib/swtpm-localca), "
+               "or the guest can be defined without tpm.")
+
+
+def explain_start_failure(text: str, log_lines: int = 4) -> str:
+    """``text`` with what an operator needs to act on when libvirt only points at a helper's log.
+
+    libvirt reports a failed swtpm_setup as "Check error log '<path>'": the cause is inside that
+    log, so its last lines are quoted, and the usual fix is named.
+    """
+    found = _ERROR_LOG.search(text)
+    if found is None:
+        return text
+    try:
+        with open(found.group(1), "r", encoding="utf-8", errors="replace") as log:
+            tail = [line.strip() for line in log.readlines()[-40:] if line.strip()]
+    except OSError:
+        tail = []
+    # The invocation lines repeat long key material; the lines after them hold the reason.
+    reasons = [line for line in tail if not line.startswith(("Invoking ", "Starting ", "Ending "))]
+    if reasons:
+        text += " The log ends: " + " | ".join(reasons[-log_lines:])
+    if "swtpm" in text:
+        text += " " + _SWTPM_HINT
+    return text
 
 
 @contextlib.contextmanager
