@@ -11,12 +11,12 @@ set -euo pipefail
 
 OUT=${1:?usage: build-image.sh OUTDIR}
 HERE=$(cd "$(dirname "$0")" && pwd)
-MODULES="virtio_pci virtio_blk virtio_scsi virtio_net virtio_balloon virtio_mem sd_mod sr_mod ata_piix isofs
-qemu_fw_cfg button evdev"
+MODULES="virtio_pci virtio_blk virtio_scsi virtio_net virtio_balloon virtio_mem virtio_console sd_mod sr_mod
+ata_piix isofs qemu_fw_cfg button evdev"
 IMAGE_KIB=20480
 
 need() { command -v "$1" >/dev/null || { echo "build-image: $1 is missing; run scripts/setup-host.sh" >&2; exit 1; }; }
-for tool in busybox mkfs.fat mcopy syslinux cpio gzip apt-get dpkg; do need $tool; done
+for tool in busybox mkfs.fat mcopy syslinux cpio gzip apt-get dpkg ldd; do need $tool; done
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -24,7 +24,9 @@ kernel_package() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '
 KPKG=$(kernel_package)
 [ -n "$KPKG" ] || { apt-get update -qq >/dev/null 2>&1 || true; KPKG=$(kernel_package); }
 [ -n "$KPKG" ] || { echo "build-image: cannot resolve the Debian cloud kernel package (apt-get update?)" >&2; exit 1; }
-STAMP=$(cat "$0" "$HERE/init" | sha256sum | cut -d' ' -f1)-$KPKG
+QGA_VERSION=$(apt-cache show --no-all-versions qemu-guest-agent 2>/dev/null | awk '/^Version:/{print $2; exit}')
+[ -n "$QGA_VERSION" ] || { echo "build-image: cannot resolve the qemu-guest-agent package (apt-get update?)" >&2; exit 1; }
+STAMP=$(cat "$0" "$HERE/init" | sha256sum | cut -d' ' -f1)-$KPKG-qga$QGA_VERSION
 if [ -f "$OUT/build.stamp" ] && [ "$(cat "$OUT/build.stamp")" = "$STAMP" ] \
    && [ -f "$OUT/virtfleet-test-guest.img" ] && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.img" ]; then
     echo "build-image: up to date ($OUT)"
@@ -39,7 +41,16 @@ if ! ls "$OUT/debs/$KPKG"_*.deb >/dev/null 2>&1; then
     mv "$WORK/$KPKG"_*.deb "$OUT/debs/" 2>/dev/null || {
         echo "build-image: apt-get download $KPKG failed" >&2; exit 1; }
 fi
+QGA_DEBS="$OUT/debs/qemu-guest-agent-${QGA_VERSION//:/_}"
+if ! ls "$QGA_DEBS"/qemu-guest-agent_*.deb >/dev/null 2>&1; then
+    mkdir -p "$QGA_DEBS"
+    (cd "$QGA_DEBS" && apt-get download -q "qemu-guest-agent=$QGA_VERSION" 2>&1 \
+        | grep -v '^W: Download is performed unsandboxed' || true)
+    ls "$QGA_DEBS"/qemu-guest-agent_*.deb >/dev/null 2>&1 || {
+        echo "build-image: apt-get download qemu-guest-agent=$QGA_VERSION failed" >&2; exit 1; }
+fi
 dpkg -x "$OUT/debs/$KPKG"_*.deb "$WORK/kernel"
+dpkg -x "$QGA_DEBS"/qemu-guest-agent_*.deb "$WORK/qga"
 KVER=$(ls "$WORK/kernel/lib/modules")
 busybox depmod -b "$WORK/kernel" "$KVER"
 
@@ -48,6 +59,17 @@ ROOT="$WORK/initramfs"
 mkdir -p "$ROOT/bin" "$ROOT/etc" "$ROOT/lib/modules/$KVER"
 cp "$(command -v busybox)" "$ROOT/bin/busybox"
 ln -s busybox "$ROOT/bin/sh"
+# qemu-ga from Debian's package with the shared libraries it links (the host's copies, which
+# qemu-system-x86 pulls in), at the paths the dynamic loader searches.
+cp "$WORK/qga/usr/sbin/qemu-ga" "$ROOT/bin/qemu-ga"
+if ldd "$ROOT/bin/qemu-ga" | grep -q 'not found'; then
+    echo "build-image: qemu-ga needs libraries this host lacks:" >&2
+    ldd "$ROOT/bin/qemu-ga" | grep 'not found' >&2; exit 1
+fi
+for lib in $(ldd "$ROOT/bin/qemu-ga" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+    mkdir -p "$ROOT$(dirname "$lib")"
+    cp -L "$lib" "$ROOT$lib"
+done
 cp "$HERE/init" "$ROOT/init"
 chmod 755 "$ROOT/init"
 DEP="$WORK/kernel/lib/modules/$KVER/modules.dep"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -83,7 +84,7 @@ def test_running_guest_is_reported_as_the_guest_sees_itself(started_guest):
     assert sorted(n["mac"] for n in dom["interfaces"]) == report.macs()
     assert [(n["type"], n["source"], n["model"]) for n in dom["interfaces"]] == [
         ("network", g["network"], "virtio")] * 2
-    # The test guest runs no DHCP client and no agent: no addresses, and no error for asking.
+    # No DHCP flag and no agent channel: the guest has no addresses, and asking is no error.
     assert all(n["addresses"] == [] for n in dom["interfaces"])
 
     assert dom["console_log"] == g["console"] and os.path.exists(dom["console_log"])
@@ -119,6 +120,65 @@ def test_addresses_come_from_the_networks_dhcp_leases(sandbox, guest_image, dhcp
                                  "guest_ifname": None}]
     # Check mode reads the same.
     assert info(check=True, name=name)[0]["interfaces"][0]["addresses"] == nic["addresses"]
+
+
+def test_addresses_come_from_the_guest_agent_where_no_lease_exists(sandbox, guest_image, isolated_network):
+    """No DHCP on the network: the guest sets a static address and runs qemu-ga on the guest_agent channel;
+    domain_info reads the address through the agent, and re-runs stay unchanged while the agent is connected."""
+    name = sandbox.guest_name("agent")
+    instance_dir = os.path.join(sandbox.instances, name)
+    os.makedirs(instance_dir)
+    root = os.path.join(instance_dir, "disk")
+    shutil.copyfile(guest_image["path"], root)
+    xml_args = {"name": name, "vcpus": 1, "memory": "128M", "virt_type": "qemu", "guest_agent": True,
+                "instances_path": sandbox.instances,
+                # 192.0.2.0/24 is TEST-NET-1: documentation only, never routed.
+                "fw_cfg": {"opt/org.virtfleet/mode": "stay", "opt/org.virtfleet/ipv4": "192.0.2.17/24"},
+                "disks": [{"path": root, "format": "raw", "boot_order": 1}], "nics": [{"network": isolated_network}]}
+    written = run_module("domain_xml", xml_args)
+    assert written["_rc"] == 0, written
+    started = run_module("domain", {"name": name, "instances_path": sandbox.instances})
+    assert started["_rc"] == 0 and started["state"] == "running", started
+
+    report = wait_for_report(os.path.join(instance_dir, "console.log"),
+                             predicate=lambda r: r.ipv4 and r.agent_port)
+    [(nic_name, guest_addr)] = report.ipv4.items()
+    assert guest_addr == "192.0.2.17"
+
+    # The agent answers once libvirt sees its channel connected; until then there is simply no address.
+    deadline = time.monotonic() + 60
+    while True:
+        [dom] = info(name=name)
+        [nic] = dom["interfaces"]
+        if nic["addresses"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert dom["model"]["guest_agent"] is True
+    assert nic["mac"] == report.nics[nic_name]
+    assert {"address": "192.0.2.17", "prefix": 24, "family": "ipv4", "source": "agent",
+            "guest_ifname": nic_name} in nic["addresses"], nic
+    # Nothing from a lease (there is none), nothing invented: only the agent's view of this NIC
+    # (its IPv6 link-local address besides the static one).
+    assert all(a["source"] == "agent" and a["guest_ifname"] == nic_name for a in nic["addresses"]), nic
+    assert all(a["address"].startswith("fe80:") for a in nic["addresses"] if a["family"] == "ipv6"), nic
+    assert info(check=True, name=name)[0]["interfaces"][0]["addresses"] == nic["addresses"]
+
+    # The channel now reads state='connected' in the live XML; neither module sees a change in that.
+    assert 'state="connected"' in _live_xml(name) or "state='connected'" in _live_xml(name)
+    again = run_module("domain_xml", xml_args)
+    assert again["_rc"] == 0 and again["changed"] is False, again
+    rerun = run_module("domain", {"name": name, "instances_path": sandbox.instances})
+    assert rerun["_rc"] == 0 and rerun["changed"] is False, rerun
+
+
+def _live_xml(name):
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        return conn.lookupByName(name).XMLDesc(0)
+    finally:
+        conn.close()
 
 
 def test_check_mode_listing_and_include_xml(started_guest):

@@ -32,6 +32,7 @@ class Report:
     ipv4: Dict[str, str] = field(default_factory=dict)  # NIC name -> address (DHCP, when asked for)
     uuid: Optional[str] = None
     tpms: Dict[str, str] = field(default_factory=dict)  # device (tpm0) -> TPM major version ("2", "1", "?")
+    agent_port: Optional[str] = None  # the virtio-serial port qemu-ga runs on, while it runs
     configdrive: Optional[Dict[str, str]] = None
     cdfiles: Dict[str, Dict[str, object]] = field(default_factory=dict)
     complete: bool = False
@@ -102,6 +103,8 @@ def parse_reports(text: str) -> List[Report]:
             current.ipv4[rest["nic"]] = rest["addr"]
         elif kind == "tpm":
             current.tpms[rest["dev"]] = rest.get("major", "?")
+        elif kind == "agent":
+            current.agent_port = rest.get("port")
         elif kind == "uuid":
             current.uuid = rest["value"]
         elif kind == "configdrive":

@@ -11,6 +11,8 @@ VFREPORT 1 disk name=vda size=67108864 ro=0
 VFREPORT 1 fs dev=vdb type=ext4 label=ephemeral0
 VFREPORT 1 swap dev=vdc active=0 label=
 VFREPORT 1 nic name=eth0 mac=52:54:00:aa:bb:cc
+VFREPORT 1 ipv4 nic=eth0 addr=192.0.2.17
+VFREPORT 1 agent port=vport1p1
 VFREPORT 1 uuid value=0f0e0d0c-0000-4000-8000-000000000001
 VFREPORT 1 configdrive dev=sr0 label=config-2
 VFREPORT 1 cdfile path=openstack/latest/meta_data.json size=13 sha256=ab b64=eyJ1dWlkIjoieCJ9Cg==
@@ -36,9 +38,14 @@ def test_facts_of_a_report():
     assert first.filesystems == {"vdb": {"type": "ext4", "label": "ephemeral0"}}
     assert first.swaps["vdc"]["active"] == "0"
     assert first.nics == {"eth0": "52:54:00:aa:bb:cc"}
+    assert first.ipv4 == {"eth0": "192.0.2.17"} and first.agent_port == "vport1p1"
     assert first.uuid.startswith("0f0e0d0c")
     assert first.configdrive == {"dev": "sr0", "label": "config-2"}
     assert first.cdfile_bytes("openstack/latest/meta_data.json") == b'{"uuid":"x"}\n'
+
+
+def test_a_report_without_agent_line_has_no_agent():
+    assert parse_reports(LOG)[1].agent_port is None
 
 
 def test_latest_complete_skips_a_report_still_being_printed():
