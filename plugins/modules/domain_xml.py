@@ -115,6 +115,8 @@ options:
       - Add an emulated TPM 2.0 (C(<tpm><backend type='emulator' version='2.0'/></tpm>)). libvirt runs
         C(swtpm) for it (the C(swtpm) and C(swtpm-tools) packages) and keeps its state in
         C(/var/lib/libvirt/swtpm/<uuid>), which M(virtfleet.libvirt.domain) removes with O(virtfleet.libvirt.domain#module:state=absent).
+      - C(swtpm) runs as the C(swtpm_user) of C(/etc/libvirt/qemu.conf) (default C(tss)), which must be able to write
+        C(/var/lib/swtpm-localca); when it cannot, starting the guest fails with the reason from swtpm's log.
     type: bool
     default: false
   tpm_model:
