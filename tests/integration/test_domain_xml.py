@@ -435,3 +435,52 @@ def test_guest_with_watchdog_and_no_balloon_starts_and_reruns_unchanged(sandbox,
     assert [m.model for m in live.devices_of(model.MemBalloon)] == ["none"]
     _rerun_changes_nothing(sandbox, name, xml_args)
     assert sandbox.conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+
+
+@pytest.fixture
+def host_links():
+    """A Linux bridge with no uplink, and a veth whose peer sits in a network namespace this test makes:
+    NICs on them reach nothing outside the machine."""
+    tag = uuid.uuid4().hex[:6]
+    bridge, lower, peer, netns = "vftbr%s" % tag, "vftva%s" % tag, "vftvb%s" % tag, "vft-nics-%s" % tag
+    steps = [["ip", "link", "add", bridge, "type", "bridge"], ["ip", "link", "set", bridge, "up"],
+             ["ip", "netns", "add", netns],
+             ["ip", "link", "add", lower, "type", "veth", "peer", "name", peer],
+             ["ip", "link", "set", peer, "netns", netns], ["ip", "link", "set", lower, "up"]]
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True, timeout=30)
+        yield {"bridge": bridge, "lower": lower}
+    finally:
+        for cleanup in (["ip", "link", "del", lower], ["ip", "link", "del", bridge], ["ip", "netns", "del", netns]):
+            subprocess.run(cleanup, capture_output=True, timeout=30)
+
+
+def test_guest_on_a_bridge_and_a_macvtap_sees_both_nics(sandbox, guest_image, host_links):
+    """Interface types bridge and direct (macvtap) on a running guest: the guest sees both MACs, the host
+    has a tap enslaved to the bridge and a macvtap on the lower device, re-runs change nothing and absent
+    leaves neither device behind."""
+    name, xml_args, console = _boot_guest(
+        sandbox, guest_image, "nics",
+        nics=[{"bridge": host_links["bridge"]}, {"direct": host_links["lower"], "model": "virtio"}])
+    report = wait_for_report(console, predicate=lambda r: len(r.nics) == 2)
+
+    listed = run_module("domain_info", {"name": name})
+    assert listed["_rc"] == 0, listed
+    [dom] = listed["domains"]
+    nics = dom["interfaces"]
+    assert [(n["type"], n["source"]) for n in nics] == [
+        ("bridge", host_links["bridge"]), ("direct", host_links["lower"])]
+    assert sorted(n["mac"] for n in nics) == report.macs(), "the guest sees exactly the MACs libvirt holds"
+    tap, macvtap = nics[0]["target"], nics[1]["target"]
+    assert os.path.basename(os.readlink("/sys/class/net/%s/master" % tap)) == host_links["bridge"]
+    assert os.path.exists("/sys/class/net/%s/lower_%s" % (macvtap, host_links["lower"])), \
+        "libvirt made a macvtap on the lower device"
+    with open("/sys/class/net/%s/address" % macvtap) as handle:
+        assert handle.read().strip() == nics[1]["mac"], "a macvtap carries the guest NIC's MAC"
+
+    _rerun_changes_nothing(sandbox, name, xml_args)
+
+    gone = run_module("domain", {"name": name, "instances_path": sandbox.instances, "state": "absent"})
+    assert gone["_rc"] == 0 and gone["changed"], gone
+    assert not os.path.exists("/sys/class/net/%s" % tap) and not os.path.exists("/sys/class/net/%s" % macvtap)
