@@ -13,6 +13,7 @@ import functools
 import hashlib
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -23,6 +24,7 @@ from typing import Callable, Dict, List
 import pytest
 
 from tests.support.guest_report import latest_complete, parse_reports
+from tests.support import runner
 from tests.support.runner import REPO
 
 SCRATCH = os.environ.get("VIRTFLEET_TEST_ROOT", "/var/lib/virtfleet-test")
@@ -241,6 +243,37 @@ def wait_for_report(console_log: str, timeout: float = 180, predicate: Callable 
 @pytest.fixture
 def report_of():
     return wait_for_report
+
+
+# Runs the real module file as its own __main__ and says on exit which heavy modules it imported.
+_PROBE = """
+import atexit, runpy, sys
+atexit.register(lambda: sys.stderr.write("\\nVFPROBE model=%%d lxml=%%d\\n" %% (
+    any(m.endswith("._domain_model") for m in sys.modules), "lxml" in sys.modules)))
+sys.argv[0] = %r
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.fixture
+def probed(monkeypatch, tmp_path):
+    """Runs the domain module under a probe; returns (result, whether the domain model and lxml were imported):
+    a re-run that takes the memo's fast path imports neither."""
+    real_path = runner.module_path
+    wrapper = str(tmp_path / "probe_domain.py")
+    with open(wrapper, "w") as handle:
+        handle.write(_PROBE % real_path("domain"))
+    monkeypatch.setattr(runner, "module_path", lambda name: wrapper if name == "domain" else real_path(name))
+
+    def run(name, sandbox, check=False, diff=False, **args):
+        args.setdefault("instances_path", sandbox.instances)
+        result = runner.run_module("domain", dict(name=name, **args), check=check, diff=diff)
+        found = re.search(r"VFPROBE model=(\d) lxml=(\d)", result["_stderr"])
+        assert found, result["_stderr"]
+        result.pop("_stderr")
+        return result, {"model": found.group(1) == "1", "lxml": found.group(2) == "1"}
+
+    return run
 
 
 __all__ = ["parse_reports", "wait_for_report", "read_console", "destroy_domains", "SCRATCH", "URI"]

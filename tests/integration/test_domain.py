@@ -10,7 +10,6 @@ import libvirt
 import pytest
 
 from tests.integration.conftest import wait_for_report
-from tests.support import runner
 from tests.support.runner import run_module
 
 MIB = 1 << 20
@@ -118,35 +117,6 @@ def test_missing_xml_file_is_a_clear_error(sandbox):
 
 
 # ------------------------------------------------------------------------------------- re-run memo
-
-# Runs the real module file as its own __main__ and says on exit which heavy modules it imported.
-PROBE = """
-import atexit, runpy, sys
-atexit.register(lambda: sys.stderr.write("\\nVFPROBE model=%%d lxml=%%d\\n" %% (
-    any(m.endswith("._domain_model") for m in sys.modules), "lxml" in sys.modules)))
-sys.argv[0] = %r
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-@pytest.fixture
-def probed(monkeypatch, tmp_path):
-    """Runs the domain module under a probe; returns (result, whether the domain model and lxml were imported)."""
-    real_path = runner.module_path
-    wrapper = str(tmp_path / "probe_domain.py")
-    with open(wrapper, "w") as handle:
-        handle.write(PROBE % real_path("domain"))
-    monkeypatch.setattr(runner, "module_path", lambda name: wrapper if name == "domain" else real_path(name))
-
-    def run(name, sandbox, **kwargs):
-        result = domain(name, sandbox, **kwargs)
-        found = re.search(r"VFPROBE model=(\d) lxml=(\d)", result["_stderr"])
-        assert found, result["_stderr"]
-        result.pop("_stderr")
-        return result, {"model": found.group(1) == "1", "lxml": found.group(2) == "1"}
-
-    return run
-
 
 def memo_key(dom):
     """The key libvirt holds in the memo of the persistent definition, or None."""
