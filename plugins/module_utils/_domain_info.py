@@ -8,11 +8,13 @@ Two halves:
 - pure functions (``describe_xml``, ``merge_addresses``) that turn a domain's XML and libvirt's
   ``interfaceAddresses`` answers into plain, JSON-serialisable data; unit tests call them with
   strings and dicts, without libvirt;
-- ``gather_domains``, which reads the domains from an open libvirt connection and never changes them.
+- ``gather_domains``, which reads the domains from an open libvirt connection and never changes them,
+  and ``wait_for_address``, which reads one running domain until a guest has an address to reach it by.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
@@ -175,6 +177,33 @@ def merge_addresses(interfaces: List[Dict[str, Any]], answer: Optional[Dict[str,
             })
 
 
+def reachable_addresses(interfaces: List[Dict[str, Any]]) -> List[str]:
+    """The addresses of ``interfaces`` a host could reach the guest by: IPv4, and IPv6 outside fe80::/10."""
+    found = []
+    for nic in interfaces:
+        for addr in nic.get("addresses") or []:
+            text = str(addr.get("address") or "")
+            if addr.get("family") == "ipv6" and text.lower().startswith(("fe8", "fe9", "fea", "feb")):
+                continue  # link-local: every IPv6 NIC has one, it says nothing about the network
+            if text:
+                found.append(text)
+    return found
+
+
+def no_address_message(name: str, waited: int, info: Dict[str, Any]) -> str:
+    """Why no address came, and where to look: which networks could lease one, whether an agent could answer."""
+    networks = sorted({nic["source"] for nic in info["interfaces"] if nic["type"] == "network" and nic["source"]})
+    if not info["interfaces"]:
+        return "domain %s has no network interface, so it gets no IP address; define one or drop wait_for_address" \
+            % name
+    lease = ("no DHCP lease on its libvirt network%s %s" % ("s" if len(networks) > 1 else "", ", ".join(networks))
+             if networks else "no libvirt network that leases addresses (its NICs use bridges or macvtap)")
+    agent = ("no address from the guest agent (is qemu-guest-agent running in the guest?)"
+             if info["model"]["guest_agent"] else "no guest agent channel (domain_xml guest_agent: true adds one)")
+    return ("domain %s has no IP address after %d s: %s, and %s. The guest is left running. Check that it runs "
+            "a DHCP client on that network or the agent, or raise address_timeout." % (name, waited, lease, agent))
+
+
 # ------------------------------------------------------------------------------------------- libvirt
 
 def _vanished(exc) -> bool:
@@ -239,3 +268,23 @@ def gather_domains(conn, name: Optional[str] = None, include_xml: bool = False) 
             raise VirtfleetError("cannot list the domains: %s" % libvirt_error_text(exc))
     domains = [info for info in (describe_domain(dom, include_xml) for dom in found) if info is not None]
     return sorted(domains, key=lambda d: d["name"])
+
+
+def wait_for_address(dom, timeout: int, poll: float = 1.0) -> List[Dict[str, Any]]:
+    """The interfaces of running ``dom`` (as ``domain_info`` reports them) once one has a reachable address.
+
+    Leases and the guest agent are read every ``poll`` seconds; raises ``VirtfleetError`` after ``timeout``
+    seconds, when the domain stops running, or when it vanishes.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        info = describe_domain(dom)
+        if info is None:
+            raise VirtfleetError("the domain vanished while waiting for its IP address")
+        if info["state"] != "running":
+            raise VirtfleetError("domain %s is %s, not running, so it gets no IP address" % (info["name"], info["state"]))
+        if reachable_addresses(info["interfaces"]):
+            return info["interfaces"]
+        if time.monotonic() >= deadline:
+            raise VirtfleetError(no_address_message(info["name"], timeout, info))
+        time.sleep(poll)

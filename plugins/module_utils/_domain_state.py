@@ -35,7 +35,10 @@ def validate_params(params: Dict[str, Any]) -> None:
                              "trailing blanks, and not '.' or '..'" % (name,))
     if params.get("state", "running") not in WANTED_STATES:
         raise VirtfleetError("state must be one of %s, got %r" % (", ".join(WANTED_STATES), params.get("state")))
-    for key in ("shutdown_timeout", "start_timeout"):
+    if params.get("wait_for_address") and params.get("state", "running") != "running":
+        raise VirtfleetError("wait_for_address needs state=running (a guest that does not run gets no address), "
+                             "got state=%s" % params.get("state"))
+    for key in ("shutdown_timeout", "start_timeout", "address_timeout"):
         value = params.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or not 0 <= value <= MAX_TIMEOUT):

@@ -75,6 +75,21 @@ options:
       - Without it such a guest makes the task fail, and nothing is forced.
     type: bool
     default: false
+  wait_for_address:
+    description:
+      - With O(state=running), wait until the guest has an IP address on one of its interfaces, and return
+        its interfaces with their addresses in RV(interfaces), as M(virtfleet.libvirt.domain_info) reports them.
+      - Addresses come from the DHCP leases of libvirt networks and from the guest agent (when the domain has its
+        channel and the agent answers). IPv6 link-local addresses do not count.
+      - Waiting changes nothing; it also happens when the guest already ran. After O(address_timeout) seconds the
+        task fails and says where it looked; the guest is left running.
+      - In check mode nothing is waited for, and RV(interfaces) holds the addresses known now.
+    type: bool
+    default: false
+  address_timeout:
+    description: Seconds (0 to 86400) to wait for an address with O(wait_for_address=true).
+    type: int
+    default: 300
   remove_storage:
     description:
       - With O(state=absent), also delete the files the collection created for this guest, as recorded in
@@ -114,6 +129,19 @@ EXAMPLES = r"""
     name: web1
     xml_file: /var/lib/virtfleet/instances/web1/domain.xml
     apply: restart
+
+- name: Start a guest and wait until it has an address to reach it by
+  virtfleet.libvirt.domain:
+    name: web1
+    wait_for_address: true
+    address_timeout: 120
+  register: web1
+
+- name: Add it to the inventory
+  ansible.builtin.add_host:
+    name: web1
+    ansible_host: "{{ web1.interfaces | map(attribute='addresses') | flatten
+                      | selectattr('family', 'eq', 'ipv4') | map(attribute='address') | first }}"
 
 - name: Remove a guest and the files created for it
   virtfleet.libvirt.domain:
@@ -157,6 +185,16 @@ removed_files:
   type: list
   elements: str
   sample: [/var/lib/virtfleet/instances/web1/disk]
+interfaces:
+  description:
+    - With O(wait_for_address=true), the guest's interfaces once one has an address (see
+      M(virtfleet.libvirt.domain_info) for the keys of each).
+  returned: when O(wait_for_address=true)
+  type: list
+  elements: dict
+  sample: [{"type": "network", "source": "default", "mac": "52:54:00:6b:3c:58", "model": "virtio",
+            "target": "vnet0", "addresses": [{"address": "192.168.122.23", "prefix": 24, "family": "ipv4",
+                                              "source": "lease", "guest_ifname": null}]}]
 differences:
   description: The lines of the normalised XML that differ between the defined and the desired domain.
   returned: always
@@ -185,6 +223,8 @@ ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
     "start_timeout": {"type": "int", "default": 60},
     "force_off": {"type": "bool", "default": False},
     "remove_storage": {"type": "bool", "default": False},
+    "wait_for_address": {"type": "bool", "default": False},
+    "address_timeout": {"type": "int", "default": 300},
 })
 
 
@@ -213,9 +253,33 @@ def core(module):
             from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_lifecycle import ensure_domain
 
             result = ensure_domain(conn, params, module.check_mode)
+        if params["wait_for_address"]:
+            result["interfaces"] = _interfaces(conn, params, result, module.check_mode)
     for warning in result.pop("warnings_text", None) or []:
         module.warn(warning)
     return result
+
+
+def _interfaces(conn, params, result, check_mode):
+    """The guest's interfaces once one has an address (check mode: as they are now, without waiting)."""
+    # imported here: only runs that wait need the domain model
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_info import (
+        describe_domain, wait_for_address,
+    )
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import lookup_domain
+
+    dom = lookup_domain(conn, params["name"])
+    if check_mode:
+        info = describe_domain(dom) if dom is not None else None
+        return info["interfaces"] if info is not None else []
+    if dom is None:
+        raise VirtfleetError("domain %s vanished before it got an IP address" % params["name"])
+    try:
+        return wait_for_address(dom, params["address_timeout"])
+    except VirtfleetError as exc:
+        # What was done stays reported: the guest was (re)defined or started even though no address came.
+        raise VirtfleetError(exc.msg, changed=result["changed"], actions=result["actions"], state=result["state"],
+                             uuid=result.get("uuid"))
 
 
 def main():

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.integration.conftest import wait_for_report
+from tests.integration.conftest import transient_network, wait_for_report
 from tests.support.runner import REPO, run_playbook
 
 PLAYBOOK = os.path.join(REPO, "playbooks", "boot.yml")
@@ -145,3 +145,48 @@ def test_flavor_with_ephemeral_swap_and_config_drive(sandbox, guest_image_url):
 
     second = run_playbook(PLAYBOOK, inventory)
     assert second.rc == 0 and second.changed() == 0, second.stdout[-4000:]
+
+
+ADDRESS_PLAYBOOK = """
+- name: Boot guests and keep what the role says about their addresses
+  hosts: guests
+  gather_facts: false
+  roles:
+    - role: virtfleet.libvirt.boot
+  post_tasks:
+    - name: Record the interfaces
+      ansible.builtin.copy:
+        content: "{{ virtfleet_boot_domain.interfaces | to_json }}"
+        dest: "%s/{{ inventory_hostname }}.interfaces.json"
+        mode: "0644"
+      delegate_to: hv
+"""
+
+
+def test_role_waits_for_the_guests_address_and_returns_it(sandbox, guest_image_url, virt_host):
+    """virtfleet_wait_for_address: the role returns once the guest holds a DHCP lease, with that address."""
+    name = sandbox.guest_name("addr")
+    playbook = os.path.join(sandbox.root, "boot-with-address.yml")
+    with open(playbook, "w") as handle:
+        handle.write(ADDRESS_PLAYBOOK % sandbox.root)
+    with transient_network(virt_host, "vft-bp-dhcp", dhcp=True) as network:
+        inventory = write_inventory(sandbox, {name: "t.one"}, guest_image_url, extra={
+            "virtfleet_nics": [{"network": network}],
+            "virtfleet_fw_cfg": {"opt/org.virtfleet/mode": "stay", "opt/org.virtfleet/dhcp": "1"},
+            "virtfleet_wait_for_address": True, "virtfleet_address_timeout": 150})
+        first = run_playbook(playbook, inventory)
+        assert first.rc == 0, first.stdout[-4000:] + first.stderr[-2000:]
+        with open(os.path.join(sandbox.root, "%s.interfaces.json" % name)) as handle:
+            [nic] = json.load(handle)
+        report = wait_for_report(os.path.join(sandbox.instances, name, "console.log"), predicate=lambda r: r.ipv4)
+        [(nic_name, guest_addr)] = report.ipv4.items()
+        assert nic["mac"] == report.nics[nic_name] and nic["source"] == network
+        assert [(a["address"], a["source"]) for a in nic["addresses"]] == [(guest_addr, "lease")]
+
+        second = run_playbook(playbook, inventory)
+        assert second.rc == 0, second.stdout[-4000:]
+        assert second.changed(name) == 0, second.stdout[-4000:]
+        with open(os.path.join(sandbox.root, "%s.interfaces.json" % name)) as handle:
+            assert json.load(handle) == [nic], "a re-run returns the same address"
+        # The network goes before the guest does; the sandbox removes the guest.
+        sandbox.conn.lookupByName(name).destroy()

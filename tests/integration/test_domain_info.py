@@ -107,8 +107,10 @@ def test_addresses_come_from_the_networks_dhcp_leases(sandbox, guest_image, dhcp
         "fw_cfg": {"opt/org.virtfleet/mode": "stay", "opt/org.virtfleet/dhcp": "1"},
         "disks": [{"path": root, "format": "raw", "boot_order": 1}], "nics": [{"network": dhcp_network}]})
     assert written["_rc"] == 0, written
-    started = run_module("domain", {"name": name, "instances_path": sandbox.instances})
-    assert started["_rc"] == 0, started
+    # domain itself waits for the lease and returns the interfaces as domain_info reports them.
+    started = run_module("domain", {"name": name, "instances_path": sandbox.instances, "wait_for_address": True,
+                                    "address_timeout": 150})
+    assert started["_rc"] == 0 and started["actions"] == ["define", "start"], started
 
     report = wait_for_report(os.path.join(instance_dir, "console.log"), predicate=lambda r: r.ipv4)
     [(nic_name, guest_addr)] = report.ipv4.items()
@@ -118,6 +120,7 @@ def test_addresses_come_from_the_networks_dhcp_leases(sandbox, guest_image, dhcp
     assert nic["mac"] == report.nics[nic_name] and nic["source"] == dhcp_network
     assert nic["addresses"] == [{"address": guest_addr, "prefix": 24, "family": "ipv4", "source": "lease",
                                  "guest_ifname": None}]
+    assert started["interfaces"] == dom["interfaces"]
     # Check mode reads the same.
     assert info(check=True, name=name)[0]["interfaces"][0]["addresses"] == nic["addresses"]
 
@@ -145,14 +148,13 @@ def test_addresses_come_from_the_guest_agent_where_no_lease_exists(sandbox, gues
     [(nic_name, guest_addr)] = report.ipv4.items()
     assert guest_addr == "192.0.2.17"
 
-    # The agent answers once libvirt sees its channel connected; until then there is simply no address.
-    deadline = time.monotonic() + 60
-    while True:
-        [dom] = info(name=name)
-        [nic] = dom["interfaces"]
-        if nic["addresses"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    # The agent answers once libvirt sees its channel connected; domain waits for that (a re-run: nothing changes).
+    waited = run_module("domain", {"name": name, "instances_path": sandbox.instances, "wait_for_address": True,
+                                   "address_timeout": 60})
+    assert waited["_rc"] == 0 and waited["changed"] is False and waited["actions"] == [], waited
+    [dom] = info(name=name)
+    [nic] = dom["interfaces"]
+    assert waited["interfaces"] == dom["interfaces"]
     assert dom["model"]["guest_agent"] is True
     assert nic["mac"] == report.nics[nic_name]
     assert {"address": "192.0.2.17", "prefix": 24, "family": "ipv4", "source": "agent",
@@ -171,6 +173,30 @@ def test_addresses_come_from_the_guest_agent_where_no_lease_exists(sandbox, gues
     rerun, path = probed(name, sandbox)
     assert rerun["_rc"] == 0 and rerun["changed"] is False, rerun
     assert path == {"model": False, "lxml": False}, "the agent connecting sent the re-run down the full path"
+
+
+def test_waiting_for_an_address_that_never_comes_fails_clearly_and_leaves_the_guest_running(started_guest):
+    """No DHCP on the network and no agent channel: the wait ends after address_timeout with where it looked."""
+    g = started_guest
+    args = {"name": g["name"], "instances_path": g["instances"], "wait_for_address": True, "address_timeout": 2}
+    checked = run_module("domain", args, check=True)
+    assert checked["_rc"] == 0 and checked["changed"] is False, checked
+    assert [n["addresses"] for n in checked["interfaces"]] == [[], []], "check mode reports, never waits"
+
+    started = time.monotonic()
+    failed = run_module("domain", args)
+    assert failed["_rc"] == 1 and failed["failed"], failed
+    assert time.monotonic() - started >= 2
+    assert failed["msg"] == (
+        "domain %s has no IP address after 2 s: no DHCP lease on its libvirt network %s, and no guest agent "
+        "channel (domain_xml guest_agent: true adds one). The guest is left running. Check that it runs a DHCP "
+        "client on that network or the agent, or raise address_timeout." % (g["name"], g["network"]))
+    assert failed["changed"] is False and failed["state"] == "running" and failed["actions"] == []
+    assert info(name=g["name"])[0]["state"] == "running"
+
+    wrong = run_module("domain", dict(args, state="shutdown"))
+    assert wrong["_rc"] == 1 and "wait_for_address needs state=running" in wrong["msg"], wrong
+    assert info(name=g["name"])[0]["state"] == "running", "a refused task does nothing"
 
 
 def test_check_mode_listing_and_include_xml(started_guest):

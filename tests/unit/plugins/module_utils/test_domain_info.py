@@ -334,3 +334,78 @@ def test_missing_name_gives_an_empty_list_and_vanished_domains_are_skipped():
 def test_unparsable_definition_names_the_domain():
     with pytest.raises(VirtfleetError, match="domain broken: cannot parse"):
         info.gather_domains(FakeConn([FakeDomain("broken", "<domain")]))
+
+
+# ------------------------------------------------------------------------------- waiting for an address
+
+class LeaseAfter(FakeDomain):
+    """A guest whose lease shows up on the ``polls``-th look; ``states`` scripts what libvirt says it is in."""
+
+    def __init__(self, polls, states=None, agent=None):
+        super().__init__("web1", UEFI_GUEST, agent=agent)
+        self.polls, self.looks, self.states = polls, 0, list(states or [])
+
+    def state(self):
+        if self.states:
+            return self.states.pop(0), 1
+        return super().state()
+
+    def interfaceAddresses(self, source):
+        if source == libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE:
+            self.looks += 1
+            self._leases = LEASES if self.looks >= self.polls else {}
+        return super().interfaceAddresses(source)
+
+
+def test_reachable_addresses_skip_ipv6_link_local_only():
+    nics = [{"addresses": [{"address": "fe80::5054:ff:fe00:1", "family": "ipv6"},
+                           {"address": "FEBF::1", "family": "ipv6"}]},
+            {"addresses": [{"address": "2001:db8::7", "family": "ipv6"}, {"address": "192.0.2.9", "family": "ipv4"}]},
+            {"addresses": []}]
+    assert info.reachable_addresses(nics) == ["2001:db8::7", "192.0.2.9"]
+    assert info.reachable_addresses(nics[:1]) == [] and info.reachable_addresses([]) == []
+
+
+def test_wait_for_address_polls_until_a_lease_appears():
+    dom = LeaseAfter(polls=3)
+    interfaces = info.wait_for_address(dom, timeout=30, poll=0.01)
+    assert dom.looks == 3
+    assert interfaces[0]["mac"] == "52:54:00:aa:bb:01"
+    assert interfaces[0]["addresses"] == [{"address": "192.168.122.57", "prefix": 24, "family": "ipv4",
+                                           "source": "lease", "guest_ifname": None}]
+
+
+def test_wait_for_address_counts_only_reachable_agent_addresses():
+    link_local_only = {"eth0": {"hwaddr": "52:54:00:aa:bb:01", "addrs": [{"type": 1, "addr": "fe80::1", "prefix": 64}]}}
+    with pytest.raises(VirtfleetError) as err:
+        info.wait_for_address(LeaseAfter(polls=10 ** 6, agent=link_local_only), timeout=0, poll=0.01)
+    assert "no address from the guest agent" in err.value.msg
+    interfaces = info.wait_for_address(LeaseAfter(polls=10 ** 6, agent=AGENT), timeout=0, poll=0.01)
+    assert [a["source"] for a in interfaces[0]["addresses"]] == ["agent", "agent"]
+
+
+def test_wait_for_address_times_out_saying_where_it_looked():
+    dom = LeaseAfter(polls=10 ** 6)
+    with pytest.raises(VirtfleetError) as err:
+        info.wait_for_address(dom, timeout=0, poll=0.01)
+    msg = err.value.msg
+    assert msg.startswith("domain web1 has no IP address after 0 s: no DHCP lease on its libvirt network default,")
+    assert "guest agent" in msg and "left running" in msg and "address_timeout" in msg
+    assert dom.looks == 1, "a timeout of 0 looks exactly once"
+
+
+def test_wait_for_address_stops_when_the_guest_stops_or_vanishes():
+    with pytest.raises(VirtfleetError, match="domain web1 is shutoff, not running"):
+        info.wait_for_address(LeaseAfter(polls=10 ** 6, states=[libvirt.VIR_DOMAIN_SHUTOFF]), timeout=30, poll=0.01)
+    gone = LeaseAfter(polls=10 ** 6)
+    gone._vanish = True
+    with pytest.raises(VirtfleetError, match="vanished"):
+        info.wait_for_address(gone, timeout=30, poll=0.01)
+
+
+def test_no_address_message_for_guests_without_leasing_networks_or_nics():
+    base = info.describe_xml(LIVE_TCG_GUEST)
+    bridged = dict(base, interfaces=[{"type": "bridge", "source": "br0", "addresses": []}])
+    assert "no libvirt network that leases addresses" in info.no_address_message("tiny", 5, bridged)
+    assert "no guest agent channel (domain_xml guest_agent: true adds one)" in info.no_address_message("tiny", 5, bridged)
+    assert "has no network interface" in info.no_address_message("tiny", 5, dict(base, interfaces=[]))

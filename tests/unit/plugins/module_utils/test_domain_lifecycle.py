@@ -360,6 +360,8 @@ MODULE_ARGS = st.fixed_dictionaries({"name": HOSTILE_NAMES}, optional={
     "autostart": ANYTHING,
     "remove_storage": ANYTHING,
     "force_off": ANYTHING,
+    "wait_for_address": ANYTHING,
+    "address_timeout": ANYTHING,
     "bogus_option": ANYTHING,
 })
 
@@ -374,3 +376,15 @@ def test_the_module_never_prints_a_traceback(args, tmp_path_factory):
     assert "internal error" not in result.get("msg", ""), result
     if result["_rc"] != 0:
         assert result.get("failed") and result.get("msg"), result
+
+
+@pytest.mark.parametrize("state", ["shutdown", "paused", "defined", "absent"])
+def test_waiting_for_an_address_needs_a_running_guest(state):
+    with pytest.raises(VirtfleetError, match="wait_for_address needs state=running"):
+        lc.validate_params(params(state=state, wait_for_address=True))
+
+
+@pytest.mark.parametrize("timeout", [-1, 86401, True, "5"])
+def test_address_timeout_is_bounded(timeout):
+    with pytest.raises(VirtfleetError, match="address_timeout must be a number of seconds from 0 to 86400"):
+        lc.validate_params(params(wait_for_address=True, address_timeout=timeout))
