@@ -253,7 +253,7 @@ def core(module):
             from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_lifecycle import ensure_domain
 
             result = ensure_domain(conn, params, module.check_mode)
-        if params["wait_for_address"]:
+        if params.get("wait_for_address"):
             result["interfaces"] = _interfaces(conn, params, result, module.check_mode)
     for warning in result.pop("warnings_text", None) or []:
         module.warn(warning)
@@ -275,7 +275,7 @@ def _interfaces(conn, params, result, check_mode):
     if dom is None:
         raise VirtfleetError("domain %s vanished before it got an IP address" % params["name"])
     try:
-        return wait_for_address(dom, params["address_timeout"])
+        return wait_for_address(dom, params.get("address_timeout", 300))
     except VirtfleetError as exc:
         # What was done stays reported: the guest was (re)defined or started even though no address came.
         raise VirtfleetError(exc.msg, changed=result["changed"], actions=result["actions"], state=result["state"],
