@@ -282,9 +282,24 @@ def wait_for_address(dom, timeout: int, poll: float = 1.0) -> List[Dict[str, Any
         if info is None:
             raise VirtfleetError("the domain vanished while waiting for its IP address")
         if info["state"] != "running":
-            raise VirtfleetError("domain %s is %s, not running, so it gets no IP address" % (info["name"], info["state"]))
+            raise VirtfleetError("domain %s is %s, not running, so it gets no IP address"
+                                 % (info["name"], info["state"]))
         if reachable_addresses(info["interfaces"]):
             return info["interfaces"]
         if time.monotonic() >= deadline:
             raise VirtfleetError(no_address_message(info["name"], timeout, info))
         time.sleep(poll)
+
+
+def interfaces_once_reachable(conn, name: str, timeout: int, check_mode: bool) -> List[Dict[str, Any]]:
+    """What ``domain`` returns with ``wait_for_address``: ``wait_for_address`` on the domain called ``name``.
+
+    Check mode never waits (a guest it would start does not run yet): the interfaces as they are now.
+    """
+    dom = lookup_domain(conn, name)
+    if check_mode:
+        info = describe_domain(dom) if dom is not None else None
+        return info["interfaces"] if info is not None else []
+    if dom is None:
+        raise VirtfleetError("domain %s vanished before it got an IP address" % name)
+    return wait_for_address(dom, timeout)

@@ -254,32 +254,21 @@ def core(module):
 
             result = ensure_domain(conn, params, module.check_mode)
         if params.get("wait_for_address"):
-            result["interfaces"] = _interfaces(conn, params, result, module.check_mode)
+            # imported here: only runs that wait need the domain model
+            from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_info import (
+                interfaces_once_reachable,
+            )
+
+            try:
+                result["interfaces"] = interfaces_once_reachable(
+                    conn, params["name"], params.get("address_timeout", 300), module.check_mode)
+            except VirtfleetError as exc:
+                # What was done stays reported: the guest was (re)defined or started though no address came.
+                raise VirtfleetError(exc.msg, changed=result["changed"], actions=result["actions"],
+                                     state=result["state"], uuid=result.get("uuid"))
     for warning in result.pop("warnings_text", None) or []:
         module.warn(warning)
     return result
-
-
-def _interfaces(conn, params, result, check_mode):
-    """The guest's interfaces once one has an address (check mode: as they are now, without waiting)."""
-    # imported here: only runs that wait need the domain model
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_info import (
-        describe_domain, wait_for_address,
-    )
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import lookup_domain
-
-    dom = lookup_domain(conn, params["name"])
-    if check_mode:
-        info = describe_domain(dom) if dom is not None else None
-        return info["interfaces"] if info is not None else []
-    if dom is None:
-        raise VirtfleetError("domain %s vanished before it got an IP address" % params["name"])
-    try:
-        return wait_for_address(dom, params.get("address_timeout", 300))
-    except VirtfleetError as exc:
-        # What was done stays reported: the guest was (re)defined or started even though no address came.
-        raise VirtfleetError(exc.msg, changed=result["changed"], actions=result["actions"], state=result["state"],
-                             uuid=result.get("uuid"))
 
 
 def main():
