@@ -14,6 +14,7 @@ Two halves:
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any, Dict, List, Optional
 
@@ -183,11 +184,16 @@ def reachable_addresses(interfaces: List[Dict[str, Any]]) -> List[str]:
     for nic in interfaces:
         for addr in nic.get("addresses") or []:
             text = str(addr.get("address") or "")
-            if addr.get("family") == "ipv6" and text.lower().startswith(("fe8", "fe9", "fea", "feb")):
-                continue  # link-local: every IPv6 NIC has one, it says nothing about the network
-            if text:
-                found.append(text)
+            if text and not (addr.get("family") == "ipv6" and _is_link_local(text)):
+                found.append(text)  # (every IPv6 NIC has a link-local one: it says nothing about the network)
     return found
+
+
+def _is_link_local(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).is_link_local
+    except ValueError:
+        return False
 
 
 def no_address_message(name: str, waited: int, info: Dict[str, Any]) -> str:

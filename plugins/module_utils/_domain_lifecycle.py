@@ -26,7 +26,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_state im
     transition_actions, validate_params,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import (
-    libvirt, explain_start_failure, libvirt_error_text, lookup_domain, normalized_state, wait_for_state,
+    libvirt, explain_libvirt_failure, libvirt_error_text, lookup_domain, normalized_state, wait_for_state,
     domain_state,
 )
 
@@ -312,7 +312,7 @@ def apply_plan(conn, params: Dict[str, Any], plan: Dict[str, Any]) -> List[str]:
                 done.append(action)
     except libvirt.libvirtError as exc:
         raise VirtfleetError("libvirt failed to %s domain %s: %s" % (
-            action.replace("_", " "), name, explain_start_failure(libvirt_error_text(exc))), actions=done)
+            action.replace("_", " "), name, explain_libvirt_failure(libvirt_error_text(exc))), actions=done)
     return done
 
 

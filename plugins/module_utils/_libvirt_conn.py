@@ -67,7 +67,7 @@ _SWTPM_HINT = ("The vTPM emulator swtpm could not set up the guest's TPM state. 
                "or the guest can be defined without tpm.")
 
 
-def explain_start_failure(text: str, log_lines: int = 4) -> str:
+def explain_libvirt_failure(text: str, log_lines: int = 4) -> str:
     """``text`` with what an operator needs to act on when libvirt only points at a helper's log.
 
     libvirt reports a failed swtpm_setup as "Check error log '<path>'": the cause is inside that

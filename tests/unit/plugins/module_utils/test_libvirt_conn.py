@@ -1,4 +1,4 @@
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import explain_start_failure
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import explain_libvirt_failure
 
 SWTPM_FAILURE_LOG = """Starting vTPM manufacturing as tss:tss @ Wed 25 Nov 2026 10:50:44 PM UTC
 Successfully created RSA 2048 EK with handle 0x81010001.
@@ -19,7 +19,7 @@ def _libvirt_text(log_path):
 def test_a_failed_swtpm_setup_quotes_the_reason_from_its_log_and_names_the_fix(tmp_path):
     log = tmp_path / "guest-swtpm.log"
     log.write_text(SWTPM_FAILURE_LOG)
-    text = explain_start_failure(_libvirt_text(log))
+    text = explain_libvirt_failure(_libvirt_text(log))
     assert text.startswith(_libvirt_text(log))
     assert "Need read/write rights on /var/lib/swtpm-localca/.lock.swtpm-localca for user tss." in text
     assert "Authoring the TPM state failed." in text
@@ -29,11 +29,11 @@ def test_a_failed_swtpm_setup_quotes_the_reason_from_its_log_and_names_the_fix(t
 
 
 def test_an_unreadable_log_still_names_the_swtpm_fix(tmp_path):
-    text = explain_start_failure(_libvirt_text(tmp_path / "missing.log"))
+    text = explain_libvirt_failure(_libvirt_text(tmp_path / "missing.log"))
     assert "The log ends" not in text
     assert "swtpm_user" in text
 
 
 def test_other_errors_pass_through_unchanged():
     text = "Requested operation is not valid: domain is already running"
-    assert explain_start_failure(text) == text
+    assert explain_libvirt_failure(text) == text
