@@ -114,7 +114,7 @@ def main() -> None:
             if again.get("changed") or again.get("fetched"):
                 raise SystemExit("the re-run was not served from the cache: %s" % again)
             cached.append(seconds)
-            from ansible_collections.virtfleet.libvirt.plugins.module_utils._image_cache import ensure_image
+            from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import ensure_image
 
             params = dict(args, state="present", verify="quick", max_virtual_size="1T", timeout=60, retries=0)
             seconds, again = timed(lambda: ensure_image(params, False))

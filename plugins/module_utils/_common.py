@@ -50,9 +50,12 @@ _code_digests: Dict[tuple, Optional[str]] = {}
 
 
 def _source_of(name: str) -> bytes:
-    """Source bytes of our module_util ``name`` without importing it (from a checkout or an AnsiballZ zip)."""
+    """Source bytes of our module_util ``name`` (``_layout``, ``_domain.model``) without importing it.
+
+    Works from a checkout and from an AnsiballZ zip (through the package's loader).
+    """
     package = sys.modules[_PACKAGE]
-    path = os.path.join(list(package.__path__)[0], name + ".py")
+    path = os.path.join(list(package.__path__)[0], *name.split(".")) + ".py"
     loader = getattr(package, "__loader__", None)
     if loader is not None and hasattr(loader, "get_data"):
         try:

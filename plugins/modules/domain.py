@@ -208,9 +208,9 @@ import os
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
     CONNECTION_ARGS, INSTANCES_ARGS, VirtfleetError, build_module, merge_specs, run_module,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_memo import fast_result
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_state import validate_params
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import connect, require_libvirt_and_lxml
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.memo import fast_result
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.state import validate_params
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import connect, require_libvirt_and_lxml
 
 ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
     "name": {"type": "str", "required": True},
@@ -250,12 +250,12 @@ def core(module):
         result = None if module._diff else fast_result(conn, params)
         if result is None:
             # imported here: the fast path needs neither the domain model nor lxml
-            from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_lifecycle import ensure_domain
+            from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.lifecycle import ensure_domain
 
             result = ensure_domain(conn, params, module.check_mode)
         if params.get("wait_for_address"):
             # imported here: only runs that wait need the domain model
-            from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_info import (
+            from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.info import (
                 interfaces_once_reachable,
             )
 

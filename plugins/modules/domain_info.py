@@ -284,7 +284,7 @@ domains:
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
     CONNECTION_ARGS, build_module, merge_specs, run_module,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import connect, require_libvirt_and_lxml
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import connect, require_libvirt_and_lxml
 
 ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, {
     "name": {"type": "str"},
@@ -293,7 +293,7 @@ ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, {
 
 
 def core(module):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_info import gather_domains
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.info import gather_domains
 
     with connect(module.params["uri"]) as conn:
         domains = gather_domains(conn, module.params["name"], module.params["include_xml"])

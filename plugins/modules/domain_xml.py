@@ -354,7 +354,7 @@ macs:
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
     CONNECTION_ARGS, INSTANCES_ARGS, build_module, merge_specs, run_module,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._libvirt_conn import require_libvirt
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import require_libvirt
 
 DISK_SPEC = {
     "path": {"type": "path"},
@@ -436,7 +436,7 @@ def _plain_nic(nic):
 
 
 def core(module):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_xml import ensure_domain_xml
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_file import ensure_domain_xml
 
     params = {k: v for k, v in module.params.items() if v is not None}
     if params.get("disks"):

@@ -373,7 +373,7 @@ ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
 
 
 def core(module):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._disks import ensure_disk
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.plan import ensure_disk
 
     result = ensure_disk(dict(module.params), module.check_mode)
     for warning in result.pop("warnings_list", []):

@@ -303,7 +303,7 @@ def _hide_url_passwords(module):
 
 
 def core(module):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._image_cache import ensure_image
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import ensure_image
 
     _hide_url_passwords(module)
     return ensure_image(dict(module.params), module.check_mode)

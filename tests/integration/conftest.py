@@ -249,7 +249,7 @@ def report_of():
 _PROBE = """
 import atexit, runpy, sys
 atexit.register(lambda: sys.stderr.write("\\nVFPROBE model=%%d lxml=%%d\\n" %% (
-    any(m.endswith("._domain_model") for m in sys.modules), "lxml" in sys.modules)))
+    any(m.endswith("._domain.model") for m in sys.modules), "lxml" in sys.modules)))
 sys.argv[0] = %r
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

@@ -16,9 +16,9 @@ import uuid
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain_xml import ensure_domain_xml
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_file import ensure_domain_xml
 from tests.integration.conftest import destroy_domains, transient_network, wait_for_report
 from tests.support.runner import run_module
 
@@ -259,7 +259,7 @@ def test_started_guest_live_xml_matches_its_definition(dx, isolated_network, com
 # ------------------------------------------------------------------------------- re-run fast path
 
 def _counting_render(monkeypatch):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_xml as dxm
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_file as dxm
 
     calls = []
     real = dxm.render_domain_xml
@@ -273,7 +273,7 @@ def _counting_render(monkeypatch):
 
 
 def test_rerun_fast_path_taken_only_when_inputs_libvirt_code_and_file_are_unchanged(dx, monkeypatch):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_xml as dxm
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_file as dxm
 
     name = dx.name("fast")
     args = _args(dx, name)
@@ -315,7 +315,7 @@ def test_rerun_fast_path_taken_only_when_inputs_libvirt_code_and_file_are_unchan
 
 
 def test_rerun_fast_path_keys_on_libvirt_answers_and_skips_uefi(dx, monkeypatch):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_xml as dxm
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_file as dxm
 
     name = dx.name("facts")
     args = _args(dx, name)
@@ -333,7 +333,7 @@ def test_rerun_fast_path_keys_on_libvirt_answers_and_skips_uefi(dx, monkeypatch)
 
 
 def test_rerun_check_mode_writes_no_record(dx):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_xml as dxm
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_file as dxm
 
     name = dx.name("norec")
     args = _args(dx, name)
@@ -348,7 +348,7 @@ def test_rerun_check_mode_writes_no_record(dx):
 @pytest.mark.parametrize("extra", [{}, {"instance_dir": "/srv/x/../y"}, {"path": "/srv/a/./b.xml"},
                                    {"instances_path": "/srv/inst/"}])
 def test_quick_output_path_equals_output_path(extra):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _domain_xml as dxm
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_file as dxm
 
     params = dict({"name": "g1"}, **extra)
     assert dxm._quick_output_path(params) == dxm.output_path(params)

@@ -189,7 +189,7 @@ def boot(sandbox, guest, xml_file):
 
 
 def expected_drive_files(drive_format):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _config_drive
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import config_drive as _config_drive
 
     return _config_drive.drive_files(dict(config_drive_args(drive_format), guest="x", drive_format=drive_format))
 
@@ -202,7 +202,7 @@ def assert_guest_sees_its_disks(report, drive_format, guest):
     assert report.disk_size("vdc") == SWAP_SIZE
     label = {"config-2": "config-2", "nocloud": "cidata"}[drive_format]
     assert report.configdrive and report.configdrive["label"] == label, report.configdrive
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _config_drive
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import config_drive as _config_drive
 
     wanted = _config_drive.drive_files(dict(config_drive_args(drive_format), guest=guest, drive_format=drive_format))
     assert sorted(report.cdfiles) == sorted(wanted)
@@ -336,7 +336,7 @@ def test_config_drive_rebuilt_only_when_content_changes(sandbox):
     assert predicted["actions"] == ["rebuild"] and os.stat(path).st_mtime_ns == mtime
     rebuilt = gd(sandbox, guest, **changed)
     assert rebuilt["actions"] == ["rebuild"]
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _config_drive
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import config_drive as _config_drive
 
     assert _config_drive.read_iso(path)["openstack/latest/user_data"] == (USER_DATA + "# more\n").encode()
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"

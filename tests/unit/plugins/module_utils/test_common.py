@@ -65,11 +65,11 @@ def test_code_digest_hashes_sources_without_importing_them():
     import sys
     from ansible_collections.virtfleet.libvirt.plugins.module_utils import _common
 
-    module = "ansible_collections.virtfleet.libvirt.plugins.module_utils._mkfs"
+    module = "ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.mkfs"
     sys.modules.pop(module, None)
-    first = _common.code_digest(("_mkfs", "_sizes"))
+    first = _common.code_digest(("_disk.mkfs", "_sizes"))
     assert first is not None and len(first) == 64
     assert module not in sys.modules  # read, not imported
-    assert _common.code_digest(("_mkfs", "_sizes")) == first
-    assert _common.code_digest(("_sizes", "_mkfs")) != first  # order and names are part of it
+    assert _common.code_digest(("_disk.mkfs", "_sizes")) == first
+    assert _common.code_digest(("_sizes", "_disk.mkfs")) != first  # order and names are part of it
     assert _common.code_digest(("_no_such_module",)) is None

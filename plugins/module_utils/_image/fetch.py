@@ -1,0 +1,605 @@
+# -*- coding: utf-8 -*-
+# Copyright: virtfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to virtfleet.libvirt: fetching an image into the cache, and re-inspecting a cached one.
+
+An image from someone we do not control is checked here before anything else reads it:
+
+* the bytes are hashed while they stream in (one pass; a checksum mismatch keeps nothing), and
+  compressed streams are recognised by their magic bytes and decompressed on the way;
+* the downloaded file is inspected by our pure-Python inspector before qemu-img ever opens it
+  (a hostile header must not reach qemu-img's probing), and qemu-img is always told the format;
+* a conversion is written to another temporary file and inspected again;
+* the result appears under its final name only complete and fsync'ed (rename), followed by its
+  record (see ``_image_cache``, which holds the cache's layout and the cached re-run).
+
+HTTP goes through ``ansible.module_utils.urls``. Loaded only when an image is not cached yet, or
+its record asks for a re-inspection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import socket
+import time
+import zlib
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
+    fsync_dir, remove_quietly, temp_path_for,
+)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import (
+    CHECKSUM_ALGORITHMS, RECORD_VERSION, cached_format_of, cached_result, file_name_of, image_lock, image_result,
+    is_hex, local_path_of, public_url, qemu_name, remove_stale_temps, url_scheme, write_record,
+)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import format_size
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import format as image_format
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img as qemu_img
+
+try:  # zstd is optional: only used when the python module is installed.
+    import zstandard as _zstd  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the host
+    _zstd = None
+
+CHUNK_SIZE = 1 << 20
+# Formats a downloaded image may have when the user did not declare one. Everything else (luks, qed,
+# unknown) is refused by the inspector; this list is the second fence.
+SAFE_SOURCE_FORMATS = ("raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi", "iso", "gpt", "mbr")
+# How much larger than max_virtual_size a downloaded file may grow before we stop writing: qcow2 and
+# vmdk metadata make a file slightly larger than its virtual size, nothing legitimate makes it much larger.
+_DOWNLOAD_SLACK = 64 << 20
+
+
+# --------------------------------------------------------------------------------------------------
+# Decompression by magic bytes
+# --------------------------------------------------------------------------------------------------
+
+def detect_compression(head: bytes) -> Optional[str]:
+    """``gzip``/``xz``/``bzip2``/``zstd`` from the first bytes, never from a file name suffix."""
+    if head[:3] == b"\x1f\x8b\x08":
+        return "gzip"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if len(head) >= 10 and head[:3] == b"BZh" and head[3:4] in b"123456789" \
+            and head[4:10] == b"\x31\x41\x59\x26\x53\x59":
+        return "bzip2"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return None
+
+
+class _Decompressor:
+    """Streaming decompressor with bounded output per call; handles concatenated streams (multi-member gzip)."""
+
+    def __init__(self, kind: str) -> None:
+        if kind == "zstd" and _zstd is None:
+            raise VirtfleetError("the image is zstd-compressed but the python 'zstandard' module is not installed "
+                                 "on the hypervisor; install it (python3-zstandard) or publish the image uncompressed")
+        self.kind = kind
+        self._obj = self._new()
+
+    def _new(self) -> Any:
+        import bz2
+        import lzma
+
+        if self.kind == "gzip":
+            return zlib.decompressobj(wbits=31)
+        if self.kind == "xz":
+            return lzma.LZMADecompressor()
+        if self.kind == "bzip2":
+            return bz2.BZ2Decompressor()
+        return _zstd.ZstdDecompressor().decompressobj()
+
+    def feed(self, data: bytes, limit: int) -> Iterator[bytes]:
+        """Decompressed pieces of ``data`` (each at most ``limit`` bytes for zlib/xz/bz2)."""
+        while data:
+            obj = self._obj
+            if self.kind == "gzip":
+                out = obj.decompress(data, limit)
+                data = obj.unconsumed_tail
+                if out:
+                    yield out
+                if obj.eof:
+                    data = obj.unused_data + data
+                    self._obj = self._new() if data else obj
+                    if not data:
+                        return
+                continue
+            if self.kind == "zstd":
+                out = obj.decompress(data)
+                if out:
+                    yield out
+                return
+            out = obj.decompress(data, limit)
+            data = b""
+            if out:
+                yield out
+            while not obj.eof and not obj.needs_input:
+                out = obj.decompress(b"", limit)
+                if out:
+                    yield out
+            if obj.eof and obj.unused_data:
+                data = obj.unused_data
+                self._obj = self._new()
+
+    def finish(self) -> None:
+        """Fail when the compressed stream was cut short."""
+        if self.kind == "zstd":
+            return
+        if not self._obj.eof:
+            raise VirtfleetError("the %s stream ended early (truncated download?)" % self.kind)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------------
+
+class _TransientError(Exception):
+    """A failure worth retrying (connection refused/reset, timeout, 5xx, body cut short)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+def _describe_url_error(exc: BaseException) -> Tuple[str, bool]:
+    """(cause for the message, transient?) for an exception from opening or reading a URL."""
+    import urllib.error
+
+    from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, SSLValidationError
+
+    if isinstance(exc, urllib.error.HTTPError):
+        transient = exc.code >= 500 or exc.code in (408, 429)
+        cause = ("HTTP %d %s" % (exc.code, exc.reason or "")).strip()
+        if exc.code in (401, 403):
+            cause += " (check url_username/url_password, headers or the credentials in the url)"
+        return cause, transient
+    if isinstance(exc, SSLValidationError):
+        return _describe_tls(exc), False
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        described = _describe_socket_error(reason)
+        if described is not None:
+            return described
+        if isinstance(reason, socket.gaierror):
+            return "cannot resolve the host name (%s)" % reason, False
+        if isinstance(reason, OSError):
+            return "%s" % (reason.strerror or reason), True
+        return str(reason), True
+    described = _describe_socket_error(exc)
+    if described is not None:
+        return described
+    if isinstance(exc, UrlsConnectionError):
+        return str(exc), True
+    import http.client
+
+    if isinstance(exc, http.client.IncompleteRead):
+        return "the server closed the connection before the end of the body", True
+    if isinstance(exc, (http.client.HTTPException, ConnectionError)):
+        return "%s: %s" % (type(exc).__name__, exc), True
+    return "%s: %s" % (type(exc).__name__, exc), False
+
+
+def _describe_socket_error(exc: BaseException) -> Optional[Tuple[str, bool]]:
+    """TLS, timeout and refused connection, raised bare or wrapped in urllib's URLError; else None."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLError):
+        return _describe_tls(exc), False
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out", True
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused", True
+    return None
+
+
+def _describe_tls(exc: BaseException) -> str:
+    """A TLS failure, with what to do about it."""
+    import ssl
+
+    text = str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        return ("TLS certificate validation failed (%s); install the server's CA certificate on the hypervisor, "
+                "or set validate_certs: false for a test server only" % text)
+    if "CERTIFICATE_REQUIRED" in text or "alert" in text.lower():
+        return ("the server refused the TLS handshake (%s); it may require a client certificate "
+                "(client_cert/client_key)" % text)
+    return "TLS error: %s" % text
+
+
+@contextlib.contextmanager
+def open_source(url: str, params: Dict[str, Any]) -> Iterator[Tuple[Any, Optional[int]]]:
+    """A readable stream of the source and its length when known."""
+    scheme = url_scheme(url)
+    if scheme == "file":
+        path = local_path_of(url)
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise VirtfleetError("cannot read the image %s: %s" % (public_url(url), exc.strerror or exc))
+        with handle:
+            yield handle, os.fstat(handle.fileno()).st_size
+        return
+    from ansible.module_utils.urls import open_url
+
+    try:
+        response = open_url(
+            url,
+            headers=params.get("headers") or None,
+            timeout=params.get("timeout") or 60,
+            validate_certs=params.get("validate_certs", True),
+            url_username=params.get("url_username"),
+            url_password=params.get("url_password"),
+            force_basic_auth=bool(params.get("force_basic_auth")),
+            client_cert=params.get("client_cert"),
+            client_key=params.get("client_key"),
+            use_proxy=params.get("use_proxy", True),
+            http_agent="virtfleet.libvirt-image_cache",
+        )
+    except Exception as exc:  # pylint: disable=broad-except
+        cause, transient = _describe_url_error(exc)
+        if transient:
+            raise _TransientError(cause)
+        raise VirtfleetError("cannot fetch %s: %s" % (public_url(url), cause))
+    try:
+        length = response.headers.get("Content-Length")
+        encoding = (response.headers.get("Content-Encoding") or "identity").lower()
+        yield response, (int(length) if length and length.isdigit() and encoding == "identity" else None)
+    finally:
+        response.close()
+
+
+def read_small(url: str, params: Dict[str, Any], limit: int = 4 << 20) -> str:
+    """The text of a small document (a SUMS file), with the same transport options as the image."""
+    def attempt() -> str:
+        with open_source(url, params) as (stream, _length):
+            try:
+                data = stream.read(limit + 1)
+            except Exception as exc:  # pylint: disable=broad-except
+                cause, transient = _describe_url_error(exc)
+                if transient:
+                    raise _TransientError(cause)
+                raise VirtfleetError("cannot read %s: %s" % (public_url(url), cause))
+        if len(data) > limit:
+            raise VirtfleetError("the checksum file %s is larger than %s; is it really a SUMS file?"
+                                 % (public_url(url), format_size(limit)))
+        return data.decode("utf-8", "replace")
+
+    return _with_retries(attempt, url, params)
+
+
+def retry_delays(retries: int, first_delay: float) -> List[float]:
+    """Exponential backoff between attempts (1, 2, 4 ... times ``first_delay``, capped at 60 s)."""
+    return [min(60.0, first_delay * (2 ** n)) for n in range(max(0, retries))]
+
+
+def _with_retries(attempt: Callable[[], Any], url: str, params: Dict[str, Any]) -> Any:
+    """Run ``attempt``, retrying transient failures with exponential backoff."""
+    delays = retry_delays(int(params.get("retries") or 0), float(params.get("retry_delay") or 1.0))
+    tries = 0
+    while True:
+        try:
+            return attempt()
+        except _TransientError as exc:
+            if tries >= len(delays):
+                cause = exc.cause
+                if cause == "timed out":
+                    cause = ("timed out (no data for %s s; raise timeout if the server is slow)"
+                             % (params.get("timeout") or 60))
+                suffix = " (after %d attempts)" % (tries + 1) if tries else ""
+                raise VirtfleetError("cannot fetch %s: %s%s" % (public_url(url), cause, suffix))
+            time.sleep(delays[tries])
+            tries += 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Checksums from SUMS files
+# --------------------------------------------------------------------------------------------------
+
+def digest_from_sums(params: Dict[str, Any], algo: str, sums_url: str) -> Tuple[str, str]:
+    """``(algorithm, hex digest)`` from the image's line in the SUMS file at ``sums_url``."""
+    url_scheme(sums_url)
+    text = read_small(sums_url, params)
+    name = file_name_of(params["url"])
+    digest = find_in_sums(text, name, algo)
+    if digest is None:
+        raise VirtfleetError("the checksum file %s has no %s line for %r (the image %s); check the url and the "
+                             "algorithm" % (public_url(sums_url), algo, name, public_url(params["url"])))
+    return algo, digest
+
+
+def find_in_sums(text: str, file_name: str, algo: str) -> Optional[str]:
+    """The digest a SUMS file lists for ``file_name`` (GNU ``<hex>  [*]name`` or BSD ``ALGO (name) = <hex>``)."""
+    want = CHECKSUM_ALGORITHMS[algo]
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        bsd = re.match(r"^([A-Za-z0-9-]+)\s*\((.+)\)\s*=\s*([0-9a-fA-F]+)$", line)
+        if bsd:
+            name, digest = bsd.group(2), bsd.group(3)
+            if bsd.group(1).replace("-", "").lower() != algo:
+                continue
+        else:
+            fields = line.split(None, 1)
+            if len(fields) != 2:
+                continue
+            digest, name = fields[0], fields[1].strip()
+            if name.startswith("*") or name.startswith(" "):
+                name = name[1:]
+            if name.startswith("./"):
+                name = name[2:]
+        if len(digest) == want and is_hex(digest) and os.path.basename(name) == file_name:
+            return digest.lower()
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming download
+# --------------------------------------------------------------------------------------------------
+
+def stream_to_file(stream: Any, length: Optional[int], dest: str, algo: Optional[str],
+                   max_bytes: int, url: str) -> Dict[str, Any]:
+    """Copy ``stream`` to ``dest`` (created exclusively), hashing and decompressing on the way; one pass."""
+    hasher = hashlib.new(algo) if algo else None
+    received = 0
+    written = 0
+    compression: Optional[str] = None
+    decompressor: Optional[_Decompressor] = None
+    head_pending = True
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    with os.fdopen(fd, "wb", buffering=0) as out:
+        buf = b""
+        while True:
+            try:
+                chunk = stream.read(CHUNK_SIZE)
+            except Exception as exc:  # pylint: disable=broad-except
+                cause, transient = _describe_url_error(exc)
+                if transient:
+                    raise _TransientError(cause)
+                raise VirtfleetError("cannot fetch %s: %s" % (public_url(url), cause))
+            if not chunk:
+                break
+            received += len(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+            if head_pending:
+                buf += chunk
+                if len(buf) < 16 and (length is None or received < length):
+                    continue
+                compression = detect_compression(buf)
+                if compression:
+                    decompressor = _Decompressor(compression)
+                chunk, buf, head_pending = buf, b"", False
+            pieces = decompressor.feed(chunk, CHUNK_SIZE * 4) if decompressor else (chunk,)
+            for piece in pieces:
+                written += len(piece)
+                if written > max_bytes:
+                    raise VirtfleetError("the image %s grows beyond %s on disk, more than max_virtual_size allows; "
+                                         "raise max_virtual_size if it is legitimate"
+                                         % (public_url(url), format_size(max_bytes)))
+                _write_all(out, piece)
+        if head_pending and buf:
+            compression = detect_compression(buf)
+            if compression:
+                decompressor = _Decompressor(compression)
+                for piece in decompressor.feed(buf, CHUNK_SIZE * 4):
+                    written += len(piece)
+                    _write_all(out, piece)
+            else:
+                written += len(buf)
+                _write_all(out, buf)
+        if length is not None and received != length:
+            raise _TransientError("the server closed the connection after %d of %d bytes" % (received, length))
+        if decompressor is not None:
+            decompressor.finish()
+        os.fsync(out.fileno())
+    return {"received": received, "written": written, "compression": compression,
+            "digest": hasher.hexdigest() if hasher else None}
+
+
+def _write_all(out: Any, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        count = out.write(view)
+        view = view[count:]
+
+
+# --------------------------------------------------------------------------------------------------
+# Inspecting, converting and publishing
+# --------------------------------------------------------------------------------------------------
+
+def _ensure_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        os.chmod(path, 0o755)
+
+
+def reinspect(paths: Dict[str, str], record: Dict[str, Any], req: Dict[str, Any],
+              stat: os.stat_result, full: bool) -> Dict[str, Any]:
+    """Inspect a cached file again (new inspector version, or verify: full); an unsafe one is removed."""
+    try:
+        inspection = image_format.inspect_file(paths["path"], declared_format=record["format"],
+                                               max_virtual_size=req["max_virtual_size"])
+    except VirtfleetError as exc:
+        remove_quietly(paths["record"])
+        remove_quietly(paths["path"])
+        raise VirtfleetError("the cached image %s (from %s) failed re-inspection and was removed: %s"
+                             % (paths["path"], record.get("url"), exc.msg))
+    if full and record.get("file_sha256"):
+        digest = _hash_file(paths["path"], "sha256")
+        if digest != record["file_sha256"]:
+            raise VirtfleetError("the cached image %s does not match its record: sha256 %s, recorded %s; remove it "
+                                 "with state: absent and fetch it again"
+                                 % (paths["path"], digest, record["file_sha256"]))
+    if full and qemu_name(record["format"]) != "raw":
+        try:
+            report = qemu_img.check(paths["path"], record["format"])
+        except qemu_img.QemuImgError as exc:
+            raise VirtfleetError("the cached image %s fails qemu-img check: %s" % (paths["path"], exc.msg))
+        problems = {key: report.get(key) for key in ("corruptions", "check-errors") if report.get(key)}
+        if problems:
+            raise VirtfleetError("qemu-img check finds the cached image %s damaged (%s); remove it with state: "
+                                 "absent and fetch it again" % (paths["path"], ", ".join(
+                                     "%s: %s" % item for item in sorted(problems.items()))))
+    updated = dict(record)
+    updated["inspector_version"] = image_format.INSPECTOR_VERSION
+    updated["virtual_size"] = inspection.virtual_size
+    updated["size"] = stat.st_size
+    updated["mtime_ns"] = stat.st_mtime_ns
+    return updated
+
+
+def _hash_file(path: str, algo: str) -> str:
+    hasher = hashlib.new(algo)
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(CHUNK_SIZE * 4)
+            if not block:
+                return hasher.hexdigest()
+            hasher.update(block)
+
+
+def _name_the_source(exc: VirtfleetError, temp: str, url: str) -> VirtfleetError:
+    """The inspector's refusal, naming the image's URL instead of our temporary file."""
+    msg = exc.msg.replace(temp, public_url(url))
+    if public_url(url) not in msg:
+        msg = "%s: %s" % (public_url(url), msg)
+    details = {"reason": exc.reason} if getattr(exc, "reason", None) else {}
+    return VirtfleetError(msg, **details)
+
+
+def _fetch(paths: Dict[str, str], req: Dict[str, Any], params: Dict[str, Any],
+           checksum: Optional[Tuple[str, str]]) -> Dict[str, Any]:
+    """Download, verify, inspect, convert and publish one image; leaves no temporary file on failure."""
+    url = req["url"]
+    # Without a checksum to verify we still hash (sha256) what arrives, so verify: full can compare later.
+    algo = checksum[0] if checksum else "sha256"
+    max_bytes = req["max_virtual_size"] + req["max_virtual_size"] // 10 + _DOWNLOAD_SLACK
+    temps: List[str] = []
+    try:
+        download = temp_path_for(paths["path"])
+        temps.append(download)
+        started = time.monotonic()
+
+        def attempt() -> Dict[str, Any]:
+            remove_quietly(download)
+            with open_source(url, params) as (stream, length):
+                return stream_to_file(stream, length, download, algo, max_bytes, url)
+
+        transfer = _with_retries(attempt, url, params)
+        transfer["seconds"] = time.monotonic() - started
+        if checksum and transfer["digest"] != checksum[1]:
+            raise VirtfleetError("checksum mismatch for %s: expected %s:%s, got %s:%s; nothing was kept"
+                                 % (public_url(url), algo, checksum[1], algo, transfer["digest"]))
+        try:
+            inspection = image_format.inspect_file(download, declared_format=req["declared"],
+                                                   max_virtual_size=req["max_virtual_size"])
+        except VirtfleetError as exc:
+            raise _name_the_source(exc, download, url)
+        source_format = inspection.format
+        if req["declared"] is None and source_format not in SAFE_SOURCE_FORMATS:
+            raise VirtfleetError("refusing image %s: detected format %r is not one we cache; declare format if "
+                                 "this is intended" % (public_url(url), source_format))
+        target = cached_format_of(source_format, req["cache_format"])
+        final_tmp = download
+        actions = ["fetch"]
+        if transfer["compression"]:
+            actions.append("decompress")
+        if qemu_name(target) != qemu_name(source_format):
+            final_tmp = temp_path_for(paths["path"])
+            temps.append(final_tmp)
+            try:
+                qemu_img.convert(download, qemu_name(source_format), final_tmp, qemu_name(target))
+            except qemu_img.QemuImgError as exc:
+                raise VirtfleetError("converting %s from %s to %s failed: %s"
+                                     % (public_url(url), source_format, target, exc))
+            remove_quietly(download)
+            try:
+                converted = image_format.inspect_file(final_tmp, declared_format=target,
+                                                      max_virtual_size=req["max_virtual_size"])
+            except VirtfleetError as exc:
+                raise VirtfleetError("the conversion of %s to %s produced an image we refuse: %s"
+                                     % (public_url(url), target, _name_the_source(exc, final_tmp, url).msg))
+            if converted.virtual_size != inspection.virtual_size:
+                raise VirtfleetError("the conversion of %s changed the virtual size from %d to %d bytes"
+                                     % (public_url(url), inspection.virtual_size, converted.virtual_size))
+            actions.append("convert")
+        os.chmod(final_tmp, 0o644)
+        fd = os.open(final_tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(final_tmp, paths["path"])
+        temps.remove(final_tmp)
+        fsync_dir(paths["base_dir"])
+        stat = os.stat(paths["path"])
+        record = {
+            "record_version": RECORD_VERSION,
+            "url": public_url(url),
+            "checksum": "%s:%s" % checksum if checksum else None,
+            "format": target,
+            "source_format": source_format,
+            "compression": transfer["compression"],
+            "virtual_size": inspection.virtual_size,
+            "size": stat.st_size,
+            "mtime": stat.st_mtime,
+            "mtime_ns": stat.st_mtime_ns,
+            "inspector_version": image_format.INSPECTOR_VERSION,
+            "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "bytes": transfer["received"],
+        }
+        if final_tmp == download and algo == "sha256" and not transfer["compression"]:
+            record["file_sha256"] = transfer["digest"]
+        write_record(paths["record"], record)
+        return image_result(paths["path"], record, stat, changed=True, fetched=True, transfer=transfer,
+                            actions=actions)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise VirtfleetError("no space left on the device of %s while caching %s; free space or move "
+                                 "instances_path" % (paths["base_dir"], public_url(url)))
+        if exc.errno == errno.EDQUOT:
+            raise VirtfleetError("disk quota exceeded in %s while caching %s" % (paths["base_dir"], public_url(url)))
+        raise VirtfleetError("cannot cache %s in %s: %s" % (public_url(url), paths["base_dir"], exc))
+    finally:
+        for temp in temps:
+            remove_quietly(temp)
+
+
+def _planned_fetch(path: str, req: Dict[str, Any], checksum: Optional[str]) -> Dict[str, Any]:
+    """Check mode: what a fetch would do, as far as it is known without downloading anything."""
+    declared = req["declared"]
+    actions = ["fetch"]
+    if declared:
+        fmt: Optional[str] = cached_format_of(declared, req["cache_format"])
+        if qemu_name(fmt) != qemu_name(declared):
+            actions.append("convert")
+    else:
+        fmt = None if req["cache_format"] == "source" else req["cache_format"]
+    return {"changed": True, "path": path, "format": fmt, "source_format": declared, "virtual_size": None,
+            "actual_size": None, "size": None, "checksum": checksum, "fetched": False, "bytes": 0,
+            "seconds": 0.0, "throughput": 0, "compression": None, "actions": actions}
+
+
+def fetch_present(paths: Dict[str, str], req: Dict[str, Any], params: Dict[str, Any],
+                  checksum: Optional[Tuple[str, str]], check_mode: bool) -> Dict[str, Any]:
+    """The image is not cached, or its record asks for a re-inspection: plan it (check mode), or do it
+    under the image's lock, where another run may have cached it meanwhile."""
+    checksum_text = "%s:%s" % checksum if checksum else None
+    if check_mode:
+        return _planned_fetch(paths["path"], req, checksum_text)
+
+    _ensure_dir(params["instances_path"])
+    _ensure_dir(paths["base_dir"])
+    with image_lock(paths["lock"], float(params.get("lock_timeout") or 1800), public_url(req["url"])):
+        cached = cached_result(paths, req, checksum_text, check_mode, locked=True)
+        if cached is not None:
+            return cached
+        remove_stale_temps(paths["path"])
+        return _fetch(paths, req, params, checksum)
