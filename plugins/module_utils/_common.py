@@ -15,7 +15,7 @@ import hashlib
 import os
 import sys
 import traceback
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -103,6 +103,9 @@ def build_module(argument_spec: Dict[str, Dict[str, Any]], **kwargs: Any) -> Ans
     return AnsibleModule(argument_spec=argument_spec, **kwargs)
 
 
+WARNINGS_KEY = "_warnings"  # a core's result may carry warnings under this key; run_module hands them to Ansible
+
+
 def run_module(module: AnsibleModule, core: Callable[[AnsibleModule], Dict[str, Any]],
                missing_lib: Optional[Callable[[AnsibleModule], None]] = None) -> None:
     """Run ``core`` and exit; never let a traceback reach the user."""
@@ -118,6 +121,25 @@ def run_module(module: AnsibleModule, core: Callable[[AnsibleModule], Dict[str, 
             % (module._name, type(exc).__name__, exc),
             exception=traceback.format_exc(),
         )
+    for warning in result.pop(WARNINGS_KEY, None) or []:
+        module.warn(warning)
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)
+
+
+def run_core(spec, core: Callable[..., Dict[str, Any]], requires: Sequence[Callable[[AnsibleModule], None]] = (),
+             prepare: Optional[Callable[[AnsibleModule], None]] = None) -> None:
+    """The whole ``main()`` of a module: build it from ``spec`` (an ``_argspec.ArgumentSpec``), check its
+    libraries (``requires``), let ``prepare`` adjust it (extra no_log values), then run the plain function
+    ``core(params, check_mode=..., diff=...)`` and exit with its result."""
+    module = spec.create_ansible_module()
+
+    def call(mod: AnsibleModule) -> Dict[str, Any]:
+        for require in requires:
+            require(mod)
+        if prepare is not None:
+            prepare(mod)
+        return core(dict(mod.params), check_mode=mod.check_mode, diff=mod._diff)
+
+    run_module(module, call)

@@ -19,8 +19,7 @@ import time
 from typing import Any, Dict, Iterator, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-
-TEMP_MARKER = ".virtfleet-tmp-"
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import TEMP_MARKER
 
 
 def temp_path_for(path: str) -> str:
@@ -86,8 +85,8 @@ def read_bytes(path: str) -> Optional[bytes]:
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: str, timeout: float, what: str, advice: str = "") -> Iterator[None]:
-    """Exclusive flock on ``lock_path``, waiting up to ``timeout`` seconds for another run."""
+def file_lock(lock_path: str, timeout: float, what: str, advice: str = "", shared: bool = False) -> Iterator[None]:
+    """flock on ``lock_path`` (shared: many readers, exclusive: one writer), waiting up to ``timeout`` seconds."""
     os.makedirs(os.path.dirname(lock_path), mode=0o755, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
@@ -95,7 +94,7 @@ def exclusive_lock(lock_path: str, timeout: float, what: str, advice: str = "") 
         delay = 0.02
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -106,6 +105,11 @@ def exclusive_lock(lock_path: str, timeout: float, what: str, advice: str = "") 
         yield
     finally:
         os.close(fd)
+
+
+def exclusive_lock(lock_path: str, timeout: float, what: str, advice: str = ""):
+    """Exclusive ``file_lock``: the one run that builds or removes what the lock guards."""
+    return file_lock(lock_path, timeout, what, advice)
 
 
 def read_json_record(path: str) -> Optional[Dict[str, Any]]:

@@ -38,9 +38,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import V
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
     TEMP_MARKER, read_bytes, write_file_atomic,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import (  # noqa: F401 (re-exported)
-    GUEST_NAME_RE, validate_guest_name,
-)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import validate_guest_name
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, format_size, parse_size
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.virtual_size import recorded_virtual_size
 
