@@ -9,7 +9,7 @@ A cached re-run compares a record's inspector version with the current one and m
 changes.
 """
 
-INSPECTOR_VERSION = 1
+INSPECTOR_VERSION = 2
 
 # Our format names -> qemu-img driver names. iso/gpt/mbr are raw bytes with a recognised layout.
 QEMU_FORMAT_NAMES = {
