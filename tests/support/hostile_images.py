@@ -228,6 +228,7 @@ def polyglot_qcow2_vhd(directory: str) -> str:
     footer = read_at(vhd, os.path.getsize(vhd) - 512, 512)
     os.unlink(vhd)
     with open(path, "ab") as handle:
+        handle.write(b"\x00" * (-handle.tell() % 512))  # qemu reads a footer only from a whole last sector
         handle.write(footer)
     return path
 
@@ -510,6 +511,57 @@ def vhd_over_2040g(directory: str) -> str:
     return path
 
 
+def _vhd_refooted(directory: str, name: str, creator: bytes, current_size: int = 0, geometry: Any = None,
+                  subformat: str = "dynamic") -> str:
+    """A qemu-img VHD whose footers (both copies) claim another creator, size field or CHS geometry."""
+    path = os.path.join(directory, name)
+    qemu_img("create", "-f", "vpc", "-o", "subformat=%s" % subformat, path, "64M")
+    offsets = [os.path.getsize(path) - 512] + ([0] if subformat == "dynamic" else [])
+    for offset in offsets:
+        footer = bytearray(read_at(path, offset, 512))
+        footer[28:32] = creator
+        if current_size:
+            footer[48:56] = struct.pack(">Q", current_size)
+        if geometry:
+            footer[56:60] = struct.pack(">HBB", *geometry)
+        _vhd_checksum(footer)
+        patch(path, offset, bytes(footer))
+    return path
+
+
+def vhd_made_by_hyperv(directory: str) -> str:
+    """Creator 'win ' (Hyper-V): qemu sizes the disk by the footer's current_size, not by its geometry."""
+    return _vhd_refooted(directory, "hyperv.vhd", b"win ", current_size=60 * MIB)
+
+
+def vhd_made_by_virtual_pc(directory: str) -> str:
+    """Creator 'vpc ' (Virtual PC): qemu sizes the disk by CHS geometry, whatever current_size says."""
+    return _vhd_refooted(directory, "virtualpc.vhd", b"vpc ", current_size=64 * MIB, geometry=(1000, 4, 16))
+
+
+def vhd_at_maximum_geometry(directory: str) -> str:
+    """A CHS geometry at its maximum (65535/16/255): qemu then takes current_size, to avoid truncating."""
+    return _vhd_refooted(directory, "maxchs.vhd", b"vpc ", current_size=40 * MIB, geometry=(65535, 16, 255),
+                         subformat="fixed")
+
+
+def qcow2_l1_one_entry_short(directory: str) -> str:
+    """1 GiB in 64 KiB clusters needs 2 L1 entries (512 MiB each); the header says 1."""
+    return _qcow2_patched(directory, "l1-short.qcow2", 36, struct.pack(">I", 1), "1G")
+
+
+def vhd_footer_off_sector(directory: str) -> str:
+    """A fixed VHD with 100 bytes of padding before its footer: qemu looks for the footer in the last whole
+    sector and does not find it."""
+    path = os.path.join(directory, "off-sector.vhd")
+    qemu_img("create", "-f", "vpc", "-o", "subformat=fixed", path, "16M")
+    footer = read_at(path, os.path.getsize(path) - 512, 512)
+    with open(path, "r+b") as handle:
+        handle.seek(os.path.getsize(path) - 512)
+        handle.write(b"\x00" * 100 + footer)
+    return path
+
+
 def vhd_block_past_the_end(directory: str) -> str:
     """A dynamic VHD whose block table lists a block past the end of the file (truncated image)."""
     path = os.path.join(directory, "truncated.vhd")
@@ -769,11 +821,13 @@ CORPUS: List[Tuple[str, Builder, str]] = [
     ("qcow2_extended_l2_small_clusters", qcow2_extended_l2_small_clusters, "extended L2 entries need clusters"),
     ("qcow2_long_backing_format", qcow2_long_backing_format, "backing-format header extension is 20 bytes"),
     ("qcow2_crypto_extension_without_luks", qcow2_crypto_extension_without_luks, "crypto header extension but"),
+    ("qcow2_l1_one_entry_short", qcow2_l1_one_entry_short, "L1 table of 1 entries is too small"),
     ("qcow2_misaligned_snapshot_table", qcow2_misaligned_snapshot_table, "snapshot table at offset 1000"),
     ("qcow2_v2_with_data_file_extension", qcow2_v2_with_data_file_extension, "external data file '/etc/passwd'"),
     ("qcow_version_1", qcow_version_1_image, "version 1 is the old qcow format"),
     ("parallels", parallels_image, "Parallels image"),
     ("vhd_over_2040g", vhd_over_2040g, "exceeds VHD's limit"),
+    ("vhd_footer_off_sector", vhd_footer_off_sector, "qemu reads the footer from the last whole sector"),
     ("vhd_block_past_the_end", vhd_block_past_the_end, "the image has been truncated"),
     ("vdi_link_uuid", vdi_link_uuid, "non-null link UUID"),
     ("vdi_block_size", vdi_block_size, "block size 2097152"),
@@ -952,6 +1006,9 @@ VALID: List[Tuple[str, Builder, str, str]] = [
     ("vmdk_stream_footer", vmdk_stream_footer, "vmdk", "vmdk"),
     ("qcow2_odd_virtual_size", qcow2_odd_virtual_size, "qcow2", "qcow2"),
     ("vdi_odd_disk_size", vdi_odd_disk_size, "vdi", "vdi"),
+    ("vhd_made_by_hyperv", vhd_made_by_hyperv, "vhd", "vpc"),
+    ("vhd_made_by_virtual_pc", vhd_made_by_virtual_pc, "vhd", "vpc"),
+    ("vhd_at_maximum_geometry", vhd_at_maximum_geometry, "vhd", "vpc"),
 ]
 
 

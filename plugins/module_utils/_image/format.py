@@ -220,6 +220,11 @@ class _Reader:
         """What qemu's block layer returns: bytes past the end of the file read as zeros."""
         return self.read(offset, length).ljust(length, b"\x00")
 
+    @property
+    def qemu_length(self) -> int:
+        """The file's length as qemu's block layer counts it: in whole 512-byte sectors, rounded up."""
+        return -(-self.size // SECTOR) * SECTOR
+
 
 def _corrupt(path: str, fmt: str, what: str) -> UnsafeImageError:
     return UnsafeImageError(path, "its %s header is truncated or corrupt (%s)" % (fmt, what),
@@ -709,7 +714,7 @@ def _vmdk_footer(path: str, reader: _Reader) -> _Vmdk4Header:
     "at the end" (streamOptimized): footer marker, footer sector, end-of-stream marker, checked as
     vmdk_open_vmdk4 checks them."""
     # qemu reads 1536 bytes at bs->file's total_sectors * 512 - 1536, the file size rounded up to a sector.
-    start = -(-reader.size // SECTOR) * SECTOR - 3 * SECTOR
+    start = reader.qemu_length - 3 * SECTOR
     if start < 0:
         raise _qemu_cannot_open(path, "vmdk", "its header says the grain directory is in a footer, but the file "
                                 "(%d bytes) is too short to hold one" % reader.size)
@@ -747,7 +752,7 @@ def _vmdk_header_rules(path: str, reader: _Reader, header: _Vmdk4Header) -> None
     if l1_entries > VMDK_MAX_L1_ENTRIES:
         raise _qemu_cannot_open(path, "vmdk", "its grain directory would need %d entries, more than qemu's %d"
                                 % (l1_entries, VMDK_MAX_L1_ENTRIES))
-    if -(-reader.size // SECTOR) < header.grain_offset:
+    if reader.qemu_length // SECTOR < header.grain_offset:
         raise _qemu_cannot_open(path, "vmdk", "the file is truncated: its grains start at sector %d but the file "
                                 "is %d bytes" % (header.grain_offset, reader.size))
     if header.compress_algorithm not in (0, VMDK_COMPRESSION_DEFLATE):
@@ -893,13 +898,18 @@ def _vhd_dynamic_rules(path: str, reader: _Reader, data_offset: int, virtual_siz
 
 
 def _inspect_vhd(path: str, reader: _Reader) -> Tuple[int, Dict[str, Any]]:
-    # Like qemu: the copy at the start of the file if there is one (then the disk is dynamic), else the footer.
+    # Like qemu: the copy at the start of the file if there is one (then the disk is dynamic), else the footer
+    # in the last sector, counting the file's length in whole sectors as qemu's block layer does.
     footer = reader.read(0, SECTOR)
     footer_at_start = footer[:8] == VHD_COOKIE
-    if not footer_at_start:
-        footer = reader.read(reader.size - SECTOR, SECTOR)
-    if len(footer) < SECTOR:
+    if reader.size < SECTOR:
         raise _corrupt(path, "vhd", "footer shorter than 512 bytes")
+    if not footer_at_start:
+        footer = reader.read_padded(reader.qemu_length - SECTOR, SECTOR)
+        if footer[:8] != VHD_COOKIE:
+            raise _qemu_cannot_open(path, "vhd", "its footer ends the %d-byte file, but qemu reads the footer from the "
+                                    "last whole sector (the file is not a whole number of 512-byte sectors)"
+                                    % reader.size)
     if not _vhd_checksum_ok(footer):
         raise _corrupt(path, "vhd", "footer checksum mismatch")
     data_offset, = struct.unpack_from(">Q", footer, 16)
@@ -1199,9 +1209,9 @@ def _inspect_luks(path: str, reader: _Reader) -> Tuple[int, Dict[str, Any]]:
                   "-O luks) on a trusted host" if version != 1 else "")
         raise _qemu_cannot_open(path, "luks", problem, advice)
     payload = struct.unpack_from(">I", header, 104)[0] * SECTOR
-    if payload > reader.size:
+    if payload > reader.qemu_length:
         raise _corrupt(path, "luks", "payload offset %d beyond the end of the file" % payload)
-    return reader.size - payload, {"luks_version": version, "payload_offset": payload,
+    return reader.qemu_length - payload, {"luks_version": version, "payload_offset": payload,
                                    "cipher": _c_string(header[8:40]).decode("latin-1")}
 
 
@@ -1275,7 +1285,7 @@ def inspect_file(path: str, declared_format: Optional[str] = None, max_virtual_s
         details: Dict[str, Any] = {"detected_format": detected}
         partition_table = None
         if detected in ("raw",) + RAW_LAYOUTS:
-            virtual_size = st.st_size
+            virtual_size = reader.qemu_length
             partition_table = where.get("partition_table")
             if where.get("filesystem"):
                 details["filesystem"] = where["filesystem"]

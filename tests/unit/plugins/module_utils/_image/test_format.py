@@ -4,6 +4,7 @@ import atexit
 import json
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -306,6 +307,130 @@ def test_mutated_real_headers_never_crash_the_inspector(tmp_path, name, edits):
         hostile_images.patch(path, offset % max(size, 1), data)
     try:
         inspection = inspect_file(path)
+    except UnsafeImageError:
+        return
+    assert inspection.virtual_size >= 0
+    assert inspection.format in QEMU_FORMAT_NAMES
+
+
+# --- issue 10 items 16-19: what qemu reads -------------------------------------------------------------------
+
+def test_raw_file_of_odd_length_is_sized_in_whole_sectors_as_qemu_does(tmp_path):
+    path = tmp_path / "odd.raw"
+    path.write_bytes(b"\x01" * 1000)
+    assert inspect_file(str(path)).virtual_size == qemu_info(str(path), "raw")["virtual-size"] == 1024
+
+
+def test_footer_capacity_is_the_virtual_size_and_meets_the_limit(tmp_path):
+    """Item 16: the header says 5 MiB, the footer qemu uses says 10 TiB; the limit applies to 10 TiB."""
+    path = hostile_images.vmdk_footer_claims_10t(str(tmp_path))
+    inspection = inspect_file(path)
+    assert inspection.virtual_size == 10 * 1024 ** 4 == qemu_info(path, "vmdk")["virtual-size"]
+    assert inspection.details["header_capacity_sectors"] == 5 * 2048
+    with pytest.raises(UnsafeImageError, match="virtual size of 10995116277760 bytes exceeds the allowed maximum"):
+        inspect_file(path, max_virtual_size=GIB)
+
+
+def test_vmdk_parent_named_only_in_a_comment_is_a_backing_file(tmp_path):
+    path = hostile_images.vmdk_parent_hint_in_comment(str(tmp_path))
+    assert qemu_info(path, "vmdk")["backing-filename"] == "/etc/shadow"  # the threat is real for qemu
+    with pytest.raises(UnsafeImageError, match="comments included") as caught:
+        inspect_file(path, declared_format="vmdk")
+    assert caught.value.details["backing_file"] == "/etc/shadow"
+
+
+def test_no_refusal_names_an_empty_list_of_extents(tmp_path):
+    """Item 18: a malformed descriptor is refused for what is wrong with it, not for naming '()'."""
+    for builder in (hostile_images.vmdk_descriptor_without_extents, hostile_images.vmdk_extent_of_two_gb_sparse,
+                    hostile_images.vmdk_descriptor_with_binary_junk):
+        with pytest.raises(UnsafeImageError) as caught:
+            inspect_file(builder(str(tmp_path)))
+        assert "()" not in caught.value.msg and "other than itself" not in caught.value.msg
+
+
+def test_vmdk_descriptor_file_without_create_type_says_so(tmp_path):
+    path = tmp_path / "desc.vmdk"
+    path.write_text("# Disk DescriptorFile\nversion=1\nCID=12345678\n")
+    with pytest.raises(UnsafeImageError, match="descriptor file without a createType, which qemu refuses"):
+        inspect_file(str(path))
+    path.write_text('# Disk DescriptorFile\nversion=1\ncreateType="custom"\nRW 100 FLAT "x" 0\n')
+    with pytest.raises(UnsafeImageError, match="createType 'custom', which qemu does not open"):
+        inspect_file(str(path))
+    path.write_text('# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\nRDONLY 100 FLAT "x" 0\n')
+    with pytest.raises(UnsafeImageError, match="names no extent qemu would read"):
+        inspect_file(str(path))
+
+
+def test_luks2_is_refused_even_when_luks_is_allowed(tmp_path):
+    """Item 18: qemu 7.2 opens LUKS1 only; a LUKS2 image passed with allow_luks would fail in qemu-img later."""
+    path = hostile_images.luks2_image(str(tmp_path))
+    assert detect_format(path) == "luks"
+    with pytest.raises(UnsafeImageError, match="encrypted images were not allowed"):
+        inspect_file(path)
+    with pytest.raises(UnsafeImageError, match=r"LUKS version 2; qemu reads LUKS version 1 only.*cryptsetup convert"):
+        inspect_file(path, allow_luks=True)
+
+
+def _boot_sector(oem: bytes, bpb: bytes = b"", entries: bytes = b"") -> bytes:
+    sector = bytearray(512)
+    sector[0:3] = b"\xeb\x52\x90"
+    sector[3:11] = oem
+    sector[11:11 + len(bpb)] = bpb
+    sector[446:446 + len(entries)] = entries
+    sector[510:512] = b"\x55\xaa"
+    return bytes(sector)
+
+
+@pytest.mark.parametrize("filesystem,sector", [
+    ("ntfs", _boot_sector(b"NTFS    ", entries=b"\x33\xc0\x8e\xd0\xbc\x00\x7c\xfb" * 8)),
+    ("exfat", _boot_sector(b"EXFAT   ", entries=b"\xf4" * 64)),
+    ("fat", _boot_sector(b"MSWIN4.1", struct.pack("<HBHBHHBH", 512, 8, 32, 2, 0, 0, 0xF8, 0),
+                         hostile_images.mbr_entry(0x80, 0x0C, 0, 65536))),
+    ("fat", _boot_sector(b"mkfs.fat", struct.pack("<HBHBHHBH", 512, 1, 1, 2, 224, 2880, 0xF0, 9))),
+])
+def test_whole_disk_filesystem_boot_sector_is_raw_not_a_partition_table(tmp_path, filesystem, sector):
+    """Item 17: FAT, NTFS and exFAT boot sectors end with 55 AA too, and their boot code fills the MBR's table."""
+    path = tmp_path / "fs.img"
+    path.write_bytes(sector + b"\x00" * (4 * 1024 * 1024 - 512))
+    inspection = inspect_file(str(path))
+    assert (inspection.format, inspection.partition_table) == ("raw", None)
+    assert inspection.details["filesystem"] == filesystem
+
+
+def test_fifty_five_aa_sector_that_is_no_mbr_is_raw(tmp_path):
+    """Boot code ending in 55 AA whose 'entries' are no MBR's (flags other than 0x00/0x80) and no 0xEE: raw, as
+    qemu reads it (Nova's inspector refuses these; a filesystem we do not know would be among them)."""
+    path = tmp_path / "bootcode.img"
+    path.write_bytes(_boot_sector(b"\x00" * 8, entries=bytes(range(1, 65))) + b"\x00" * (1024 * 1024 - 512))
+    inspection = inspect_file(str(path))
+    assert (inspection.format, inspection.partition_table, inspection.details.get("filesystem")) == ("raw", None,
+                                                                                                     None)
+
+
+def test_mbr_entry_of_a_filesystem_boot_sector_made_by_mkfs_vfat_is_raw(tmp_path):
+    path = tmp_path / "fat.img"
+    with open(path, "wb") as handle:
+        handle.truncate(33 * 1024 * 1024)
+    subprocess.run(["mkfs.vfat", "--mbr=y", str(path)], check=True, capture_output=True)
+    assert path.read_bytes()[446 + 4] == 0x06  # mkfs.vfat did write a partition entry
+    inspection = inspect_file(str(path))
+    assert inspection.format == "raw" and inspection.partition_table is None
+    assert inspection.details["filesystem"] == "fat"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["vmdk_stream_footer", "luks", "vhd_fixed", "gpt", "mbr", "qcow2_v3"]),
+       edits=st.lists(st.tuples(st.integers(0, 2048), st.binary(min_size=1, max_size=8), st.booleans()),
+                      min_size=1, max_size=6))
+def test_mutated_footers_and_headers_never_crash_the_inspector(tmp_path, name, edits):
+    """Edits near either end of real images: footers, protective MBRs and LUKS key slots give a verdict."""
+    path = str(tmp_path / "mutated")
+    shutil.copyfile(_pristine(name), path)
+    size = os.path.getsize(path)
+    for offset, data, from_end in edits:
+        hostile_images.patch(path, max(0, size - 1 - offset) if from_end else offset % max(size, 1), data)
+    try:
+        inspection = inspect_file(path, allow_luks=True)
     except UnsafeImageError:
         return
     assert inspection.virtual_size >= 0
