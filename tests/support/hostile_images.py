@@ -55,6 +55,13 @@ def read_at(path: str, offset: int, length: int) -> bytes:
         return handle.read(length)
 
 
+def created(directory: str, name: str, driver: str, size: str = "16M") -> str:
+    """``name`` in ``directory``, made by ``qemu-img create -f driver``."""
+    path = os.path.join(directory, name)
+    qemu_img("create", "-f", driver, path, size)
+    return path
+
+
 def _qcow2(directory: str, name: str, size: str = "64M", *options: str) -> str:
     path = os.path.join(directory, name)
     args = ["create", "-f", "qcow2"]
@@ -488,15 +495,11 @@ def qcow2_v2_with_data_file_extension(directory: str) -> str:
 
 def qcow_version_1_image(directory: str) -> str:
     """The old qcow format, as qemu-img still writes it."""
-    path = os.path.join(directory, "old.qcow")
-    qemu_img("create", "-f", "qcow", path, "16M")
-    return path
+    return created(directory, "old.qcow", "qcow")
 
 
 def parallels_image(directory: str) -> str:
-    path = os.path.join(directory, "disk.hds")
-    qemu_img("create", "-f", "parallels", path, "16M")
-    return path
+    return created(directory, "disk.hds", "parallels")
 
 
 def vhd_over_2040g(directory: str) -> str:
@@ -564,8 +567,7 @@ def vhd_footer_off_sector(directory: str) -> str:
 
 def vhd_block_past_the_end(directory: str) -> str:
     """A dynamic VHD whose block table lists a block past the end of the file (truncated image)."""
-    path = os.path.join(directory, "truncated.vhd")
-    qemu_img("create", "-f", "vpc", path, "16M")
+    path = created(directory, "truncated.vhd", "vpc")
     data_offset, = struct.unpack(">Q", read_at(path, 16, 8))
     table_offset, = struct.unpack(">Q", read_at(path, data_offset + 16, 8))
     patch(path, table_offset, struct.pack(">I", 0x100000))
@@ -608,8 +610,7 @@ def crc32c(data: bytes) -> int:
 
 def vhdx_dirty_log(directory: str) -> str:
     """Both headers name a log (not closed cleanly): qemu-img would have to replay it, i.e. write."""
-    path = os.path.join(directory, "log.vhdx")
-    qemu_img("create", "-f", "vhdx", path, "16M")
+    path = created(directory, "log.vhdx", "vhdx")
     for block in (64 * 1024, 128 * 1024):
         data = bytearray(read_at(path, block, 4096))
         data[48:64] = uuid.uuid4().bytes_le
@@ -621,16 +622,14 @@ def vhdx_dirty_log(directory: str) -> str:
 
 def vhdx_region_table_checksum(directory: str) -> str:
     """A region table whose checksum is wrong: qemu refuses the image."""
-    path = os.path.join(directory, "regions.vhdx")
-    qemu_img("create", "-f", "vhdx", path, "16M")
+    path = created(directory, "regions.vhdx", "vhdx")
     patch(path, 192 * 1024 + 4, b"\x00\x00\x00\x00")
     return path
 
 
 def vhdx_block_size_too_small(directory: str) -> str:
     """File parameters with a 512 KiB block (VHDX blocks are 1 MiB to 256 MiB)."""
-    path = os.path.join(directory, "block.vhdx")
-    qemu_img("create", "-f", "vhdx", path, "16M")
+    path = created(directory, "block.vhdx", "vhdx")
     regions = read_at(path, 192 * 1024, 64 * 1024)
     metadata_offset = None
     for index in range(struct.unpack_from("<I", regions, 8)[0]):
@@ -697,8 +696,7 @@ def protective_mbr_without_gpt(directory: str) -> str:
 
 def vhd_differencing(directory: str) -> str:
     """A dynamic VHD re-typed as differencing (type 4): it would read a parent disk."""
-    path = os.path.join(directory, "diff.vhd")
-    qemu_img("create", "-f", "vpc", path, "16M")
+    path = created(directory, "diff.vhd", "vpc")
     for offset in (0, os.path.getsize(path) - 512):
         footer = bytearray(read_at(path, offset, 512))
         footer[60:64] = struct.pack(">I", 4)
@@ -708,17 +706,14 @@ def vhd_differencing(directory: str) -> str:
 
 
 def vdi_differencing(directory: str) -> str:
-    path = os.path.join(directory, "diff.vdi")
-    qemu_img("create", "-f", "vdi", path, "16M")
+    path = created(directory, "diff.vdi", "vdi")
     patch(path, 0x4C, struct.pack("<I", 4))
     patch(path, 0x1B8, uuid.uuid4().bytes)
     return path
 
 
 def qed_image(directory: str) -> str:
-    path = os.path.join(directory, "disk.qed")
-    qemu_img("create", "-f", "qed", path, "16M")
-    return path
+    return created(directory, "disk.qed", "qed")
 
 
 LUKS_SLOT_ENABLED = 0x00AC71F3
@@ -893,9 +888,7 @@ def vmdk_monolithic_sparse(directory: str) -> str:
 
 
 def vhd_dynamic(directory: str) -> str:
-    path = os.path.join(directory, "dynamic.vhd")
-    qemu_img("create", "-f", "vpc", path, "100M")
-    return path
+    return created(directory, "dynamic.vhd", "vpc", "100M")
 
 
 def vhd_fixed(directory: str) -> str:
@@ -905,15 +898,11 @@ def vhd_fixed(directory: str) -> str:
 
 
 def vhdx_image(directory: str) -> str:
-    path = os.path.join(directory, "disk.vhdx")
-    qemu_img("create", "-f", "vhdx", path, "100M")
-    return path
+    return created(directory, "disk.vhdx", "vhdx", "100M")
 
 
 def vdi_image(directory: str) -> str:
-    path = os.path.join(directory, "disk.vdi")
-    qemu_img("create", "-f", "vdi", path, "100M")
-    return path
+    return created(directory, "disk.vdi", "vdi", "100M")
 
 
 def iso_image(directory: str) -> str:

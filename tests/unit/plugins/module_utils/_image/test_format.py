@@ -172,19 +172,11 @@ def test_vmdk_details_are_reported(tmp_path):
         "streamOptimized"
 
 
-def test_large_sparse_file_inspects_fast_reading_only_headers(tmp_path, monkeypatch):
+def test_large_sparse_file_inspects_fast_reading_only_headers(tmp_path, bytes_read):
     path = tmp_path / "big.raw"
     with open(path, "wb") as handle:
         handle.truncate(10 * GIB)
-    read_bytes = []
-    real_pread = os.pread
-
-    def counting_pread(fd, length, offset):
-        data = real_pread(fd, length, offset)
-        read_bytes.append(len(data))
-        return data
-
-    monkeypatch.setattr(os, "pread", counting_pread)
+    read_bytes = bytes_read
     started = time.monotonic()
     inspection = inspect_file(str(path))
     elapsed = time.monotonic() - started

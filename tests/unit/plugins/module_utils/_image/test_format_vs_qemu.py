@@ -103,17 +103,9 @@ ACCEPTED = [
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("case_id,driver,options,fmt", ACCEPTED, ids=[case[0] for case in ACCEPTED])
-def test_created_image_is_read_as_qemu_img_reads_it(tmp_path, case_id, driver, options, fmt, size, monkeypatch):
+def test_created_image_is_read_as_qemu_img_reads_it(tmp_path, case_id, driver, options, fmt, size, bytes_read):
     path = create(str(tmp_path), driver, options, size)
-    read_bytes = []
-    real_pread = os.pread
-
-    def counting_pread(fd, length, offset):
-        data = real_pread(fd, length, offset)
-        read_bytes.append(len(data))
-        return data
-
-    monkeypatch.setattr(os, "pread", counting_pread)
+    read_bytes = bytes_read
     inspection = assert_matches_qemu(path, fmt)
     # Headers only, never data: each of the three inspections above reads its 64 KiB head, then at most a
     # qcow2 cluster (up to 2 MiB) or a VHDX's two 4 KiB headers and two 64 KiB tables, whatever the size.
