@@ -295,9 +295,8 @@ VMDK_GD_AT_END = 0xFFFFFFFFFFFFFFFF
 def _vmdk4_sector(capacity: int, gd_offset: int, desc_size: int, grain_offset: int, version: int = 3,
                   flags: int = 0x30001, compress: int = 1) -> bytearray:
     """A VMDK4 sparse header sector (magic, fields, check bytes, compression algorithm)."""
-    return bytearray((b"KDMV" + struct.pack("<IIQQQQIQQQ", version, flags, capacity, 128, 1, desc_size, 512, 0,
-                                             gd_offset, grain_offset)
-                      + b"\x00\n \r\n" + struct.pack("<H", compress)).ljust(512, b"\x00"))
+    fields = struct.pack("<IIQQQQIQQQ", version, flags, capacity, 128, 1, desc_size, 512, 0, gd_offset, grain_offset)
+    return bytearray((b"KDMV" + fields + b"\x00\n \r\n" + struct.pack("<H", compress)).ljust(512, b"\x00"))
 
 
 def _vmdk_marker(value: int, size: int, marker_type: int) -> bytes:
@@ -317,7 +316,7 @@ def write_stream_optimized_vmdk(path: str, data: bytes, capacity: int, footer_ca
     out += text.encode("ascii").ljust(desc_size * 512, b"\x00")
     out = out.ljust(128 * 512, b"\x00")
     grains = -(-capacity // 128)
-    tables = [[0] * 512 for _ in range(-(-grains // 512))]
+    tables = [[0] * 512 for _table in range(-(-grains // 512))]
     for grain in range(grains):
         chunk = data[grain * grain_bytes:(grain + 1) * grain_bytes]
         if not chunk.strip(b"\x00"):
@@ -603,7 +602,7 @@ def crc32c(data: bytes) -> int:
     crc = 0xFFFFFFFF
     for byte in data:
         crc ^= byte
-        for _ in range(8):
+        for _bit in range(8):
             crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
     return crc ^ 0xFFFFFFFF
 
@@ -754,8 +753,8 @@ def luks2_image(directory: str) -> str:
     """A LUKS2 container as cryptsetup (its default since 2.1) writes one: binary header, JSON metadata, and a
     second copy; qemu 7.2 reads LUKS1 only."""
     hdr_size = 16384
-    metadata = {"keyslots": {}, "tokens": {}, "digests": {}, "config": {"json_size": "12288",
-                                                                       "keyslots_size": "16744448"},
+    metadata = {"keyslots": {}, "tokens": {}, "digests": {},
+                "config": {"json_size": "12288", "keyslots_size": "16744448"},
                 "segments": {"0": {"type": "crypt", "offset": "16777216", "size": "dynamic", "iv_tweak": "0",
                                    "encryption": "aes-xts-plain64", "sector_size": 512}}}
     path = os.path.join(directory, "disk-luks2.luks")

@@ -38,6 +38,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import V
 
 # The version and the format-name table live in a tiny module of their own so that a cached re-run can
 # compare versions without loading the inspector; they are this module's names all the same.
+# pylint: disable-next=unused-import
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.format_consts import (  # noqa: F401
     INSPECTOR_VERSION, QEMU_FORMAT_NAMES,
 )
@@ -723,8 +724,8 @@ def _vmdk_footer(path: str, reader: _Reader) -> _Vmdk4Header:
     eos_value, eos_size, eos_type = struct.unpack_from("<QII", footer, 2 * SECTOR)
     problems = []
     if marker_size != 0 or marker_type != VMDK_MARKER_FOOTER:
-        problems.append("no footer marker (size %d, type %d) 1536 bytes before the end" % (marker_size,
-                                                                                         marker_type))
+        problems.append("no footer marker (size %d, type %d) 1536 bytes before the end"
+                        % (marker_size, marker_type))
     if footer[SECTOR:SECTOR + 4] != VMDK_SPARSE_MAGIC:
         problems.append("the footer does not start with the KDMV magic")
     if eos_value != 0 or eos_size != 0 or eos_type != VMDK_MARKER_EOS:
@@ -954,7 +955,7 @@ def _crc32c_table() -> List[int]:
     table = []
     for byte in range(256):
         crc = byte
-        for _ in range(8):
+        for _bit in range(8):
             crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
         table.append(crc)
     return table
@@ -1211,8 +1212,8 @@ def _inspect_luks(path: str, reader: _Reader) -> Tuple[int, Dict[str, Any]]:
     payload = struct.unpack_from(">I", header, 104)[0] * SECTOR
     if payload > reader.qemu_length:
         raise _corrupt(path, "luks", "payload offset %d beyond the end of the file" % payload)
-    return reader.qemu_length - payload, {"luks_version": version, "payload_offset": payload,
-                                   "cipher": _c_string(header[8:40]).decode("latin-1")}
+    details = {"luks_version": version, "payload_offset": payload, "cipher": _c_string(header[8:40]).decode("latin-1")}
+    return reader.qemu_length - payload, details
 
 
 # ---------------------------------------------------------------------------------------------
