@@ -4,7 +4,8 @@ Each builder takes a directory, writes one image into it and returns its path. W
 is needed the real ``qemu-img create`` makes it, and the hostile part is patched in with
 ``struct``, so the files look exactly like what an attacker would upload.
 
-``CORPUS`` holds ``(name, builder, expected error substring)`` for the hostile images;
+``CORPUS`` holds ``(name, builder, expected error substring)`` for the hostile images (and
+``ENCRYPTED_CORPUS`` those refused even with ``allow_luks``);
 ``inspect_options(name)`` gives the extra ``inspect_file`` keywords a case needs (a declared
 format, a size ceiling). ``VALID`` holds ``(name, builder, detected format, qemu-img format)``.
 
@@ -829,16 +830,21 @@ CORPUS: List[Tuple[str, Builder, str]] = [
     ("vhdx_dirty_log", vhdx_dirty_log, "log must be replayed"),
     ("vhdx_region_table_checksum", vhdx_region_table_checksum, "fails its checksum"),
     ("vhdx_block_size_too_small", vhdx_block_size_too_small, "block size 524288"),
-    ("luks2", luks2_image, "LUKS version 2; qemu reads LUKS version 1 only"),
-    ("luks1_corrupt_key_slot", luks1_corrupt_key_slot, "key slot 0 is corrupted (stripes 0 != 4000)"),
-    ("luks1_unsupported_cipher", luks1_unsupported_cipher, "cipher 'blowfish' with a 32-byte key"),
-    ("luks1_payload_in_header", luks1_payload_in_header, "payload (sector 4) overlaps the header"),
     ("gpt_hybrid_mbr", gpt_hybrid_mbr, "a hybrid MBR"),
     ("gpt_protective_start_chs", gpt_protective_start_chs, "starts at CHS 00 01 00"),
     ("gpt_protective_start_lba", gpt_protective_start_lba, "starts at LBA 2 instead of 1"),
     ("gpt_protective_boot_flag", gpt_protective_boot_flag, "boot flag 0x7f"),
     ("gpt_protective_in_second_entry", gpt_protective_in_second_entry, "partition entries 1 are in use"),
     ("protective_mbr_without_gpt", protective_mbr_without_gpt, "no GPT header"),
+]
+
+# Encrypted images that are refused even with allow_luks (the image_cache module never allows LUKS, so these
+# are checked by the inspector's tests, not through the module).
+ENCRYPTED_CORPUS: List[Tuple[str, Builder, str]] = [
+    ("luks2", luks2_image, "LUKS version 2; qemu reads LUKS version 1 only"),
+    ("luks1_corrupt_key_slot", luks1_corrupt_key_slot, "key slot 0 is corrupted (stripes 0 != 4000)"),
+    ("luks1_unsupported_cipher", luks1_unsupported_cipher, "cipher 'blowfish' with a 32-byte key"),
+    ("luks1_payload_in_header", luks1_payload_in_header, "payload (sector 4) overlaps the header"),
 ]
 
 # Extra inspect_file keywords per case; cases not listed use the defaults.
@@ -1002,7 +1008,7 @@ VALID: List[Tuple[str, Builder, str, str]] = [
 
 def build(name: str, directory: str) -> str:
     """Build corpus or valid case ``name`` in ``directory`` and return its path."""
-    for case in CORPUS:
+    for case in CORPUS + ENCRYPTED_CORPUS:
         if case[0] == name:
             return case[1](directory)
     for valid in VALID:

@@ -19,7 +19,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.format im
     INSPECTOR_VERSION, QEMU_FORMAT_NAMES, ImageInspection, UnsafeImageError, detect_format, inspect_file,
 )
 from tests.support import hostile_images
-from tests.support.hostile_images import CORPUS, VALID, inspect_options
+from tests.support.hostile_images import CORPUS, ENCRYPTED_CORPUS, VALID, inspect_options
 
 GIB = 1024 ** 3
 
@@ -52,7 +52,8 @@ def test_corpus_is_large_enough_and_names_are_unique():
     assert all(len(case) == 3 for case in CORPUS)
 
 
-@pytest.mark.parametrize("name,builder,expected", CORPUS, ids=[case[0] for case in CORPUS])
+@pytest.mark.parametrize("name,builder,expected", CORPUS + ENCRYPTED_CORPUS,
+                         ids=[case[0] for case in CORPUS + ENCRYPTED_CORPUS])
 def test_hostile_image_is_refused_with_reason(tmp_path, name, builder, expected):
     path = builder(str(tmp_path))
     with pytest.raises(UnsafeImageError) as caught:

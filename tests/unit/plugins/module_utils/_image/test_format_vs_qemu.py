@@ -20,7 +20,9 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.format im
     QEMU_FORMAT_NAMES, UnsafeImageError, detect_format, inspect_file,
 )
 from tests.support import hostile_images
-from tests.support.hostile_images import CORPUS, inspect_options
+from tests.support.hostile_images import CORPUS, ENCRYPTED_CORPUS, inspect_options
+
+CRAFTED = CORPUS + ENCRYPTED_CORPUS
 
 MIB = 1024 * 1024
 SIZES = ["1M", "100000000", "10G"]  # tiny, not a multiple of any geometry, large and sparse
@@ -371,10 +373,10 @@ QEMU_VIEW = {
 
 
 def test_every_crafted_case_records_qemus_view():
-    assert sorted(QEMU_VIEW) == sorted(case[0] for case in CORPUS)
+    assert sorted(QEMU_VIEW) == sorted(case[0] for case in CRAFTED)
 
 
-@pytest.mark.parametrize("name,builder,expected", CORPUS, ids=[case[0] for case in CORPUS])
+@pytest.mark.parametrize("name,builder,expected", CRAFTED, ids=[case[0] for case in CRAFTED])
 def test_crafted_variant_is_refused_and_qemus_view_is_pinned(tmp_path, name, builder, expected):
     path = builder(str(tmp_path))
     with pytest.raises(UnsafeImageError) as caught:
