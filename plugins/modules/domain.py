@@ -29,8 +29,8 @@ extends_documentation_fragment:
 options:
   name:
     description:
-      - Name of the domain, by the one guest-name rule of this collection (the same as
-        M(virtfleet.libvirt.domain_xml)'s): 1 to 64 letters, digits, C(.), C(_) or C(-), starting with a letter or
+      - Name of the domain, by the one guest-name rule of this collection, the same as in
+        M(virtfleet.libvirt.domain_xml). 1 to 64 letters, digits, C(.), C(_) or C(-), starting with a letter or
         digit, and not C(_base) or C(locks) (the instance tree's own directories).
     type: str
     required: true

@@ -361,8 +361,8 @@ macs:
   sample: ["52:54:00:1a:2b:3c"]
 owned_files:
   description:
-    - The files this guest has because of this definition, which belong to it alone: the definition file, its
-      serial console log and, with O(firmware=uefi), its UEFI variable store.
+    - The files this guest has because of this definition, which belong to it alone. These are the definition
+      file, its serial console log and, with O(firmware=uefi), its UEFI variable store.
   returned: always
   type: list
   elements: str

@@ -48,7 +48,7 @@ GRAPHICS = ("none", "vnc", "spice")
 TPM_MODELS = ("tpm-tis", "tpm-crb")
 WATCHDOG_MODELS = ("none", "i6300esb", "itco")
 WATCHDOG_ACTIONS = ("reset", "shutdown", "poweroff", "pause", "none", "dump", "inject-nmi")
-WANTED_STATES = ("running", "shutdown", "paused", "defined", "absent")
+WANTED_STATES = ("running", "paused", "shutdown", "defined", "absent")
 APPLY_MODES = ("none", "restart")
 
 DEFAULT_NIC_TYPE = "network"

@@ -290,7 +290,7 @@ _params = st.fixed_dictionaries(
                                        "title", "description", "kernel", "initrd", "cmdline", "fw_cfg", "disks",
                                        "nics", "metadata", "extra_devices", "guest_agent", "rng",
                                        "instance_dir", "tpm", "tpm_model", "watchdog", "watchdog_action",
-                                       "memballoon")})
+                                       "memballoon", "max_memory_slots")})
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

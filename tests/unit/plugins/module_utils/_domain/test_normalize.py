@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize as normalize
 from tests.unit.plugins.module_utils._domain.test_model import FULL
@@ -217,3 +219,80 @@ def test_q35_implicit_itco_watchdog_of_libvirt_9_1_compares_as_none():
     assert norm(model.Domain.from_xml(acting)).to_string() != norm(model.Domain.from_xml(q35)).to_string()
     on_pc = DESIRED.replace("<video>", "<watchdog model='itco' action='reset'/><video>")
     assert norm(model.Domain.from_xml(on_pc)).devices_of(model.Watchdog), "only q35 has the implicit one"
+
+
+# ------------------------------------------------------------------------------ one normaliser per device type
+
+def _device(xml):
+    return model.parse_device(model.parse_element(xml))
+
+
+def _normalized(xml):
+    dev = normalize.normalize_device(_device(xml))
+    return None if dev is None else model.etree.tostring(dev.to_element(), encoding="unicode")
+
+
+# (what libvirt shows, what it compares as; None: a device libvirt adds by itself)
+PER_DEVICE = {
+    "raw-emulator": ("<emulator>/usr/bin/qemu-system-x86_64</emulator>", None),
+    "raw-audio-none": ("<audio id='1' type='none'/>", None),
+    "raw-hostdev-kept": ("<hostdev mode='subsystem' type='pci'/>", '<hostdev mode="subsystem" type="pci"/>'),
+    "controller-pci-implicit": ("<controller type='pci' index='0' model='pci-root'/>", None),
+    "controller-usb-default": ("<controller type='usb' index='0' model='piix3-uhci'/>", None),
+    "controller-usb-none-kept": ("<controller type='usb' model='none'/>", '<controller type="usb" model="none"/>'),
+    "controller-scsi-lsilogic": ("<controller type='scsi' index='0'/>", None),
+    "controller-virtio-scsi-index": ("<controller type='scsi' model='virtio-scsi'/>",
+                                     '<controller type="scsi" index="0" model="virtio-scsi"/>'),
+    "input-ps2": ("<input type='mouse' bus='ps2'/>", None),
+    "input-tablet-bus": ("<input type='tablet'/>", '<input type="tablet" bus="usb"/>'),
+    "memballoon-default": ("<memballoon model='virtio'/>", None),
+    "memballoon-none-kept": ("<memballoon model='none'/>", '<memballoon model="none"/>'),
+    "disk-defaults": ("<disk><source file='/a'/><target dev='hdc'/></disk>",
+                      '<disk type="file" device="disk"><source file="/a"/><target dev="hdc" bus="ide"/></disk>'),
+    "disk-empty-cdrom": ("<disk type='file' device='cdrom'><target dev='sda' bus='scsi'/><readonly/></disk>",
+                         '<disk type="file" device="cdrom"><target dev="sda" bus="scsi"/><readonly/></disk>'),
+    "interface-network": ("<interface type='network'><mac address='52:54:00:AA:BB:CC'/><source network='n' "
+                          "portid='x' bridge='virbr1'/><target dev='vnet3'/></interface>",
+                          '<interface type="network"><mac address="52:54:00:aa:bb:cc"/><source network="n"/>'
+                          '</interface>'),
+    "interface-direct-mode": ("<interface type='direct'><source dev='eth0'/><target dev='macvtap0'/></interface>",
+                              '<interface type="direct"><source dev="eth0" mode="vepa"/></interface>'),
+    "serial-isa-target": ("<serial type='pty'><source path='/dev/pts/3'/><target type='isa-serial' port='0'>"
+                          "<model name='isa-serial'/></target></serial>", '<serial type="pty"/>'),
+    "console-tty": ("<console type='pty' tty='/dev/pts/3'><source path='/dev/pts/3'/>"
+                    "<target type='serial' port='0'/></console>",
+                    '<console type="pty"><target type="serial" port="0"/></console>'),
+    "channel-socket-and-state": ("<channel type='unix'><source mode='bind' path='/run/x.sock'/>"
+                                 "<target type='virtio' name='org.qemu.guest_agent.0' state='connected'/></channel>",
+                                 '<channel type="unix"><target type="virtio" name="org.qemu.guest_agent.0"/>'
+                                 '</channel>'),
+    "graphics-port": ("<graphics type='vnc' port='5901' autoport='yes' listen='127.0.0.1'/>",
+                      '<graphics type="vnc" listen="127.0.0.1"><listen type="address" address="127.0.0.1"/>'
+                      '</graphics>'),
+    "video-sizes": ("<video><model type='vga' vram='16384' heads='1' primary='yes'/></video>",
+                    '<video><model type="vga"/></video>'),
+    "rng-default-path": ("<rng model='virtio'><backend model='random'/></rng>",
+                         '<rng model="virtio"><backend model="random">/dev/urandom</backend></rng>'),
+    "tpm-defaults": ("<tpm><backend type='emulator'/></tpm>",
+                     '<tpm model="tpm-tis"><backend type="emulator" version="2.0"/></tpm>'),
+    "watchdog-action": ("<watchdog model='i6300esb'/>", '<watchdog model="i6300esb" action="reset"/>'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PER_DEVICE))
+def test_each_device_type_normalises_what_libvirt_adds(case):
+    shown, compared = PER_DEVICE[case]
+    assert _normalized(shown) == compared
+    if compared is not None:
+        assert _normalized(compared) == compared, "a normalised device stays as it is"
+
+
+def test_every_typed_device_class_has_its_own_normaliser():
+    assert set(normalize.DEVICE_NORMALIZERS) == set(model.DEVICE_CLASSES.values()) | {model.RawDevice}
+
+
+def test_a_subclass_without_its_own_normaliser_takes_its_parents():
+    class Special(model.Watchdog):
+        TAG = "watchdog"
+
+    assert normalize.normalize_device(Special(model="i6300esb")).action == "reset"
