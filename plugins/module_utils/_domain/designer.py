@@ -31,7 +31,6 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.virt_probe
 MAC_PREFIX = "52:54:00"
 GUEST_TYPE = "hvm"
 GUEST_ARCH = "x86_64"
-GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 ITCO_MIN_LIBVIRT = 9001000  # libvirt 9.1.0 added <watchdog model='itco'/>
 FIRMWARE_DESCRIPTOR_DIRS = ("/etc/qemu/firmware", "/usr/share/qemu/firmware")
 
@@ -218,7 +217,7 @@ def _consoles(spec: DomainXmlSpec, _facts: HostFacts, layout: GuestLayout) -> Li
     devices: List[model.Device] = [model.Serial(type="pty", log_file=layout.console_log, log_append=True),
                                    model.Console(type="pty", target_type="serial", target_port=0)]
     if spec.guest_agent:
-        devices.append(model.Channel(type="unix", target_type="virtio", target_name=GUEST_AGENT_CHANNEL))
+        devices.append(model.Channel(type="unix", target_type="virtio", target_name=model.GUEST_AGENT_CHANNEL))
     return devices
 
 

@@ -30,7 +30,6 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_co
 
 # libvirt's VIR_IP_ADDR_TYPE_* -> family names.
 ADDRESS_FAMILIES = {0: "ipv4", 1: "ipv6"}
-GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 
 # ------------------------------------------------------------------------------------- XML -> plain data
@@ -114,7 +113,7 @@ def _console_log(dom: "model.Domain") -> Optional[str]:
 
 
 def _has_guest_agent(dom: "model.Domain") -> bool:
-    return any(ch.target_name == GUEST_AGENT_CHANNEL for ch in dom.devices_of(model.Channel))
+    return any(ch.target_name == model.GUEST_AGENT_CHANNEL for ch in dom.devices_of(model.Channel))
 
 
 def describe_xml(xml: str) -> Dict[str, Any]:

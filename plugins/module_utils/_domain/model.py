@@ -27,6 +27,8 @@ except ImportError:  # pragma: no cover - modules report it through missing_requ
 
 VIRTFLEET_NS = "https://virtfleet.dev/xmlns/libvirt/1"
 VIRTFLEET_PREFIX = "virtfleet"
+# The virtio serial port the QEMU guest agent talks on.
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 Element = "etree._Element"  # for annotations only; lxml may be missing at import time
 

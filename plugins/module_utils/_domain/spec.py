@@ -253,6 +253,12 @@ def _dict(value: Any, what: str, allowed: Tuple[str, ...]) -> Dict[str, Any]:
     return {k: v for k, v in value.items() if v is not None}
 
 
+def _entry(value: Any, option: str, index: int, keys: Tuple[str, ...]) -> Tuple[str, Dict[str, Any]]:
+    """(``option[index]``, the entry's given values) of one dict in a list option."""
+    what = "%s[%d]" % (option, index)
+    return what, _dict(value, what, keys)
+
+
 def _list(value: Any, what: str) -> List[Any]:
     if value is None:
         return []
@@ -287,8 +293,7 @@ class DiskSpec:
 
     @classmethod
     def from_params(cls, value: Any, index: int) -> "DiskSpec":
-        what = "disks[%d]" % index
-        disk = _dict(value, what, DISK_KEYS)
+        what, disk = _entry(value, "disks", index, DISK_KEYS)
         device = choice_value(option_value(disk, DISK_OPTIONS, "device"), DISK_DEVICES, what + ".device")
         if "path" not in disk and device != "cdrom":
             _fail("%s: missing 'path' (the disk image on the hypervisor)" % what)
@@ -314,16 +319,15 @@ class NicSpec:
     """One entry of ``nics``: its kind, where it attaches, and how the guest sees it."""
 
     type: str
+    mac: Optional[str]            # None: the designer derives one
     source: str
+    mode: Optional[str]           # direct (macvtap) NICs only
     model: str
-    mode: Optional[str]
-    mac: Optional[str]
     boot_order: Optional[int]
 
     @classmethod
     def from_params(cls, value: Any, index: int) -> "NicSpec":
-        what = "nics[%d]" % index
-        nic = _dict(value, what, NIC_KEYS)
+        what, nic = _entry(value, "nics", index, NIC_KEYS)
         shorthand = [k for k in NIC_TYPES if k in nic]
         if len(shorthand) > 1 or (shorthand and ("type" in nic or "source" in nic)):
             _fail("%s: give either type and source, or exactly one of network, bridge, direct" % what)

@@ -411,3 +411,18 @@ def test_waiting_for_an_address_needs_a_running_guest(state):
 def test_address_timeout_is_bounded(timeout):
     with pytest.raises(VirtfleetError, match="address_timeout must be a number of seconds from 0 to 86400"):
         DomainSpec.from_params(params(wait_for_address=True, address_timeout=timeout))
+
+
+def test_a_pending_restart_says_which_differences_wait_for_it_and_changes_are_classified():
+    conn = FakeConn()
+    conn.add(guest_xml(vcpus=1), status="running")
+    result = ensure(conn, params(xml=guest_xml(vcpus=2)), False)
+    assert result["actions"] == ["redefine"] and result["restart_pending"] is True
+    assert [(c["what"], c["before"], c["after"], c["applies"]) for c in result["changes"]] == [
+        ("max_vcpus", 1, 2, "restart"), ("vcpus", 1, 2, "restart")]
+    [warning] = result[WARNINGS_KEY]
+    assert warning.endswith("It needs the restart for: max_vcpus: 1 -> 2 (restart); vcpus: 1 -> 2 (restart)")
+    # the next run has nothing to redefine; what the guest lacks is still said
+    again = ensure(conn, params(xml=guest_xml(vcpus=2)), False)
+    assert again["changes"] == [] and again["restart_pending"] is True
+    assert "vcpus: 1 -> 2 (restart)" in again[WARNINGS_KEY][0]

@@ -73,7 +73,7 @@ def test_a_nic_shorthand_does_not_meet_a_type_and_mode_belongs_to_direct_nics():
     with pytest.raises(VirtfleetError, match="mode applies to direct interfaces only"):
         spec.NicSpec.from_params({"bridge": "br0", "mode": "vepa"}, 0)
     assert spec.NicSpec.from_params({"direct": "eth0"}, 0).mode == spec.DEFAULT_DIRECT_MODE
-    assert spec.NicSpec.from_params({}, 0) == spec.NicSpec("network", "default", "virtio", None, None, None)
+    assert spec.NicSpec.from_params({}, 0) == spec.NicSpec("network", None, "default", None, "virtio", None)
 
 
 def test_the_domain_spec_takes_the_defaults_of_its_argument_spec():
