@@ -28,7 +28,10 @@ extends_documentation_fragment:
   - virtfleet.libvirt.common.attributes
 options:
   name:
-    description: Name of the domain (no C(/), control characters or surrounding blanks; at most 255 characters).
+    description:
+      - Name of the domain, by the one guest-name rule of this collection, the same as in
+        M(virtfleet.libvirt.domain_xml). 1 to 64 letters, digits, C(.), C(_) or C(-), starting with a letter or
+        digit, and not C(_base) or C(locks) (the instance tree's own directories).
     type: str
     required: true
   state:
@@ -201,79 +204,48 @@ differences:
   type: list
   elements: str
   sample: ["-  <vcpu placement=\"static\">1</vcpu>", "+  <vcpu placement=\"static\">2</vcpu>"]
+changes:
+  description:
+    - The same differences as RV(differences), one per part of the definition, classified by how a running
+      guest takes the change. When the definition is unchanged but the running guest lags behind it
+      (see RV(restart_pending)), the differences between the running guest and its definition.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    what:
+      description: The part, such as C(vcpus), C(max_vcpus), C(memory), C(current_memory), C(cpu), C(machine),
+        C(firmware), C(uuid), or C(devices.disk vdb), C(devices.interface 52:54:00:12:34:56) for a device.
+      type: str
+    before:
+      description: Its value (a number, a name, or the XML of the part) before; null when absent.
+      type: raw
+    after:
+      description: Its value as desired; null when it is removed.
+      type: raw
+    applies:
+      description:
+        - C(live) when a running guest can take it without a restart (vCPUs up to the maximum, the balloon within
+          the memory, a hot-plugged disk or NIC, a cdrom medium, metadata), C(restart) when it applies at the
+          next start, C(recreate) when libvirt cannot change it on a defined domain (the UUID).
+        - This module itself changes a running guest only by restarting it (O(apply=restart)).
+      type: str
+      choices: [live, restart, recreate]
+    why:
+      description: The reason for the classification.
+      type: str
+  sample: [{"what": "vcpus", "before": 1, "after": 2, "applies": "live",
+            "why": "vCPUs are plugged up to the <vcpu> maximum"}]
 """
 
-import os
-
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
-    CONNECTION_ARGS, INSTANCES_ARGS, VirtfleetError, build_module, merge_specs, run_module,
-)
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.memo import fast_result
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.state import validate_params
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import connect, require_libvirt_and_lxml
-
-ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
-    "name": {"type": "str", "required": True},
-    "state": {"type": "str", "default": "running", "choices": ["running", "paused", "shutdown", "defined", "absent"]},
-    "xml": {"type": "str"},
-    "xml_file": {"type": "path"},
-    "autostart": {"type": "bool"},
-    "apply": {"type": "str", "default": "none", "choices": ["none", "restart"]},
-    "shutdown_timeout": {"type": "int", "default": 120},
-    "start_timeout": {"type": "int", "default": 60},
-    "force_off": {"type": "bool", "default": False},
-    "remove_storage": {"type": "bool", "default": False},
-    "wait_for_address": {"type": "bool", "default": False},
-    "address_timeout": {"type": "int", "default": 300},
-})
-
-
-def _load_xml(params):
-    if params["xml"] is not None:
-        return params["xml"], "the xml option"
-    path = params["xml_file"] or os.path.join(params["instances_path"], params["name"], "domain.xml")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read(), path
-    except OSError as exc:
-        raise VirtfleetError("cannot read the domain XML %s: %s. Write it with virtfleet.libvirt.domain_xml first, "
-                             "or pass xml/xml_file." % (path, exc.strerror or exc))
-
-
-def core(module):
-    params = dict(module.params)
-    validate_params(params)  # before the name becomes part of a path
-    if params["state"] != "absent":
-        params["xml"], params["xml_source"] = _load_xml(params)
-    with connect(params["uri"]) as conn:
-        # A diff needs both definitions' texts, which only the full path makes.
-        result = None if module._diff else fast_result(conn, params)
-        if result is None:
-            # imported here: the fast path needs neither the domain model nor lxml
-            from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.lifecycle import ensure_domain
-
-            result = ensure_domain(conn, params, module.check_mode)
-        if params.get("wait_for_address"):
-            # imported here: only runs that wait need the domain model
-            from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.info import (
-                interfaces_once_reachable,
-            )
-
-            try:
-                result["interfaces"] = interfaces_once_reachable(
-                    conn, params["name"], params.get("address_timeout", 300), module.check_mode)
-            except VirtfleetError as exc:
-                # What was done stays reported: the guest was (re)defined or started though no address came.
-                raise VirtfleetError(exc.msg, changed=result["changed"], actions=result["actions"],
-                                     state=result["state"], uuid=result.get("uuid"))
-    for warning in result.pop("warnings_text", None) or []:
-        module.warn(warning)
-    return result
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.lifecycle import ensure_domain
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DOMAIN_MODULE_SPEC
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import require_libvirt_and_lxml
 
 
 def main():
-    module = build_module(ARGUMENT_SPEC, mutually_exclusive=[("xml", "xml_file")])
-    run_module(module, core, missing_lib=require_libvirt_and_lxml)
+    run_core(DOMAIN_MODULE_SPEC, ensure_domain, requires=[require_libvirt_and_lxml])
 
 
 if __name__ == "__main__":

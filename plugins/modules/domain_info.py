@@ -281,28 +281,14 @@ domains:
       returned: when O(include_xml=true)
 """
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
-    CONNECTION_ARGS, build_module, merge_specs, run_module,
-)
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import connect, require_libvirt_and_lxml
-
-ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, {
-    "name": {"type": "str"},
-    "include_xml": {"type": "bool", "default": False},
-})
-
-
-def core(module):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.info import gather_domains
-
-    with connect(module.params["uri"]) as conn:
-        domains = gather_domains(conn, module.params["name"], module.params["include_xml"])
-    return {"changed": False, "domains": domains}
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.info import report_domains
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DOMAIN_INFO_MODULE_SPEC
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import require_libvirt_and_lxml
 
 
 def main():
-    module = build_module(ARGUMENT_SPEC)
-    run_module(module, core, missing_lib=require_libvirt_and_lxml)
+    run_core(DOMAIN_INFO_MODULE_SPEC, report_domains, requires=[require_libvirt_and_lxml])
 
 
 if __name__ == "__main__":

@@ -62,8 +62,18 @@ options:
     type: raw
     default: 512M
   max_memory:
-    description: Maximum memory for hot-plug, same format as O(memory).
+    description:
+      - Maximum memory for hot-plug, same format as O(memory). The guest gets C(<maxMemory>) with
+        O(max_memory_slots) slots and one NUMA cell, so that memory can later be added while it runs (DIMMs or
+        virtio-mem up to this size).
+      - The headroom costs little on the host (guest RAM is allocated as the guest uses it), but QEMU reserves
+        address space and the guest kernel sizes its memory map for it.
     type: raw
+  max_memory_slots:
+    description:
+      - Number of memory slots for devices hot-plugged up to O(max_memory) (1 to 255). Needs O(max_memory).
+      - Defaults to 16 when O(max_memory) is given.
+    type: int
   virt_type:
     description:
       - Domain type. C(auto) uses KVM only when it is known to run guests on this host, else C(qemu) (TCG).
@@ -212,10 +222,11 @@ options:
     elements: dict
     suboptions:
       type:
-        description: Kind of attachment.
+        description:
+          - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
+          - Not together with the shorthands O(nics[].network), O(nics[].bridge), O(nics[].direct).
         type: str
         choices: [network, bridge, direct]
-        default: network
       source:
         description: The libvirt network, host bridge or host interface. Default C(default) for networks.
         type: str
@@ -229,10 +240,9 @@ options:
         description: Shorthand for O(nics[].type=direct) (macvtap) on this host interface.
         type: str
       mode:
-        description: macvtap mode of a direct interface.
+        description: macvtap mode of a direct interface (only for those). Defaults to C(bridge).
         type: str
         choices: [bridge, vepa, private, passthrough]
-        default: bridge
       mac:
         description: MAC address. Default C(52:54:00:) followed by 3 bytes of sha256(C(<name>:<index>)).
         type: str
@@ -349,109 +359,25 @@ macs:
   type: list
   elements: str
   sample: ["52:54:00:1a:2b:3c"]
+owned_files:
+  description:
+    - The files this guest has because of this definition, which belong to it alone. These are the definition
+      file, its serial console log and, with O(firmware=uefi), its UEFI variable store.
+  returned: always
+  type: list
+  elements: str
+  sample: [/var/lib/virtfleet/instances/web1/domain.xml, /var/lib/virtfleet/instances/web1/console.log]
 """
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
-    CONNECTION_ARGS, INSTANCES_ARGS, build_module, merge_specs, run_module,
-)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DOMAIN_XML_MODULE_SPEC
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_file import ensure_domain_xml
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import require_libvirt
-
-DISK_SPEC = {
-    "path": {"type": "path"},
-    "format": {"type": "str", "default": "raw", "choices": ["raw", "qcow2"]},
-    "device": {"type": "str", "default": "disk", "choices": ["disk", "cdrom"]},
-    "bus": {"type": "str", "choices": ["virtio", "scsi", "sata", "ide", "usb"]},
-    "dev": {"type": "str"},
-    "readonly": {"type": "bool"},
-    "boot_order": {"type": "int"},
-    "cache": {"type": "str", "choices": ["none", "writethrough", "writeback", "directsync", "unsafe", "default"]},
-    "io": {"type": "str", "choices": ["native", "threads", "io_uring"]},
-    "discard": {"type": "str", "choices": ["unmap", "ignore"]},
-    "serial": {"type": "str"},
-}
-
-NIC_SPEC = {
-    "type": {"type": "str", "default": "network", "choices": ["network", "bridge", "direct"]},
-    "source": {"type": "str"},
-    "network": {"type": "str"},
-    "bridge": {"type": "str"},
-    "direct": {"type": "str"},
-    "mode": {"type": "str", "default": "bridge", "choices": ["bridge", "vepa", "private", "passthrough"]},
-    "mac": {"type": "str"},
-    "model": {"type": "str", "default": "virtio", "choices": ["virtio", "e1000", "e1000e", "rtl8139"]},
-    "boot_order": {"type": "int"},
-}
-
-ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
-    "name": {"type": "str", "required": True},
-    "path": {"type": "path"},
-    "instance_dir": {"type": "path"},
-    "uuid": {"type": "str"},
-    "title": {"type": "str"},
-    "description": {"type": "str"},
-    "vcpus": {"type": "int", "default": 1},
-    "max_vcpus": {"type": "int"},
-    "memory": {"type": "raw", "default": "512M"},
-    "max_memory": {"type": "raw"},
-    "virt_type": {"type": "str", "default": "auto", "choices": ["kvm", "qemu", "auto"]},
-    "machine": {"type": "str", "default": "pc"},
-    "cpu_mode": {"type": "str", "choices": ["host-model", "host-passthrough", "maximum", "custom"]},
-    "cpu_model": {"type": "str"},
-    "firmware": {"type": "str", "default": "bios", "choices": ["bios", "uefi"]},
-    "secure_boot": {"type": "bool", "default": False},
-    "graphics": {"type": "str", "default": "none", "choices": ["none", "vnc", "spice"]},
-    "graphics_listen": {"type": "str", "default": "127.0.0.1"},
-    "guest_agent": {"type": "bool", "default": False},
-    "rng": {"type": "bool", "default": True},
-    "tpm": {"type": "bool", "default": False},
-    "tpm_model": {"type": "str", "default": "tpm-tis", "choices": ["tpm-tis", "tpm-crb"]},
-    "watchdog": {"type": "str", "default": "none", "choices": ["none", "i6300esb", "itco"]},
-    "watchdog_action": {"type": "str", "default": "reset",
-                        "choices": ["reset", "shutdown", "poweroff", "pause", "none", "dump", "inject-nmi"]},
-    "memballoon": {"type": "bool", "default": True},
-    "kernel": {"type": "path"},
-    "initrd": {"type": "path"},
-    "cmdline": {"type": "str"},
-    "fw_cfg": {"type": "dict"},
-    "disks": {"type": "list", "elements": "dict", "options": DISK_SPEC},
-    "nics": {"type": "list", "elements": "dict", "options": NIC_SPEC},
-    "extra_devices": {"type": "list", "elements": "str"},
-    "metadata": {"type": "dict", "options": {
-        "flavor": {"type": "str"},
-        "image": {"type": "str"},
-        "owned_files": {"type": "list", "elements": "path"},
-    }},
-})
-
-
-def _plain_nic(nic):
-    """Drop the option defaults that do not apply to the chosen way of naming the source."""
-    nic = {k: v for k, v in nic.items() if v is not None}
-    if any(k in nic for k in ("network", "bridge", "direct")):
-        nic.pop("type", None)
-    kind = next((k for k in ("network", "bridge", "direct") if k in nic), nic.get("type"))
-    if kind != "direct":
-        nic.pop("mode", None)
-    return nic
-
-
-def core(module):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_file import ensure_domain_xml
-
-    params = {k: v for k, v in module.params.items() if v is not None}
-    if params.get("disks"):
-        params["disks"] = [{k: v for k, v in d.items() if v is not None} for d in params["disks"]]
-    if params.get("nics"):
-        params["nics"] = [_plain_nic(n) for n in params["nics"]]
-    if params.get("metadata"):
-        params["metadata"] = {k: v for k, v in params["metadata"].items() if v is not None}
-    return ensure_domain_xml(params, module.check_mode)
 
 
 def main():
-    module = build_module(ARGUMENT_SPEC)
     # lxml is checked where it is needed: a re-run that finds its record does not load it.
-    run_module(module, core, missing_lib=require_libvirt)
+    run_core(DOMAIN_XML_MODULE_SPEC, ensure_domain_xml, requires=[require_libvirt])
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ import uuid
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize as normalize
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_file import ensure_domain_xml
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_file as xml_file
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor
 from tests.integration.conftest import destroy_domains, transient_network, wait_for_report
 from tests.support.runner import run_module
 
@@ -42,7 +44,7 @@ def dx(virt_host):
     with open(disk, "wb") as handle:
         handle.truncate(16 << 20)
     box = type("DX", (), {"root": root, "instances": os.path.join(root, "instances"), "name": staticmethod(name),
-                          "conn": virt_host, "disk": disk, "names": names})()
+                          "conn": virt_host, "hv": Hypervisor(virt_host), "disk": disk, "names": names})()
     yield box
     destroy_domains(virt_host, names)
     shutil.rmtree(root, ignore_errors=True)
@@ -62,7 +64,7 @@ def _readback(dom) -> str:
 
 
 def _normalized(xml: str) -> str:
-    return model.normalize_for_compare(model.Domain.from_xml(xml)).to_string()
+    return normalize.normalize_for_compare(model.Domain.from_xml(xml)).to_string()
 
 
 def _define_and_compare(conn, xml: str) -> None:
@@ -103,9 +105,9 @@ def test_matrix_validates_and_libvirt_stores_what_we_wrote(dx, isolated_network,
               "metadata": {"flavor": "tiny", "owned_files": [dx.disk]}}
     if bus == "ide" and machine == "q35":
         with pytest.raises(VirtfleetError, match="no IDE"):
-            ensure_domain_xml(params, check_mode=True, conn=dx.conn)
+            xml_file.ensure_domain_xml(params, check_mode=True, hypervisor=dx.hv)
         return
-    result = ensure_domain_xml(params, check_mode=False, conn=dx.conn)
+    result = xml_file.ensure_domain_xml(params, check_mode=False, hypervisor=dx.hv)
     assert result["changed"] and result["machine"].startswith("pc-q35" if machine == "q35" else "pc-i440fx")
     with open(result["path"], encoding="utf-8") as handle:
         assert handle.read() == result["xml"]
@@ -123,12 +125,12 @@ def test_feature_rich_guest_round_trips_through_libvirt(dx, isolated_network):
               "nics": [{"network": isolated_network}, {"bridge": "vftdxbr0", "model": "e1000"}],
               "extra_devices": ["<watchdog model='i6300esb' action='poweroff'/>",
                                 "<memballoon model='virtio'><stats period='10'/></memballoon>"]}
-    result = ensure_domain_xml(params, check_mode=False, conn=dx.conn)
+    result = xml_file.ensure_domain_xml(params, check_mode=False, hypervisor=dx.hv)
     _validate(result["xml"], dx.root)
     _define_and_compare(dx.conn, result["xml"])
     params_kernel = {"name": dx.name("kern"), "virt_type": "qemu", "instances_path": dx.instances,
                      "kernel": dx.disk, "initrd": dx.disk, "cmdline": "console=ttyS0", "graphics": "vnc"}
-    result = ensure_domain_xml(params_kernel, check_mode=False, conn=dx.conn)
+    result = xml_file.ensure_domain_xml(params_kernel, check_mode=False, hypervisor=dx.hv)
     _validate(result["xml"], dx.root)
     _define_and_compare(dx.conn, result["xml"])
 
@@ -243,11 +245,11 @@ def test_started_guest_live_xml_matches_its_definition(dx, isolated_network, com
         disks.append({"path": iso, "device": "cdrom"})
     params = dict(combo, name=dx.name("live"), virt_type="qemu", memory="128M", instances_path=dx.instances,
                   disks=disks, nics=[{"network": isolated_network}])
-    result = ensure_domain_xml(params, check_mode=False, conn=dx.conn)
+    result = xml_file.ensure_domain_xml(params, check_mode=False, hypervisor=dx.hv)
     dom = dx.conn.defineXML(result["xml"])
     dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
     try:
-        want = model.normalize_for_compare(model.Domain.from_xml(result["xml"]), runtime=True).to_string()
+        want = normalize.normalize_for_compare(model.Domain.from_xml(result["xml"]), runtime=True).to_string()
         got = _normalized(dom.XMLDesc(0))
         assert want == got, "\n".join(difflib.unified_diff(want.splitlines(), got.splitlines(), "desired",
                                                            "live", lineterm=""))
@@ -277,28 +279,28 @@ def test_rerun_fast_path_taken_only_when_inputs_libvirt_code_and_file_are_unchan
 
     name = dx.name("fast")
     args = _args(dx, name)
-    first = ensure_domain_xml(dict(args), False, conn=dx.conn)
+    first = xml_file.ensure_domain_xml(dict(args), False, hypervisor=dx.hv)
     path = first["path"]
     record = dxm.read_record(path)
     assert first["changed"] and record is not None and record["path"] == path, record
     calls = _counting_render(monkeypatch)
 
     # Same inputs: the recorded rendering is returned without rendering, identical in every field.
-    again = ensure_domain_xml(dict(args), False, conn=dx.conn)
+    again = xml_file.ensure_domain_xml(dict(args), False, hypervisor=dx.hv)
     assert calls == [] and again["changed"] is False
     assert {k: again[k] for k in ("xml", "uuid", "macs", "machine", "virt_type", "path")} == \
         {k: first[k] for k in ("xml", "uuid", "macs", "machine", "virt_type", "path")}
 
     # A changed input renders (check mode: predicted, nothing written, the record is untouched).
     stat = os.stat(path)
-    changed = ensure_domain_xml(dict(args, vcpus=2), True, conn=dx.conn)
+    changed = xml_file.ensure_domain_xml(dict(args, vcpus=2), True, hypervisor=dx.hv)
     assert calls == [1] and changed["changed"] and '<vcpu placement="static">2</vcpu>' in changed["xml"]
     assert os.stat(path).st_mtime_ns == stat.st_mtime_ns and dxm.read_record(path) == record
 
     # The file edited behind our back: rendered again and restored.
     with open(path, "a", encoding="utf-8") as handle:
         handle.write("<!-- edited -->\n")
-    restored = ensure_domain_xml(dict(args), False, conn=dx.conn)
+    restored = xml_file.ensure_domain_xml(dict(args), False, hypervisor=dx.hv)
     assert calls == [1, 1] and restored["changed"] and restored["xml"] == first["xml"]
     assert open(path, encoding="utf-8").read() == first["xml"]
 
@@ -306,11 +308,11 @@ def test_rerun_fast_path_taken_only_when_inputs_libvirt_code_and_file_are_unchan
     # record is refreshed without a change to the file.
     monkeypatch.setattr(dxm, "code_digest", lambda: "0" * 64)
     stat = os.stat(path)
-    other_code = ensure_domain_xml(dict(args), False, conn=dx.conn)
+    other_code = xml_file.ensure_domain_xml(dict(args), False, hypervisor=dx.hv)
     assert calls == [1, 1, 1] and other_code["changed"] is False and other_code["xml"] == first["xml"]
     assert os.stat(path).st_mtime_ns == stat.st_mtime_ns and dxm.read_record(path)["key"] != record["key"]
     monkeypatch.setattr(dxm, "code_digest", lambda: None)  # no code digest: never the fast path
-    ensure_domain_xml(dict(args), False, conn=dx.conn)
+    xml_file.ensure_domain_xml(dict(args), False, hypervisor=dx.hv)
     assert calls == [1, 1, 1, 1]
 
 
@@ -319,17 +321,17 @@ def test_rerun_fast_path_keys_on_libvirt_answers_and_skips_uefi(dx, monkeypatch)
 
     name = dx.name("facts")
     args = _args(dx, name)
-    ensure_domain_xml(dict(args), False, conn=dx.conn)
+    xml_file.ensure_domain_xml(dict(args), False, hypervisor=dx.hv)
     calls = _counting_render(monkeypatch)
     real_answers = dxm.host_answers
     # libvirt now canonicalises the machine differently (a qemu upgrade): not the recorded key.
-    monkeypatch.setattr(dxm, "host_answers", lambda conn, params: (real_answers(conn, params)[0], "<other/>"))
-    assert dxm.record_key(dict(args), dxm.host_answers(dx.conn, args)) != dxm.read_record(
+    monkeypatch.setattr(dxm, "host_answers", lambda hv, params: (real_answers(hv, params)[0], "<other/>"))
+    assert dxm.record_key(dict(args), dxm.host_answers(dx.hv, args)) != dxm.read_record(
         os.path.join(dx.instances, name, "domain.xml"))["key"]
     monkeypatch.setattr(dxm, "host_answers", real_answers)
-    ensure_domain_xml(dict(args), False, conn=dx.conn)
+    xml_file.ensure_domain_xml(dict(args), False, hypervisor=dx.hv)
     assert calls == []
-    assert dxm.host_answers(dx.conn, dict(args, firmware="uefi")) is None
+    assert dxm.host_answers(dx.hv, dict(args, firmware="uefi")) is None
 
 
 def test_rerun_check_mode_writes_no_record(dx):
@@ -337,21 +339,23 @@ def test_rerun_check_mode_writes_no_record(dx):
 
     name = dx.name("norec")
     args = _args(dx, name)
-    first = ensure_domain_xml(dict(args), False, conn=dx.conn)
+    first = xml_file.ensure_domain_xml(dict(args), False, hypervisor=dx.hv)
     os.removexattr(first["path"], dxm.RECORD_XATTR)
-    ensure_domain_xml(dict(args), True, conn=dx.conn)
+    xml_file.ensure_domain_xml(dict(args), True, hypervisor=dx.hv)
     assert dxm.read_record(first["path"]) is None
-    ensure_domain_xml(dict(args), False, conn=dx.conn)
+    xml_file.ensure_domain_xml(dict(args), False, hypervisor=dx.hv)
     assert dxm.read_record(first["path"]) is not None
 
 
 @pytest.mark.parametrize("extra", [{}, {"instance_dir": "/srv/x/../y"}, {"path": "/srv/a/./b.xml"},
                                    {"instances_path": "/srv/inst/"}])
-def test_quick_output_path_equals_output_path(extra):
+def test_the_fast_paths_output_path_equals_the_specs(extra):
+    """One function finds the file for the fast path; the full path's typed spec must name the same file."""
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_file as dxm
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
 
     params = dict({"name": "g1"}, **extra)
-    assert dxm._quick_output_path(params) == dxm.output_path(params)
+    assert dxm.output_path(params) == DomainXmlSpec.from_params(params).path
 
 
 # ------------------------------------------------------------------------- tpm, watchdog, memballoon
@@ -370,16 +374,16 @@ def test_tpm_watchdog_and_no_balloon_validate_and_libvirt_stores_what_we_wrote(d
     if params["watchdog"] == "itco" and dx.conn.getLibVersion() < 9001000:
         # libvirt 9.0 has no itco model (its schema refuses it): the module says so before writing.
         with pytest.raises(VirtfleetError, match="itco needs libvirt 9.1 or later"):
-            ensure_domain_xml(params, check_mode=False, conn=dx.conn)
+            xml_file.ensure_domain_xml(params, check_mode=False, hypervisor=dx.hv)
         assert not os.path.exists(os.path.join(dx.instances, params["name"], "domain.xml"))
         params["watchdog"] = "i6300esb"
-    result = ensure_domain_xml(params, check_mode=False, conn=dx.conn)
+    result = xml_file.ensure_domain_xml(params, check_mode=False, hypervisor=dx.hv)
     assert "<tpm model=\"%s\">" % case.get("tpm_model", "tpm-tis") in result["xml"]
     assert "<memballoon model=\"none\"/>" in result["xml"]
     _validate(result["xml"], dx.root)
     _define_and_compare(dx.conn, result["xml"])
     with pytest.raises(VirtfleetError, match="watchdog itco"):
-        ensure_domain_xml(dict(params, machine="pc", watchdog="itco"), check_mode=True, conn=dx.conn)
+        xml_file.ensure_domain_xml(dict(params, machine="pc", watchdog="itco"), check_mode=True, hypervisor=dx.hv)
 
 
 def _boot_guest(sandbox, guest_image, label, **options):

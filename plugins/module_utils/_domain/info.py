@@ -8,8 +8,10 @@ Two halves:
 - pure functions (``describe_xml``, ``merge_addresses``) that turn a domain's XML and libvirt's
   ``interfaceAddresses`` answers into plain, JSON-serialisable data; unit tests call them with
   strings and dicts, without libvirt;
-- ``gather_domains``, which reads the domains from an open libvirt connection and never changes them,
-  and ``wait_for_address``, which reads one running domain until a guest has an address to reach it by.
+- ``gather_domains``, which reads the domains through the ``Hypervisor`` wrapper and never changes them,
+  and ``wait_for_address``, which reads one running ``Guest`` until it has an address to reach it by.
+
+``report_domains`` is the ``domain_info`` module's core.
 """
 
 from __future__ import annotations
@@ -20,19 +22,22 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import (
-    libvirt, libvirt_error_text, lookup_domain, normalized_state,
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainInfoSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import (
+    Guest, Hypervisor, LibvirtError, open_hypervisor, vanished,
 )
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import libvirt_error_text
 
 # libvirt's VIR_IP_ADDR_TYPE_* -> family names.
 ADDRESS_FAMILIES = {0: "ipv4", 1: "ipv6"}
-GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 
 # ------------------------------------------------------------------------------------- XML -> plain data
 
-def _firmware(os_: "model.Os") -> str:
+def _firmware(os_: Optional["model.Os"]) -> str:
     """``bios`` or ``uefi``, whether the XML names the firmware or gives an explicit pflash loader."""
+    if os_ is None:
+        return "bios"
     if os_.firmware == "efi":
         return "uefi"
     if os_.loader is not None and (os_.loader.type == "pflash" or "ovmf" in (os_.loader.path or "").lower()):
@@ -40,7 +45,9 @@ def _firmware(os_: "model.Os") -> str:
     return "bios"
 
 
-def _secure_boot(os_: "model.Os") -> bool:
+def _secure_boot(os_: Optional["model.Os"]) -> bool:
+    if os_ is None:
+        return False
     if os_.loader is not None and os_.loader.secure:
         return True
     for child in os_.extra:
@@ -106,7 +113,7 @@ def _console_log(dom: "model.Domain") -> Optional[str]:
 
 
 def _has_guest_agent(dom: "model.Domain") -> bool:
-    return any(ch.target_name == GUEST_AGENT_CHANNEL for ch in dom.devices_of(model.Channel))
+    return any(ch.target_name == model.GUEST_AGENT_CHANNEL for ch in dom.devices_of(model.Channel))
 
 
 def describe_xml(xml: str) -> Dict[str, Any]:
@@ -129,11 +136,11 @@ def describe_xml(xml: str) -> Dict[str, Any]:
         "current_memory_kib": dom.current_memory_kib if dom.current_memory_kib is not None else dom.memory_kib,
         "model": {
             "virt_type": dom.type,
-            "arch": dom.os.arch,
-            "machine": dom.os.machine,
+            "arch": dom.os.arch if dom.os is not None else None,
+            "machine": dom.os.machine if dom.os is not None else None,
             "firmware": _firmware(dom.os),
             "secure_boot": _secure_boot(dom.os),
-            "nvram": dom.os.nvram.path if dom.os.nvram is not None else None,
+            "nvram": dom.os.nvram.path if dom.os is not None and dom.os.nvram is not None else None,
             "cpu_mode": cpu.mode if cpu is not None else None,
             "cpu_model": cpu.model if cpu is not None else None,
             "title": dom.title,
@@ -212,49 +219,47 @@ def no_address_message(name: str, waited: int, info: Dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------- libvirt
 
-def _vanished(exc) -> bool:
-    return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+ADDRESS_SOURCES = ("lease", "agent")
 
 
-def _addresses(dom, info: Dict[str, Any]) -> None:
+def _addresses(guest: Guest, info: Dict[str, Any]) -> None:
     """Leases of libvirt networks, then the guest agent when the guest has its channel.
 
     Both sources are optional: a guest on a bridge has no lease, and an agent that is not running
     (or not connected yet) is normal; such errors leave the addresses empty.
     """
-    sources = [("lease", getattr(libvirt, "VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE", 1))]
-    if info["model"]["guest_agent"]:
-        sources.append(("agent", getattr(libvirt, "VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT", 2)))
-    for label, flag in sources:
-        try:
-            answer = dom.interfaceAddresses(flag)
-        except libvirt.libvirtError:
+    for source in ADDRESS_SOURCES:
+        if source == "agent" and not info["model"]["guest_agent"]:
             continue
-        merge_addresses(info["interfaces"], answer, label)
+        try:
+            answer = guest.interface_addresses(source)
+        except LibvirtError:
+            continue
+        merge_addresses(info["interfaces"], answer, source)
 
 
-def describe_domain(dom, include_xml: bool = False) -> Optional[Dict[str, Any]]:
-    """Everything ``domain_info`` reports about ``dom``; None when it vanished meanwhile."""
+def describe_domain(guest: Guest, include_xml: bool = False) -> Optional[Dict[str, Any]]:
+    """Everything ``domain_info`` reports about ``guest``; None when it vanished meanwhile."""
     name = "?"
     try:
-        name = dom.name()
-        state = normalized_state(dom)
+        name = guest.name
+        state = guest.status()
         if state == "absent":
             return None
         # The live definition of a running guest (what it runs with), else the persistent one.
-        xml = dom.XMLDesc(0)
+        xml = guest.live_xml()
         info = describe_xml(xml)
         info["name"] = name
-        info["uuid"] = dom.UUIDString().lower()
+        info["uuid"] = guest.uuid.lower()
         info["state"] = state
-        info["persistent"] = bool(dom.isPersistent())
-        info["autostart"] = bool(dom.autostart()) if info["persistent"] else False
+        info["persistent"] = guest.is_persistent()
+        info["autostart"] = guest.autostart() if info["persistent"] else False
         if state in ("running", "paused"):
-            _addresses(dom, info)
+            _addresses(guest, info)
         if include_xml:
             info["xml"] = xml
-    except libvirt.libvirtError as exc:
-        if _vanished(exc):
+    except LibvirtError as exc:
+        if vanished(exc):
             return None
         raise VirtfleetError("cannot read domain %s: %s" % (name, libvirt_error_text(exc)))
     except VirtfleetError as exc:
@@ -262,29 +267,27 @@ def describe_domain(dom, include_xml: bool = False) -> Optional[Dict[str, Any]]:
     return info
 
 
-def gather_domains(conn, name: Optional[str] = None, include_xml: bool = False) -> List[Dict[str, Any]]:
-    """Domains on ``conn`` (only ``name`` when given; an unknown name gives an empty list), sorted by name."""
+def gather_domains(hypervisor: Hypervisor, name: Optional[str] = None,
+                   include_xml: bool = False) -> List[Dict[str, Any]]:
+    """Domains of ``hypervisor`` (only ``name`` when given; an unknown name gives an empty list), by name."""
     if name is not None:
-        dom = lookup_domain(conn, name)
-        found = [dom] if dom is not None else []
+        guest = hypervisor.lookup(name)
+        found = [guest] if guest is not None else []
     else:
-        try:
-            found = conn.listAllDomains(0)
-        except libvirt.libvirtError as exc:
-            raise VirtfleetError("cannot list the domains: %s" % libvirt_error_text(exc))
-    domains = [info for info in (describe_domain(dom, include_xml) for dom in found) if info is not None]
+        found = hypervisor.guests()
+    domains = [info for info in (describe_domain(guest, include_xml) for guest in found) if info is not None]
     return sorted(domains, key=lambda d: d["name"])
 
 
-def wait_for_address(dom, timeout: int, poll: float = 1.0) -> List[Dict[str, Any]]:
-    """The interfaces of running ``dom`` (as ``domain_info`` reports them) once one has a reachable address.
+def wait_for_address(guest: Guest, timeout: int, poll: float = 1.0) -> List[Dict[str, Any]]:
+    """The interfaces of running ``guest`` (as ``domain_info`` reports them) once one has a reachable address.
 
     Leases and the guest agent are read every ``poll`` seconds; raises ``VirtfleetError`` after ``timeout``
     seconds, when the domain stops running, or when it vanishes.
     """
     deadline = time.monotonic() + timeout
     while True:
-        info = describe_domain(dom)
+        info = describe_domain(guest)
         if info is None:
             raise VirtfleetError("the domain vanished while waiting for its IP address")
         if info["state"] != "running":
@@ -297,15 +300,26 @@ def wait_for_address(dom, timeout: int, poll: float = 1.0) -> List[Dict[str, Any
         time.sleep(poll)
 
 
-def interfaces_once_reachable(conn, name: str, timeout: int, check_mode: bool) -> List[Dict[str, Any]]:
+def interfaces_once_reachable(hypervisor: Hypervisor, name: str, timeout: int,
+                              check_mode: bool) -> List[Dict[str, Any]]:
     """What ``domain`` returns with ``wait_for_address``: ``wait_for_address`` on the domain called ``name``.
 
     Check mode never waits (a guest it would start does not run yet): the interfaces as they are now.
     """
-    dom = lookup_domain(conn, name)
+    guest = hypervisor.lookup(name)
     if check_mode:
-        info = describe_domain(dom) if dom is not None else None
+        info = describe_domain(guest) if guest is not None else None
         return info["interfaces"] if info is not None else []
-    if dom is None:
+    if guest is None:
         raise VirtfleetError("domain %s vanished before it got an IP address" % name)
-    return wait_for_address(dom, timeout)
+    return wait_for_address(guest, timeout)
+
+
+def report_domains(params: Dict[str, Any], check_mode: bool = False, diff: bool = False,
+                   hypervisor: Optional[Hypervisor] = None) -> Dict[str, Any]:
+    """Core of the ``domain_info`` module (read-only: check and diff mode change nothing)."""
+    spec = DomainInfoSpec.from_params(params)
+    if hypervisor is not None:
+        return {"changed": False, "domains": gather_domains(hypervisor, spec.name, spec.include_xml)}
+    with open_hypervisor(spec.uri) as opened:
+        return {"changed": False, "domains": gather_domains(opened, spec.name, spec.include_xml)}

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private to virtfleet.libvirt: the ``domain`` module's re-run memo, and the fast path that trusts it.
 
-After a run that changed something has proven by the full semantic comparison (``_domain_lifecycle``)
+After a run that changed something has proven by the full semantic comparison (``_domain.plan``)
 that libvirt's persistent definition equals the desired XML and, for a guest that runs, that the live
 definition equals it too, it records a memo in the domain's libvirt metadata::
 
@@ -31,17 +31,17 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import c
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.state import (
     ACTIVE, autostart_actions, state_after, transition_actions,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import (
-    libvirt, lookup_domain, normalized_state,
-)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Guest, Hypervisor, LibvirtError
 
 MEMO_NS = "https://virtfleet.dev/xmlns/libvirt/memo/1"
 MEMO_PREFIX = "vfmemo"
 MEMO_TAG = "memo"
 PLACEHOLDER = "pending"
 KEY_VERSION = b"virtfleet domain memo 1"
-# The code whose answer the memo stands for: the comparison (lifecycle and model) and this file.
-CODE_MODULES = ("_domain.memo", "_domain.lifecycle", "_domain.model")
+# The code whose answer the memo stands for: the comparison (plan, model, normalisation, differences),
+# the lifecycle that runs it, and this file.
+CODE_MODULES = ("_domain.memo", "_domain.lifecycle", "_domain.plan", "_domain.model", "_domain.normalize",
+                "_domain.differences")
 # Wanted states the fast path can answer (``absent`` has nothing to compare).
 FAST_STATES = ("running", "paused", "defined", "shutdown")
 
@@ -85,23 +85,14 @@ def memo_key(code_hash: str, desired: str, inactive: str, live: Optional[str]) -
     return digest.hexdigest()
 
 
-def inactive_xml(dom) -> str:
-    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-
-
-def live_xml(dom) -> str:
-    return dom.XMLDesc(0)
-
-
-def _set(dom, value: Optional[str]) -> None:
+def _set(guest: Guest, value: Optional[str]) -> None:
     """Write (or, with None, remove) the memo in the persistent definition only."""
     element = None if value is None else '<%s key="%s"/>' % (MEMO_TAG, value)
-    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element, None if value is None else MEMO_PREFIX, MEMO_NS,
-                    libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    guest.set_metadata(element, None if value is None else MEMO_PREFIX, MEMO_NS)
 
 
-def _read(dom, with_live: bool) -> Texts:
-    return inactive_xml(dom), live_xml(dom) if with_live else None
+def _read(guest: Guest, with_live: bool) -> Texts:
+    return guest.inactive_xml(), guest.live_xml() if with_live else None
 
 
 def _same(one: Texts, two: Texts) -> bool:
@@ -109,7 +100,8 @@ def _same(one: Texts, two: Texts) -> bool:
         (one[1] is None or strip_memo(one[1]) == strip_memo(two[1]))
 
 
-def record(dom, code_hash: str, desired: str, texts: Texts, compare_again: Callable[[], Optional[Texts]]) -> bool:
+def record(guest: Guest, code_hash: str, desired: str, texts: Texts,
+           compare_again: Callable[[], Optional[Texts]]) -> bool:
     """Record the memo for ``texts``, which the full comparison has just found equal to ``desired``.
 
     Stripping must give the same text before and after the memo is written, but libvirt creates the
@@ -123,58 +115,64 @@ def record(dom, code_hash: str, desired: str, texts: Texts, compare_again: Calla
         return True  # already recorded: nothing to write
     try:
         if len(_MEMO_LINE.findall(texts[0])) != 1:
-            _set(dom, PLACEHOLDER)
-            now = _read(dom, texts[1] is not None)
+            _set(guest, PLACEHOLDER)
+            now = _read(guest, texts[1] is not None)
             if not _same(now, texts):
                 now = compare_again()
                 if now is None:
-                    _set(dom, None)
+                    _set(guest, None)
                     return False
             texts = now
         key = memo_key(code_hash, desired, *texts)
-        _set(dom, key)
-        written = inactive_xml(dom)
+        _set(guest, key)
+        written = guest.inactive_xml()
         if memo_of(written) != key or strip_memo(written) != strip_memo(texts[0]):
-            _set(dom, None)  # printed otherwise than expected: it would never match
+            _set(guest, None)  # printed otherwise than expected: it would never match
             return False
-    except libvirt.libvirtError:
+    except LibvirtError:
         try:
-            _set(dom, None)
-        except libvirt.libvirtError:
+            _set(guest, None)
+        except LibvirtError:
             pass
         return False
     return True
 
 
-def fast_result(conn, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def fast_result(hypervisor: Hypervisor, spec) -> Optional[Dict[str, Any]]:
     """The module's result when the memo proves the definitions equal and nothing needs doing; else None.
 
-    None sends the caller down the full path, which decides (and reports errors) as always.
+    ``spec`` is the ``DomainSpec`` with its desired XML. None sends the caller down the full path,
+    which decides (and reports errors) as always.
     """
-    state, desired = params.get("state"), params.get("xml")
+    state, desired = spec.state, spec.xml
     if state not in FAST_STATES or not isinstance(desired, str):
         return None
     code_hash = code()
     if code_hash is None:
         return None
     try:
-        dom = lookup_domain(conn, params["name"])
-        if dom is None:
+        guest = hypervisor.lookup(spec.name)
+        if guest is None:
             return None
-        before = normalized_state(dom)
+        before = guest.status()
         if before not in ("running", "paused", "shutoff") or transition_actions(state, before):
             return None  # something to do: the full path plans and does it (and refreshes the memo)
-        if params.get("autostart") is not None and autostart_actions(params["autostart"], bool(dom.autostart())):
+        if autostart_actions(spec.autostart, guest.autostart()):
             return None
-        inactive = inactive_xml(dom)
+        inactive = guest.inactive_xml()
         have = memo_of(inactive)
         if have is None:
             return None
-        live = live_xml(dom) if before in ACTIVE else None
+        live = guest.live_xml() if before in ACTIVE else None
         if memo_key(code_hash, desired, inactive, live) != have:
             return None
-        uuid = dom.UUIDString()
-    except libvirt.libvirtError:
+        uuid = guest.uuid
+    except LibvirtError:
         return None
-    return {"changed": False, "actions": [], "state": state_after(state, before), "previous_state": before,
-            "restart_pending": False, "differences": [], "uuid": uuid}
+    return settled_result(state_after(state, before), before, uuid)
+
+
+def settled_result(state: str, previous_state: str, uuid: Optional[str]) -> Dict[str, Any]:
+    """The result of a run that found nothing to do (the full path says the same, plus its diff)."""
+    return {"changed": False, "actions": [], "state": state, "previous_state": previous_state,
+            "restart_pending": False, "differences": [], "changes": [], "uuid": uuid}

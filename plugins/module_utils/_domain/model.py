@@ -4,16 +4,14 @@
 """Private to virtfleet.libvirt: typed model of a libvirt domain definition.
 
 Each class maps one part of libvirt's domain XML to plain attributes and back (``from_element`` /
-``to_element``). The model states XML facts only; choices such as "virtio disks" or "a logged
-serial console" belong to ``_designer``. Whatever the model does not know (elements, attributes)
-is kept verbatim (``extra`` / ``extra_attrs``) so a parse → render round trip never drops what a
-user wrote. Rendering is deterministic: known attributes and children in a fixed order, then the
-unknown ones in their original order.
+``to_element``). The model states XML facts only, and its defaults are "not said" (None): choices
+such as "virtio disks", "a logged serial console" or "an hvm guest" belong to the designer. Whatever
+the model does not know (elements, attributes) is kept verbatim (``extra`` / ``extra_attrs``) so a
+parse → render round trip never drops what a user wrote. Rendering is deterministic: known
+attributes and children in a fixed order, then the unknown ones in their original order.
 
-``normalize_for_compare`` removes or canonicalises what libvirt adds when it defines or starts a
-domain (addresses, aliases, implicit controllers and devices, defaults), and the ``domain`` module's
-re-run memo, so that a desired definition and libvirt's copy of it compare equal exactly when they
-mean the same.
+What libvirt adds when it defines or starts a domain, which a comparison must ignore, is the
+business of ``_domain.normalize``.
 """
 
 from __future__ import annotations
@@ -29,9 +27,8 @@ except ImportError:  # pragma: no cover - modules report it through missing_requ
 
 VIRTFLEET_NS = "https://virtfleet.dev/xmlns/libvirt/1"
 VIRTFLEET_PREFIX = "virtfleet"
-# The ``domain`` module's re-run memo (see ``_domain_memo``, which spells the same namespace): a cache
-# about the definition, not part of it, so comparisons never see it.
-MEMO_NS = "https://virtfleet.dev/xmlns/libvirt/memo/1"
+# The virtio serial port the QEMU guest agent talks on.
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 Element = "etree._Element"  # for annotations only; lxml may be missing at import time
 
@@ -288,7 +285,7 @@ class Nvram:
 class Os:
     """``<os>``: guest type, machine, firmware, boot order and direct kernel boot."""
 
-    type: str = "hvm"
+    type: Optional[str] = None
     arch: Optional[str] = None
     machine: Optional[str] = None
     firmware: Optional[str] = None
@@ -398,7 +395,7 @@ class Clock:
 class Sysinfo:
     """``<sysinfo>``; for type fwcfg the entries are (name, value) pairs exposed to the guest by fw_cfg."""
 
-    type: Optional[str] = "fwcfg"
+    type: Optional[str] = None
     entries: List[Tuple[str, str]] = field(default_factory=list)
     extra_attrs: Dict[str, str] = field(default_factory=dict)
     extra: List = field(default_factory=list)
@@ -467,7 +464,7 @@ class Disk(Device):
     """``<disk>``: a file, block device or network volume as disk, cdrom or floppy."""
 
     TAG = "disk"
-    type: Optional[str] = "file"
+    type: Optional[str] = None
     device: Optional[str] = None
     driver_name: Optional[str] = None
     driver_type: Optional[str] = None
@@ -593,7 +590,7 @@ class Interface(Device):
     """``<interface>``: network, bridge or direct (macvtap) attachment."""
 
     TAG = "interface"
-    type: Optional[str] = "network"
+    type: Optional[str] = None
     mac: Optional[str] = None
     source: Dict[str, str] = field(default_factory=dict)   # network=, bridge=, dev= + mode=
     source_extra: List = field(default_factory=list)
@@ -649,7 +646,7 @@ class CharDevice(Device):
     """``<serial>``, ``<console>`` or ``<channel>``: a character device, optionally logged to a file."""
 
     TAG = ""
-    type: Optional[str] = "pty"
+    type: Optional[str] = None
     source: Dict[str, str] = field(default_factory=dict)
     target_type: Optional[str] = None
     target_port: Optional[int] = None
@@ -720,7 +717,7 @@ class Graphics(Device):
     """``<graphics>``: vnc or spice, listening on an address (attribute and/or ``<listen>`` child)."""
 
     TAG = "graphics"
-    type: Optional[str] = "vnc"
+    type: Optional[str] = None
     port: Optional[int] = None
     autoport: Optional[bool] = None
     listen: Optional[str] = None
@@ -789,8 +786,8 @@ class Video(Device):
 @dataclass
 class Rng(Device):
     TAG = "rng"
-    model: Optional[str] = "virtio"
-    backend_model: Optional[str] = "random"
+    model: Optional[str] = None
+    backend_model: Optional[str] = None
     backend_path: Optional[str] = None
     extra: List = field(default_factory=list)
 
@@ -820,7 +817,7 @@ class Rng(Device):
 @dataclass
 class MemBalloon(Device):
     TAG = "memballoon"
-    model: Optional[str] = "virtio"
+    model: Optional[str] = None
     extra_attrs: Dict[str, str] = field(default_factory=dict)
     extra: List = field(default_factory=list)
 
@@ -840,7 +837,7 @@ class MemBalloon(Device):
 class Tpm(Device):
     TAG = "tpm"
     model: Optional[str] = None
-    backend_type: Optional[str] = "emulator"
+    backend_type: Optional[str] = None
     backend_version: Optional[str] = None
     backend_extra_attrs: Dict[str, str] = field(default_factory=dict)
     backend_extra: List = field(default_factory=list)
@@ -877,7 +874,7 @@ class Tpm(Device):
 @dataclass
 class Watchdog(Device):
     TAG = "watchdog"
-    model: Optional[str] = "i6300esb"
+    model: Optional[str] = None
     action: Optional[str] = None
     extra: List = field(default_factory=list)
 
@@ -898,7 +895,7 @@ class Watchdog(Device):
 @dataclass
 class Input(Device):
     TAG = "input"
-    type: Optional[str] = "tablet"
+    type: Optional[str] = None
     bus: Optional[str] = None
     extra_attrs: Dict[str, str] = field(default_factory=dict)
     extra: List = field(default_factory=list)
@@ -967,7 +964,7 @@ _TOP_KNOWN = ("name", "uuid", "title", "description", "metadata", "memory", "cur
 class Domain:
     """A libvirt domain definition."""
 
-    type: Optional[str] = "kvm"
+    type: Optional[str] = None
     name: str = ""
     uuid: Optional[str] = None
     id: Optional[str] = None
@@ -984,7 +981,7 @@ class Domain:
     vcpu_placement: Optional[str] = None
     vcpu_extra_attrs: Dict[str, str] = field(default_factory=dict)
     cpu: Optional[Cpu] = None
-    os: Os = field(default_factory=Os)
+    os: Optional[Os] = None
     features: Optional[Features] = None
     clock: Optional[Clock] = None
     on_poweroff: Optional[str] = None
@@ -1102,7 +1099,8 @@ class Domain:
             _set_attrs(vcpu, [], self.vcpu_extra_attrs)
         for info in self.sysinfo:
             root.append(info.to_element())
-        root.append(self.os.to_element())
+        if self.os is not None:
+            root.append(self.os.to_element())
         if self.features is not None:
             root.append(self.features.to_element())
         if self.cpu is not None:
@@ -1128,252 +1126,3 @@ class Domain:
 
     def copy(self) -> "Domain":
         return Domain.from_element(self.to_element())
-
-
-# ----------------------------------------------------------------------------------------- normalise
-
-# Controllers libvirt adds on its own (type -> models that count as "the implicit one").
-_IMPLICIT_CONTROLLERS = {"pci", "ide", "fdc", "sata", "virtio-serial", "usb", "scsi"}
-DEFAULT_X86_CPU_MODEL = "qemu64"
-_DEFAULT_ON = {"on_poweroff": "destroy", "on_reboot": "restart", "on_crash": "destroy"}
-_BUS_BY_PREFIX = (("vd", "virtio"), ("sd", "scsi"), ("hd", "ide"), ("fd", "fdc"), ("xvd", "xen"))
-
-
-def _strip_runtime(element) -> None:
-    """Remove what libvirt generates per definition or per run anywhere in a device."""
-    for tag in ("address", "alias", "backingStore", "seclabel"):
-        for node in list(element.iter(tag)):
-            if tag == "seclabel" and node.getparent() is not None and node.getparent().tag == "domain":
-                continue
-            node.getparent().remove(node)
-    for node in element.iter("source"):
-        node.attrib.pop("index", None)
-
-
-def _keep_controller(ctrl: Controller) -> bool:
-    """False for a controller libvirt would add by itself when it is missing."""
-    if ctrl.type not in _IMPLICIT_CONTROLLERS:
-        return True
-    if ctrl.type == "usb":
-        return ctrl.model == "none"
-    if ctrl.type == "scsi":
-        return ctrl.model not in (None, "lsilogic") or bool(ctrl.extra)
-    return False
-
-
-def _normalize_device(dev: Device) -> Optional[Device]:
-    """The canonical form of ``dev``, or None when libvirt would add it anyway."""
-    if isinstance(dev, RawDevice):
-        if dev.tag == "emulator":
-            return None
-        if dev.tag == "audio" and dev.element.get("type") in ("none", "spice"):
-            return None
-        return dev
-    if isinstance(dev, Controller):
-        if not _keep_controller(dev):
-            return None
-        if dev.type == "scsi" and dev.index is None:
-            dev.index = 0
-        dev.extra = [e for e in dev.extra if e.tag not in ("target", "model")] if dev.type == "pci" else dev.extra
-        return dev
-    if isinstance(dev, Input):
-        if dev.bus == "ps2" and dev.type in ("mouse", "keyboard") and not dev.extra:
-            return None
-        if dev.bus is None:
-            dev.bus = "usb" if dev.type == "tablet" else dev.bus
-        return dev
-    if isinstance(dev, MemBalloon):
-        if dev.model == "virtio" and not dev.extra and not dev.extra_attrs:
-            return None
-        return dev
-    if isinstance(dev, Disk):
-        dev.device = dev.device or "disk"
-        dev.type = dev.type or "file"
-        if dev.target_bus is None and dev.target_dev:
-            for prefix, bus in _BUS_BY_PREFIX:
-                if dev.target_dev.startswith(prefix):
-                    dev.target_bus = bus
-                    break
-        if not dev.source and not dev.source_extra:
-            dev.has_source = False
-        return dev
-    if isinstance(dev, Interface):
-        if dev.mac:
-            dev.mac = dev.mac.lower()
-        if dev.type == "network":
-            dev.source.pop("portid", None)
-            dev.source.pop("bridge", None)
-        if dev.type == "direct":
-            dev.source.setdefault("mode", "vepa")
-        if dev.target_dev and dev.target_dev.startswith(("vnet", "macvtap")):
-            dev.target_dev = None  # generated at start
-        return dev
-    if isinstance(dev, CharDevice):
-        if dev.type == "pty":
-            dev.source = {}
-        dev.extra_attrs.pop("tty", None)
-        if isinstance(dev, Serial):
-            if dev.target_type in (None, "isa-serial") and dev.target_port in (None, 0) and not dev.target_name:
-                if all(e.tag == "model" and e.get("name") == "isa-serial" for e in dev.target_extra):
-                    dev.has_target, dev.target_type, dev.target_port, dev.target_extra = False, None, None, []
-                    dev.target_extra_attrs = {}
-        if isinstance(dev, Channel):
-            dev.target_extra_attrs.pop("state", None)
-            if dev.type == "unix" and set(dev.source) <= {"mode", "path"}:
-                dev.source = {}  # libvirt picks the socket path under its own runtime dir
-        return dev
-    if isinstance(dev, Graphics):
-        if dev.autoport or dev.port in (None, -1):
-            dev.port, dev.autoport = None, None  # the port is chosen at start
-        dev.listen_element = dev.listen is not None  # libvirt mirrors the listen attribute as a child
-        return dev
-    if isinstance(dev, Video):
-        for key in ("vram", "vgamem", "ram", "vram64"):
-            dev.model_attrs.pop(key, None)
-        if dev.model_attrs.get("heads") == "1":
-            dev.model_attrs.pop("heads")
-        if dev.model_attrs.get("primary") == "yes":
-            dev.model_attrs.pop("primary")
-        return dev
-    if isinstance(dev, Rng):
-        if dev.backend_model == "random" and dev.backend_path is None:
-            dev.backend_path = "/dev/urandom"
-        return dev
-    if isinstance(dev, Tpm):
-        if dev.backend_type == "emulator" and dev.backend_version is None:
-            dev.backend_version = "2.0"
-        if dev.model is None:
-            dev.model = "tpm-tis"
-        return dev
-    if isinstance(dev, Watchdog):
-        if dev.action is None:
-            dev.action = "reset"
-        return dev
-    return dev
-
-
-def _device_sort_key(indexed: Tuple[int, Device]) -> Tuple[int, int]:
-    index, dev = indexed
-    tag = device_tag(dev)
-    rank = DEVICE_ORDER.index(tag) if tag in DEVICE_ORDER else len(DEVICE_ORDER)
-    return rank, index
-
-
-def _runtime_cpu(cpu: Optional[Cpu]) -> Optional[Cpu]:
-    """The part of a CPU definition that survives libvirt's expansion at start: topology and NUMA cells."""
-    if cpu is None:
-        return None
-    kept = Cpu(sockets=cpu.sockets, dies=cpu.dies, cores=cpu.cores, threads=cpu.threads,
-               extra=[copy.deepcopy(e) for e in cpu.extra if e.tag == "numa"])
-    if kept.extra or any(v is not None for v in (kept.sockets, kept.dies, kept.cores, kept.threads)):
-        return kept
-    return None
-
-
-def normalize_for_compare(domain: Domain, runtime: bool = False) -> Domain:
-    """A copy of ``domain`` without what libvirt adds on define or start, with defaults made explicit.
-
-    ``normalize_for_compare(desired) == normalize_for_compare(libvirt's inactive XML)`` exactly when
-    defining ``desired`` would change nothing. Machine aliases (``pc``) are not resolved here (that needs
-    the hypervisor); the designer writes canonical machine names.
-
-    A running guest's XML (it has an ``id``) shows the CPU QEMU really got (host-model expanded to a
-    model plus features), from which the defined CPU cannot be recovered; only its topology and NUMA
-    cells are compared. Pass ``runtime=True`` for the definition compared against such live XML so
-    both sides are reduced alike.
-    """
-    root = domain.to_element()
-    for tag in ("seclabel", "resource", "genid"):
-        for node in root.findall(tag):
-            if tag == "resource":
-                partition = node.find("partition")
-                if not (len(node) == 1 and partition is not None and partition.text == "/machine"):
-                    continue
-            root.remove(node)
-    devices = root.find("devices")
-    if devices is not None:
-        _strip_runtime(devices)
-    norm = Domain.from_element(root)
-    running = norm.id is not None
-    norm.id = None
-    if runtime or (running and norm.cpu is not None and norm.cpu.check == "full"):
-        norm.cpu = _runtime_cpu(norm.cpu)
-    if norm.uuid:
-        norm.uuid = norm.uuid.lower()
-    if norm.current_memory_kib is None or norm.current_memory_kib == norm.memory_kib:
-        norm.current_memory_kib = norm.memory_kib
-    if norm.vcpus is not None:
-        norm.vcpu_placement = norm.vcpu_placement or "static"
-        if norm.vcpu_current == norm.vcpus:
-            norm.vcpu_current = None
-    for tag, default in _DEFAULT_ON.items():
-        if getattr(norm, tag) is None:
-            setattr(norm, tag, default)
-    if norm.os.type == "hvm" and norm.os.arch is None:
-        norm.os.arch = "x86_64"
-    if norm.os.loader is not None and norm.os.loader.type == "pflash" and norm.os.loader.readonly is None:
-        norm.os.loader.readonly = True
-    if norm.os.nvram is not None:
-        norm.os.nvram.template = None  # libvirt fills it in from the firmware descriptors
-    if norm.os.firmware is not None and norm.os.loader is not None:
-        norm.os.firmware = None        # libvirt 9 resolved autoselection into an explicit loader
-    if norm.clock is None:
-        norm.clock = Clock(offset="utc")
-    if norm.cpu is not None:
-        cpu = norm.cpu
-        if cpu.mode in ("host-model", "host-passthrough", "maximum"):
-            cpu.check = None
-            if cpu.mode != "host-model":
-                cpu.migratable = None if cpu.migratable == "on" else cpu.migratable
-            if cpu.mode == "host-model":
-                cpu.model_fallback = None
-        else:
-            cpu.mode = cpu.mode or "custom"
-            cpu.check = None
-            if cpu.model is None and norm.os.arch in ("x86_64", "i686") and cpu.mode == "custom":
-                cpu.model, cpu.model_fallback = DEFAULT_X86_CPU_MODEL, "forbid"  # what libvirt fills in
-            if cpu.model is not None:
-                cpu.match = cpu.match or "exact"
-                cpu.model_fallback = cpu.model_fallback or "allow"
-        for feature in cpu.features:
-            feature.policy = feature.policy or "require"
-        plain = not cpu.features and not cpu.extra and not cpu.extra_attrs and cpu.vendor is None and all(
-            v is None for v in (cpu.sockets, cpu.dies, cpu.cores, cpu.threads))
-        # No <cpu> at all means libvirt's default x86 CPU, which it then writes out as qemu64.
-        if plain and cpu.mode == "custom" and cpu.model in (None, DEFAULT_X86_CPU_MODEL) and \
-                cpu.model_fallback == "forbid" and norm.os.arch in ("x86_64", "i686"):
-            norm.cpu = None
-    devices_list = []
-    has_device_boot = False
-    serial_count = 0
-    for dev in norm.devices:
-        dev = _normalize_device(dev)
-        if dev is None:
-            continue
-        if isinstance(dev, Serial):
-            serial_count += 1
-        if getattr(dev, "boot_order", None) is not None:
-            has_device_boot = True
-        devices_list.append(dev)
-    if serial_count:
-        # libvirt mirrors the first serial port as a serial console; comparing the serial is enough.
-        devices_list = [d for d in devices_list
-                        if not (isinstance(d, Console) and d.target_type in (None, "serial") and
-                                d.target_port in (None, 0) and not d.extra and d.type == "pty")]
-    if "q35" in (norm.os.machine or ""):
-        # libvirt 9.1+ shows the q35 chipset's own watchdog on every q35 domain; an itco watchdog that
-        # only resets is therefore the same as none.
-        devices_list = [d for d in devices_list
-                        if not (isinstance(d, Watchdog) and d.model == "itco" and d.action == "reset" and not d.extra)]
-    norm.devices = [d for _i, d in sorted(enumerate(devices_list), key=_device_sort_key)]
-    if norm.os.type == "hvm" and not norm.os.boot_devs and not has_device_boot:
-        norm.os.boot_devs = ["hd"]
-    if norm.metadata is not None:
-        norm.metadata.extra = [e for e in norm.metadata.extra if not _is_memo(e)]
-        if norm.metadata.is_empty():
-            norm.metadata = None
-    return Domain.from_element(norm.to_element())
-
-
-def _is_memo(element) -> bool:
-    return isinstance(element.tag, str) and element.tag.startswith("{%s}" % MEMO_NS)

@@ -19,25 +19,33 @@ the record (outside check mode). The record is only a cache: losing it costs tim
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import uuid as uuidlib
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import DEFAULT_URI
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import code_digest as _code_digest
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import read_bytes, write_file_atomic
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import validate_guest_name
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import (
+    DIR_MODE, GuestLayout, absolute_path, guest_layout, validate_guest_name,
+)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import (
+    DOMAIN_XML_ITEM_SPEC, option_value,
+)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor, open_hypervisor
 
-DOMAIN_XML_FILE = "domain.xml"
 FILE_MODE = 0o644
-DIR_MODE = 0o755
 RECORD_XATTR = "user.virtfleet.domain_xml"
 RECORD_VERSION = 1
-# Every module whose code decides the rendered bytes: a change to any of them invalidates the records.
-CODE_MODULES = ("_domain.xml_file", "_domain.designer", "_domain.model", "_layout", "_sizes", "_host.virt_probe",
-                "_common")
+# Every module whose code decides the rendered bytes (or what is valid): a change to any of them
+# invalidates the records.
+CODE_MODULES = ("_domain.xml_file", "_domain.spec", "_domain.designer", "_domain.model", "_layout", "_identifiers",
+                "_sizes", "_argspec", "_host.virt_probe", "_common")
 
 
 def _designer():
@@ -50,12 +58,21 @@ def _model():
     return model
 
 
+def _spec_class():
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
+    return DomainXmlSpec
+
+
 def _require_lxml() -> None:
     try:
         import lxml  # noqa: F401  pylint: disable=unused-import
     except ImportError:
         from ansible.module_utils.basic import missing_required_lib
         raise VirtfleetError(missing_required_lib("lxml"))
+
+
+def _option(params: Dict[str, Any], key: str) -> Any:
+    return option_value(params, DOMAIN_XML_ITEM_SPEC, key)
 
 
 def _uuid_from_file(data: Optional[bytes]) -> Optional[str]:
@@ -69,14 +86,18 @@ def _uuid_from_file(data: Optional[bytes]) -> Optional[str]:
         return None  # a broken file is replaced; its UUID (if any) cannot be trusted
 
 
-def _uuid_from_libvirt(conn, name: str) -> Optional[str]:
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import lookup_domain
-
-    dom = lookup_domain(conn, name)
-    return dom.UUIDString() if dom is not None else None
+def _uuid_from_libvirt(hypervisor: Hypervisor, name: str) -> Optional[str]:
+    guest = hypervisor.lookup(name)
+    return guest.uuid if guest is not None else None
 
 
-def render_domain_xml(conn, params: Dict[str, Any], existing: Optional[bytes],
+def owned_files(layout: GuestLayout, path: str, uefi: bool) -> List[str]:
+    """The files a guest of this definition has in its instance directory because of it: the definition,
+    its console log and, with UEFI, its variable store."""
+    return [path, layout.console_log] + ([layout.nvram] if uefi else [])
+
+
+def render_domain_xml(hypervisor: Hypervisor, params: Dict[str, Any], existing: Optional[bytes],
                       host_answers: Optional[Tuple[str, str]] = None) -> Dict[str, Any]:
     """The desired XML text and the facts resolved for it (no writes).
 
@@ -85,51 +106,35 @@ def render_domain_xml(conn, params: Dict[str, Any], existing: Optional[bytes],
     """
     _require_lxml()
     designer, model = _designer(), _model()
-    spec = designer.validate_spec(params)
-    instance_dir = designer.instance_dir_of(params)
+    spec = _spec_class().from_params(params)
     if host_answers is not None:
-        facts = designer.resolve_host_facts(conn, spec, virt_type=host_answers[0], caps_xml=host_answers[1])
+        facts = designer.resolve_host_facts(hypervisor, spec, virt_type=host_answers[0], caps_xml=host_answers[1])
     else:
-        facts = designer.resolve_host_facts(conn, spec)
-    if spec["uuid"] is None:
-        spec["uuid"] = _uuid_from_file(existing) or _uuid_from_libvirt(conn, spec["name"]) or str(uuidlib.uuid4())
-    domain = designer.design_domain(spec, facts, instance_dir)
+        facts = designer.resolve_host_facts(hypervisor, spec)
+    if spec.uuid is None:
+        spec = dataclasses.replace(spec, uuid=_uuid_from_file(existing) or _uuid_from_libvirt(hypervisor, spec.name)
+                                   or str(uuidlib.uuid4()))
+    domain = designer.design_domain(spec, facts, spec.layout)
     return {
         "xml": domain.to_string(),
-        "uuid": spec["uuid"],
+        "uuid": spec.uuid,
         "virt_type": facts.virt_type,
         "machine": facts.machine,
         "macs": [nic.mac for nic in domain.devices_of(model.Interface)],
-        "instance_dir": instance_dir,
+        "owned_files": owned_files(spec.layout, spec.path, spec.firmware == "uefi"),
+        "rendered": True,
     }
 
 
 def output_path(params: Dict[str, Any]) -> str:
-    if params.get("path"):
-        path = params["path"]
-        if not isinstance(path, str) or not os.path.isabs(path):
-            raise VirtfleetError("path must be an absolute path, got %r" % (path,))
-        return os.path.normpath(path)
-    return os.path.join(_designer().instance_dir_of(params), DOMAIN_XML_FILE)
+    """The file written: ``path``, else ``domain.xml`` in the guest's instance directory."""
+    if _option(params, "path"):
+        return absolute_path(_option(params, "path"), "path")
+    return _layout_of(params).domain_xml
 
 
-def _quick_output_path(params: Dict[str, Any]) -> Optional[str]:
-    """``output_path`` for plain absolute paths without importing the designer; None when unsure.
-
-    Only used to find a record; the record itself must name the same path to be trusted.
-    """
-    if params.get("path"):
-        path = params["path"]
-        return os.path.normpath(path) if isinstance(path, str) and os.path.isabs(path) else None
-    base = params.get("instance_dir")
-    if not base:
-        root = params.get("instances_path") or "/var/lib/virtfleet/instances"
-        if not isinstance(root, str) or not os.path.isabs(root):
-            return None
-        base = os.path.join(os.path.normpath(root), params["name"])
-    if not isinstance(base, str) or not os.path.isabs(base):
-        return None
-    return os.path.join(os.path.normpath(base), DOMAIN_XML_FILE)
+def _layout_of(params: Dict[str, Any]) -> GuestLayout:
+    return guest_layout(params.get("instances_path"), params.get("name"), params.get("instance_dir"))
 
 
 def _write(path: str, data: bytes) -> None:
@@ -151,7 +156,7 @@ def code_digest() -> Optional[str]:
     return _code_digest(CODE_MODULES)
 
 
-def host_answers(conn, params: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+def host_answers(hypervisor: Hypervisor, params: Dict[str, Any]) -> Optional[Tuple[str, str]]:
     """(resolved virt type, domain capabilities XML): everything from libvirt a BIOS design depends on.
 
     None when the fast path does not apply (UEFI also depends on firmware files) or libvirt refuses;
@@ -159,12 +164,14 @@ def host_answers(conn, params: Dict[str, Any]) -> Optional[Tuple[str, str]]:
     """
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.virt_probe import resolve_virt_type
 
-    if params.get("firmware", "bios") != "bios" or not isinstance(params.get("machine", "pc"), str):
+    machine = _option(params, "machine")
+    if _option(params, "firmware") != "bios" or not isinstance(machine, str):
         return None
     try:
-        virt_type = resolve_virt_type(conn, params.get("virt_type", "auto"))
-        caps = conn.getDomainCapabilities(None, "x86_64", params.get("machine", "pc"), virt_type, 0)
-    except Exception:  # pylint: disable=broad-except - VirtfleetError or libvirtError: full path
+        virt_type = resolve_virt_type(hypervisor, _option(params, "virt_type"))
+        caps = hypervisor.domain_capabilities(machine, virt_type)
+    except Exception:  # pylint: disable=broad-except
+        # VirtfleetError or a libvirt error: the full path reports it in its own words
         return None
     return virt_type, caps
 
@@ -189,11 +196,13 @@ def read_record(path: str) -> Optional[Dict[str, Any]]:
     return data if isinstance(data, dict) and data.get("version") == RECORD_VERSION else None
 
 
+RECORDED = ("uuid", "virt_type", "machine", "macs", "owned_files")
+
+
 def write_record(path: str, key: str, data: bytes, rendered: Dict[str, Any]) -> None:
     """Best effort: a file system without user extended attributes just never takes the fast path."""
-    record = {"version": RECORD_VERSION, "key": key, "path": path, "sha256": hashlib.sha256(data).hexdigest(),
-              "uuid": rendered["uuid"], "virt_type": rendered["virt_type"], "machine": rendered["machine"],
-              "macs": rendered["macs"]}
+    record = {"version": RECORD_VERSION, "key": key, "path": path, "sha256": hashlib.sha256(data).hexdigest()}
+    record.update({name: rendered[name] for name in RECORDED})
     try:
         os.setxattr(path, RECORD_XATTR, json.dumps(record, sort_keys=True).encode("utf-8"))
     except (OSError, AttributeError):
@@ -214,45 +223,42 @@ def _from_record(path: str, key: Optional[str], existing: Optional[bytes]) -> Op
     except UnicodeDecodeError:
         return None
     if not all(isinstance(record.get(k), str) for k in ("uuid", "virt_type", "machine")) \
-            or not isinstance(record.get("macs"), list):
+            or not all(isinstance(record.get(k), list) for k in ("macs", "owned_files")):
         return None
-    return {"xml": xml, "uuid": record["uuid"], "virt_type": record["virt_type"], "machine": record["machine"],
-            "macs": list(record["macs"])}
+    return dict({name: record[name] for name in RECORDED}, xml=xml, rendered=False)
 
 
-def ensure_domain_xml(params: Dict[str, Any], check_mode: bool, conn=None) -> Dict[str, Any]:
-    """Core of the ``domain_xml`` module. ``conn`` lets tests pass an open connection."""
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import connect
+@contextlib.contextmanager
+def _hypervisor_for(params: Dict[str, Any], hypervisor: Optional[Hypervisor]) -> Iterator[Hypervisor]:
+    if hypervisor is not None:
+        yield hypervisor
+        return
+    with open_hypervisor(params.get("uri") or DEFAULT_URI) as opened:
+        yield opened
 
+
+def ensure_domain_xml(params: Dict[str, Any], check_mode: bool = False, diff: bool = False,
+                      hypervisor: Optional[Hypervisor] = None) -> Dict[str, Any]:
+    """Core of the ``domain_xml`` module: one guest's definition file. ``hypervisor`` may be shared by a batch."""
     validate_guest_name(params.get("name"))  # before any path is built from it
-    if conn is None:
-        with connect(params.get("uri") or "qemu:///system") as opened:
-            return _ensure(opened, params, check_mode)
-    return _ensure(conn, params, check_mode)
+    with _hypervisor_for(params, hypervisor) as opened:
+        return _ensure(opened, params, check_mode)
 
 
-def _ensure(conn, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
-    answers = host_answers(conn, params)
+def _ensure(hypervisor: Hypervisor, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
+    answers = host_answers(hypervisor, params)
     key = record_key(params, answers) if answers is not None else None
-    quick = _quick_output_path(params) if key is not None else None
-    rendered = None
-    if quick is not None:
-        try:
-            existing = read_bytes(quick)
-        except OSError:
-            existing = None
-        rendered = _from_record(quick, key, existing)
-        path = quick
+    path = output_path(params)
+    try:
+        existing = read_bytes(path)
+    except OSError as exc:
+        raise VirtfleetError("cannot read the existing domain XML %s: %s" % (path, exc.strerror or exc))
+    rendered = _from_record(path, key, existing)
     if rendered is None:
-        path = output_path(params)
-        try:
-            existing = read_bytes(path)
-        except OSError as exc:
-            raise VirtfleetError("cannot read the existing domain XML %s: %s" % (path, exc.strerror or exc))
-        rendered = render_domain_xml(conn, params, existing, host_answers=answers)
+        rendered = render_domain_xml(hypervisor, params, existing, host_answers=answers)
     data = rendered["xml"].encode("utf-8")
     changed = existing != data
-    if not check_mode and "instance_dir" in rendered:  # rendered now, not taken from the record
+    if not check_mode and rendered["rendered"]:
         if changed:
             _write(path, data)
         if key is not None and (changed or (read_record(path) or {}).get("key") != key):
@@ -266,6 +272,7 @@ def _ensure(conn, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
         "virt_type": rendered["virt_type"],
         "machine": rendered["machine"],
         "macs": rendered["macs"],
+        "owned_files": rendered["owned_files"],
         "diff": {"before": before, "after": rendered["xml"], "before_header": path if existing is not None
                  else "%s (absent)" % path, "after_header": path},
     }

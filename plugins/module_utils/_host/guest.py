@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import xml.etree.ElementTree as ElementTree
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qcow2 as qcow2
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import (
     connect, libvirt, libvirt_error_text,
 )
@@ -41,7 +39,8 @@ def _flag(name: str, default: int = 0) -> int:
     return getattr(libvirt, name, default) if libvirt is not None else default
 
 
-def _vanished(exc: Exception) -> bool:
+def vanished(exc: Exception) -> bool:
+    """Whether ``exc`` says the domain does not exist (any more)."""
     return isinstance(exc, LibvirtError) and exc.get_error_code() == _flag("VIR_ERR_NO_DOMAIN", 42)
 
 
@@ -77,7 +76,7 @@ class Guest:
         try:
             state, reason = self._dom.state()
         except LibvirtError as exc:
-            if _vanished(exc):
+            if vanished(exc):
                 return "absent", 0
             raise
         return STATE_NAMES.get(state, "nostate"), reason
@@ -248,6 +247,9 @@ class Guest:
 def disk_sources(xml: str) -> List[Tuple[str, Optional[str]]]:
     """(file or block device, driver format) of every disk of a domain XML, and every layer of a
     ``<backingStore>`` chain libvirt shows for a running guest."""
+    # imported here: only the in-use scan parses XML; a guest's lifecycle calls never do
+    import xml.etree.ElementTree as ElementTree
+
     try:
         root = ElementTree.fromstring(xml)
     except ElementTree.ParseError:
@@ -270,6 +272,9 @@ def disk_sources(xml: str) -> List[Tuple[str, Optional[str]]]:
 
 def backing_chain(path: str, fmt: Optional[str]) -> List[str]:
     """``path`` and the files its qcow2 headers name as backing files, read in Python (never qemu-img)."""
+    # imported here: only the in-use scan reads image headers
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qcow2 as qcow2
+
     chain = [os.path.normpath(path)]
     current, current_format = path, fmt
     for _ in range(MAX_BACKING_DEPTH):
@@ -295,7 +300,7 @@ class Hypervisor:
         try:
             return Guest(self._conn.lookupByName(name))
         except LibvirtError as exc:
-            if _vanished(exc):
+            if vanished(exc):
                 return None
             raise VirtfleetError("cannot look up domain %s: %s" % (name, libvirt_error_text(exc)))
 

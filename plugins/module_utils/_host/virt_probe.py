@@ -61,22 +61,24 @@ def kvm_usability(root: str = "/", libvirt_offers_kvm: Union[None, bool, Callabl
     return True, "hardware KVM via %s" % loaded[0]
 
 
-def _libvirt_offers_kvm(conn) -> Optional[bool]:
-    if conn is None:
+def _libvirt_offers_kvm(hypervisor) -> Optional[bool]:
+    """Whether the host capabilities of ``hypervisor`` (a ``_host.guest.Hypervisor``) list the kvm type."""
+    if hypervisor is None:
         return None
     try:
-        return "type='kvm'" in conn.getCapabilities().replace('"', "'")
-    except Exception:  # a capability query failing must not decide anything
+        return "type='kvm'" in hypervisor.capabilities().replace('"', "'")
+    except Exception:  # pylint: disable=broad-except
+        # a capability query failing must not decide anything
         return None
 
 
-def resolve_virt_type(conn, requested: str) -> str:
-    """The concrete domain type for ``requested`` (``kvm``, ``qemu`` or ``auto``)."""
+def resolve_virt_type(hypervisor, requested: str) -> str:
+    """The concrete domain type for ``requested`` (``kvm``, ``qemu`` or ``auto``) on ``hypervisor``."""
     if requested not in VIRT_TYPES:
         raise VirtfleetError("virt_type must be one of %s, not %r" % (", ".join(VIRT_TYPES), requested))
     if requested == "qemu":
         return "qemu"
-    usable, reason = kvm_usability(libvirt_offers_kvm=lambda: _libvirt_offers_kvm(conn))
+    usable, reason = kvm_usability(libvirt_offers_kvm=lambda: _libvirt_offers_kvm(hypervisor))
     if requested == "kvm" and not usable:
         raise VirtfleetError("virt_type kvm was asked for, but KVM cannot run guests on this host: %s. "
                              "Use virt_type: qemu (software emulation) or auto." % reason)

@@ -9,17 +9,21 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer as designer
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import spec as spec_mod
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout
 
 PC = designer.HostFacts(virt_type="qemu", machine="pc-i440fx-7.2")
 Q35 = designer.HostFacts(virt_type="qemu", machine="pc-q35-7.2")
 INSTANCE = "/srv/instances/g1"
+LAYOUT = guest_layout("/srv/instances", "g1")
 
 
 def design(facts=PC, **params):
     params.setdefault("name", "g1")
-    spec = designer.validate_spec(params)
-    return designer.design_domain(spec, facts, INSTANCE)
+    spec = DomainXmlSpec.from_params(params)
+    return designer.design_domain(spec, facts, LAYOUT)
 
 
 def test_consumer_example_shape():
@@ -154,7 +158,7 @@ def test_bad_input_is_a_clear_error(bad, message):
     params = {"name": "g1"}
     params.update(bad)
     with pytest.raises(VirtfleetError, match=message):
-        designer.validate_spec(params)
+        DomainXmlSpec.from_params(params)
 
 
 def test_hostile_strings_stay_text():
@@ -276,7 +280,7 @@ def test_itco_watchdog_needs_q35():
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000), st.text(max_size=12),
                      st.sampled_from(["/a", "160M", "pc", "q35", "uefi", "bios", "virtio", "scsi", "cdrom",
                                       "network", "vda", "hdc", "qemu", "opt/a", "52:54:00:00:00:01"]))
-_dicts = st.dictionaries(st.sampled_from(designer.DISK_KEYS + designer.NIC_KEYS), _scalars, max_size=5)
+_dicts = st.dictionaries(st.sampled_from(spec_mod.DISK_KEYS + spec_mod.NIC_KEYS), _scalars, max_size=5)
 _values = st.one_of(_scalars, st.lists(st.one_of(_dicts, _scalars), max_size=3),
                     st.dictionaries(st.text(max_size=8), _scalars, max_size=3))
 _params = st.fixed_dictionaries(
@@ -286,15 +290,15 @@ _params = st.fixed_dictionaries(
                                        "title", "description", "kernel", "initrd", "cmdline", "fw_cfg", "disks",
                                        "nics", "metadata", "extra_devices", "guest_agent", "rng",
                                        "instance_dir", "tpm", "tpm_model", "watchdog", "watchdog_action",
-                                       "memballoon")})
+                                       "memballoon", "max_memory_slots")})
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_params, st.sampled_from([PC, Q35]))
 def test_any_arguments_give_xml_or_virtfleet_error(params, facts):
     try:
-        spec = designer.validate_spec(params)
-        text = designer.design_domain(spec, facts, INSTANCE).to_string()
+        spec = DomainXmlSpec.from_params(params)
+        text = designer.design_domain(spec, facts, guest_layout("/srv/instances", spec.name)).to_string()
     except VirtfleetError as exc:
         assert exc.msg
         return

@@ -9,6 +9,7 @@ import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import info as info
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Guest, Hypervisor
 
 
 UEFI_GUEST = """
@@ -308,7 +309,7 @@ class FakeConn:
 def test_running_guest_with_agent_not_connected_still_reports_leases():
     agent_down = _error(libvirt.VIR_ERR_AGENT_UNRESPONSIVE, "Guest agent is not responding")
     dom = FakeDomain("web1", UEFI_GUEST, leases=LEASES, agent=agent_down)
-    [data] = info.gather_domains(FakeConn([dom]), "web1", include_xml=True)
+    [data] = info.gather_domains(Hypervisor(FakeConn([dom])), "web1", include_xml=True)
     assert data["state"] == "running" and data["persistent"] is True and data["autostart"] is False
     assert data["uuid"] == "3c1a1a54-5bd1-4f0c-9d0b-33e2bbf0b6f3"
     assert [a["address"] for a in data["interfaces"][0]["addresses"]] == ["192.168.122.57"]
@@ -319,7 +320,7 @@ def test_running_guest_with_agent_not_connected_still_reports_leases():
 def test_stopped_guest_is_not_asked_for_addresses_and_no_agent_channel_means_no_agent_query():
     off = FakeDomain("off", UEFI_GUEST, state=libvirt.VIR_DOMAIN_SHUTOFF)
     tiny = FakeDomain("tiny", LIVE_TCG_GUEST, leases={})
-    result = info.gather_domains(FakeConn([tiny, off]))
+    result = info.gather_domains(Hypervisor(FakeConn([tiny, off])))
     assert [(d["name"], d["state"]) for d in result] == [("off", "shutoff"), ("tiny", "running")]
     assert "xml" not in result[0]
     assert off.asked == [] and tiny.asked == [libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE]
@@ -327,13 +328,13 @@ def test_stopped_guest_is_not_asked_for_addresses_and_no_agent_channel_means_no_
 
 def test_missing_name_gives_an_empty_list_and_vanished_domains_are_skipped():
     gone = FakeDomain("gone", LIVE_TCG_GUEST, vanish=True)
-    assert info.gather_domains(FakeConn([gone]), "nope") == []
-    assert info.gather_domains(FakeConn([gone])) == []
+    assert info.gather_domains(Hypervisor(FakeConn([gone])), "nope") == []
+    assert info.gather_domains(Hypervisor(FakeConn([gone]))) == []
 
 
 def test_unparsable_definition_names_the_domain():
     with pytest.raises(VirtfleetError, match="domain broken: cannot parse"):
-        info.gather_domains(FakeConn([FakeDomain("broken", "<domain")]))
+        info.gather_domains(Hypervisor(FakeConn([FakeDomain("broken", "<domain")])))
 
 
 # ------------------------------------------------------------------------------- waiting for an address
@@ -368,7 +369,7 @@ def test_reachable_addresses_skip_ipv6_link_local_only():
 
 def test_wait_for_address_polls_until_a_lease_appears():
     dom = LeaseAfter(polls=3)
-    interfaces = info.wait_for_address(dom, timeout=30, poll=0.01)
+    interfaces = info.wait_for_address(Guest(dom), timeout=30, poll=0.01)
     assert dom.looks == 3
     assert interfaces[0]["mac"] == "52:54:00:aa:bb:01"
     assert interfaces[0]["addresses"] == [{"address": "192.168.122.57", "prefix": 24, "family": "ipv4",
@@ -378,16 +379,16 @@ def test_wait_for_address_polls_until_a_lease_appears():
 def test_wait_for_address_counts_only_reachable_agent_addresses():
     link_local_only = {"eth0": {"hwaddr": "52:54:00:aa:bb:01", "addrs": [{"type": 1, "addr": "fe80::1", "prefix": 64}]}}
     with pytest.raises(VirtfleetError) as err:
-        info.wait_for_address(LeaseAfter(polls=10 ** 6, agent=link_local_only), timeout=0, poll=0.01)
+        info.wait_for_address(Guest(LeaseAfter(polls=10 ** 6, agent=link_local_only)), timeout=0, poll=0.01)
     assert "no address from the guest agent" in err.value.msg
-    interfaces = info.wait_for_address(LeaseAfter(polls=10 ** 6, agent=AGENT), timeout=0, poll=0.01)
+    interfaces = info.wait_for_address(Guest(LeaseAfter(polls=10 ** 6, agent=AGENT)), timeout=0, poll=0.01)
     assert [a["source"] for a in interfaces[0]["addresses"]] == ["agent", "agent"]
 
 
 def test_wait_for_address_times_out_saying_where_it_looked():
     dom = LeaseAfter(polls=10 ** 6)
     with pytest.raises(VirtfleetError) as err:
-        info.wait_for_address(dom, timeout=0, poll=0.01)
+        info.wait_for_address(Guest(dom), timeout=0, poll=0.01)
     msg = err.value.msg
     assert msg.startswith("domain web1 has no IP address after 0 s: no DHCP lease on its libvirt network default,")
     assert "guest agent" in msg and "left running" in msg and "address_timeout" in msg
@@ -396,11 +397,12 @@ def test_wait_for_address_times_out_saying_where_it_looked():
 
 def test_wait_for_address_stops_when_the_guest_stops_or_vanishes():
     with pytest.raises(VirtfleetError, match="domain web1 is shutoff, not running"):
-        info.wait_for_address(LeaseAfter(polls=10 ** 6, states=[libvirt.VIR_DOMAIN_SHUTOFF]), timeout=30, poll=0.01)
+        info.wait_for_address(Guest(LeaseAfter(polls=10 ** 6, states=[libvirt.VIR_DOMAIN_SHUTOFF])), timeout=30,
+                              poll=0.01)
     gone = LeaseAfter(polls=10 ** 6)
     gone._vanish = True
     with pytest.raises(VirtfleetError, match="vanished"):
-        info.wait_for_address(gone, timeout=30, poll=0.01)
+        info.wait_for_address(Guest(gone), timeout=30, poll=0.01)
 
 
 def test_no_address_message_for_guests_without_leasing_networks_or_nics():

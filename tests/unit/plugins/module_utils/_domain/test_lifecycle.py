@@ -17,7 +17,10 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import lifecycle as lc
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo as memo
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import plan as plan_mod
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import WANTED_STATES, DomainSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY, VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor
 from tests.support.runner import run_module
 
 UUID = "6f1c7a52-3a55-4d8e-9a43-0a2b0f1d5e01"
@@ -179,11 +182,31 @@ class FakeConn:
 
 
 def params(**over):
-    base = {"name": "g1", "state": "running", "xml": guest_xml(), "xml_source": "test", "autostart": None,
+    base = {"name": "g1", "state": "running", "xml": guest_xml(), "autostart": None,
             "apply": "none", "shutdown_timeout": 0, "start_timeout": 0, "force_off": False,
             "remove_storage": False}
     base.update(over)
     return base
+
+
+def spec_of(args):
+    """The typed spec the core builds from ``args``, with its desired XML."""
+    return lc.with_desired_xml(DomainSpec.from_params(dict(args)))
+
+
+def plan_of(conn, args):
+    return plan_mod.plan_domain(Hypervisor(conn), spec_of(args))
+
+
+def ensure(conn, args, check_mode):
+    """The domain module's core on the fake libvirt, through the Hypervisor wrapper. Diff mode takes the full
+    path (planning and comparing); the memo's fast path is asked on its own (``fast_answer``)."""
+    return lc.ensure_domain(dict(args), check_mode, diff=True, hypervisor=Hypervisor(conn))
+
+
+def fast_answer(conn, args):
+    """The memo's fast-path answer (None: the full path must run)."""
+    return memo.fast_result(Hypervisor(conn), spec_of(args))
 
 
 # ------------------------------------------------------------------------------------ plans
@@ -207,21 +230,21 @@ def test_plan_actions(have, want, actions):
     conn = FakeConn()
     if have != "absent":
         conn.add(guest_xml(), status=have)
-    assert lc.plan_domain(conn, params(state=want))["actions"] == actions
+    assert plan_of(conn, params(state=want)).actions == actions
 
 
 def test_only_a_vcpu_change_gives_exactly_that_line():
     conn = FakeConn()
     conn.add(guest_xml(vcpus=1))
-    plan = lc.plan_domain(conn, params(xml=guest_xml(vcpus=2), state="defined"))
-    assert plan["actions"] == ["redefine"]
-    assert plan["differences"] == ["-  <vcpu placement=\"static\">1</vcpu>", "+  <vcpu placement=\"static\">2</vcpu>"]
+    plan = plan_of(conn, params(xml=guest_xml(vcpus=2), state="defined"))
+    assert plan.actions == ["redefine"]
+    assert plan.differences == ["-  <vcpu placement=\"static\">1</vcpu>", "+  <vcpu placement=\"static\">2</vcpu>"]
 
 
 def test_defined_uuid_and_macs_are_kept_when_the_xml_omits_them():
     conn = FakeConn()
     conn.add(guest_xml())
-    result = lc.ensure_domain(conn, params(xml=guest_xml(uuid=None, mac=None), state="defined"), False)
+    result = ensure(conn, params(xml=guest_xml(uuid=None, mac=None), state="defined"), False)
     assert result["changed"] is False and result["uuid"] == UUID
 
 
@@ -229,18 +252,18 @@ def test_another_uuid_or_name_in_the_xml_is_refused():
     conn = FakeConn()
     conn.add(guest_xml())
     with pytest.raises(VirtfleetError, match="UUID"):
-        lc.plan_domain(conn, params(xml=guest_xml(uuid="6f1c7a52-3a55-4d8e-9a43-0a2b0f1d5e02")))
+        plan_of(conn, params(xml=guest_xml(uuid="6f1c7a52-3a55-4d8e-9a43-0a2b0f1d5e02")))
     with pytest.raises(VirtfleetError, match="defines domain 'g2', not 'g1'"):
-        lc.plan_domain(conn, params(xml=guest_xml(name="g2")))
-    assert lc.plan_domain(conn, params(xml=guest_xml(uuid=UUID.upper().replace("-", ""))))["actions"] == ["start"]
+        plan_of(conn, params(xml=guest_xml(name="g2")))
+    assert plan_of(conn, params(xml=guest_xml(uuid=UUID.upper().replace("-", "")))).actions == ["start"]
 
 
 def test_shutdown_ignored_names_the_state_and_force_off_destroys():
     conn = FakeConn()
     conn.add(guest_xml(), status="running").obeys_acpi = False
     with pytest.raises(VirtfleetError, match="waiting for domain g1 to be shutoff.*force_off"):
-        lc.ensure_domain(conn, params(state="shutdown"), False)
-    result = lc.ensure_domain(conn, params(state="shutdown", force_off=True), False)
+        ensure(conn, params(state="shutdown"), False)
+    result = ensure(conn, params(state="shutdown", force_off=True), False)
     assert result["actions"] == ["shutdown", "destroy"] and result["state"] == "shutoff"
 
 
@@ -248,7 +271,7 @@ def test_transient_domain_is_destroyed_not_undefined():
     conn = FakeConn()
     dom = conn.add(guest_xml(), status="running")
     dom.persistent = False
-    result = lc.ensure_domain(conn, params(state="absent"), False)
+    result = ensure(conn, params(state="absent"), False)
     assert result["actions"] == ["destroy"] and result["state"] == "absent"
 
 
@@ -263,10 +286,10 @@ def test_remove_storage_deletes_only_owned_regular_files_nobody_else_uses(tmp_pa
     conn.add(guest_xml(owned=[owned, shared, link, directory, str(tmp_path / "gone"), "relative/path"],
                        disks=[owned, foreign]))
     conn.add(guest_xml(name="other", uuid=None, disks=[shared]))
-    predicted = lc.ensure_domain(conn, params(state="absent", remove_storage=True), True)
+    predicted = ensure(conn, params(state="absent", remove_storage=True), True)
     assert predicted["removed_files"] == [owned, link] and not conn.mutations
-    assert len(predicted["warnings_text"]) == 2 and "domain other uses it" in " ".join(predicted["warnings_text"])
-    done = lc.ensure_domain(conn, params(state="absent", remove_storage=True), False)
+    assert len(predicted[WARNINGS_KEY]) == 2 and "domain other uses it" in " ".join(predicted[WARNINGS_KEY])
+    done = ensure(conn, params(state="absent", remove_storage=True), False)
     assert done["actions"] == predicted["actions"] == ["undefine", "remove_storage"]
     assert done["removed_files"] == [owned, link]
     assert sorted(os.listdir(tmp_path)) == ["dir", "foreign", "shared"]
@@ -279,7 +302,7 @@ WORLD = st.fixed_dictionaries({
     "have_vcpus": st.integers(1, 3),
     "have_autostart": st.booleans(),
     "live_lags": st.booleans(),
-    "want": st.sampled_from(lc.WANTED_STATES),
+    "want": st.sampled_from(WANTED_STATES),
     "want_vcpus": st.integers(1, 3),
     "autostart": st.sampled_from([None, True, False]),
     "apply": st.sampled_from(["none", "restart"]),
@@ -302,19 +325,19 @@ def test_check_mode_predicts_exactly_and_a_second_run_is_a_no_op(world):
                   xml=guest_xml(vcpus=world["want_vcpus"], uuid=None if omit else UUID, mac=None if omit else
                                 "52:54:00:00:00:01"))
     before = conn.snapshot()
-    predicted = lc.ensure_domain(conn, dict(args), True)
+    predicted = ensure(conn, dict(args), True)
     assert conn.snapshot() == before and conn.mutations == 0, "check mode changed something"
-    done = lc.ensure_domain(conn, dict(args), False)
+    done = ensure(conn, dict(args), False)
     assert done["actions"] == predicted["actions"]
     assert done["state"] == predicted["state"]
     assert done["changed"] == predicted["changed"] == bool(done["actions"])
     settled, mutations = conn.snapshot(), conn.mutations
-    again = lc.ensure_domain(conn, dict(args), False)
+    again = ensure(conn, dict(args), False)
     assert again["changed"] is False and again["actions"] == [], (world, done, again)
     assert conn.snapshot() == settled and conn.mutations == mutations, "a run with nothing to do wrote"
     # The re-run memo: recorded exactly when the changing run left nothing to do; then the fast path
     # answers what the full path answers, and it never touches libvirt.
-    fast = memo.fast_result(conn, dict(args))
+    fast = fast_answer(conn, args)
     assert conn.mutations == mutations
     expect_fast = bool(done["actions"]) and world["want"] != "absent" and not again["restart_pending"]
     assert (fast is not None) == expect_fast, (world, done, again)
@@ -341,13 +364,13 @@ XML_TEXTS = st.one_of(st.text(max_size=60), st.sampled_from([guest_xml(), guest_
 
 
 @settings(max_examples=300, deadline=None)
-@given(name=HOSTILE_NAMES, state=st.one_of(st.sampled_from(lc.WANTED_STATES), ANYTHING), xml=XML_TEXTS,
+@given(name=HOSTILE_NAMES, state=st.one_of(st.sampled_from(WANTED_STATES), ANYTHING), xml=XML_TEXTS,
        timeout=ANYTHING, remove_storage=st.booleans())
 def test_bad_arguments_end_in_a_clear_error_never_an_exception(name, state, xml, timeout, remove_storage):
     conn = FakeConn()
     conn.add(guest_xml(), status="running")
     try:
-        lc.ensure_domain(conn, params(name=name, state=state, xml=xml, shutdown_timeout=timeout,
+        ensure(conn, params(name=name, state=state, xml=xml, shutdown_timeout=timeout,
                                       remove_storage=remove_storage), True)
     except VirtfleetError as exc:
         assert exc.msg and "Traceback" not in exc.msg
@@ -381,10 +404,25 @@ def test_the_module_never_prints_a_traceback(args, tmp_path_factory):
 @pytest.mark.parametrize("state", ["shutdown", "paused", "defined", "absent"])
 def test_waiting_for_an_address_needs_a_running_guest(state):
     with pytest.raises(VirtfleetError, match="wait_for_address needs state=running"):
-        lc.validate_params(params(state=state, wait_for_address=True))
+        DomainSpec.from_params(params(state=state, wait_for_address=True))
 
 
 @pytest.mark.parametrize("timeout", [-1, 86401, True, "5"])
 def test_address_timeout_is_bounded(timeout):
     with pytest.raises(VirtfleetError, match="address_timeout must be a number of seconds from 0 to 86400"):
-        lc.validate_params(params(wait_for_address=True, address_timeout=timeout))
+        DomainSpec.from_params(params(wait_for_address=True, address_timeout=timeout))
+
+
+def test_a_pending_restart_says_which_differences_wait_for_it_and_changes_are_classified():
+    conn = FakeConn()
+    conn.add(guest_xml(vcpus=1), status="running")
+    result = ensure(conn, params(xml=guest_xml(vcpus=2)), False)
+    assert result["actions"] == ["redefine"] and result["restart_pending"] is True
+    assert [(c["what"], c["before"], c["after"], c["applies"]) for c in result["changes"]] == [
+        ("max_vcpus", 1, 2, "restart"), ("vcpus", 1, 2, "restart")]
+    [warning] = result[WARNINGS_KEY]
+    assert warning.endswith("It needs the restart for: max_vcpus: 1 -> 2 (restart); vcpus: 1 -> 2 (restart)")
+    # the next run has nothing to redefine; what the guest lacks is still said
+    again = ensure(conn, params(xml=guest_xml(vcpus=2)), False)
+    assert again["changes"] == [] and again["restart_pending"] is True
+    assert "vcpus: 1 -> 2 (restart)" in again[WARNINGS_KEY][0]

@@ -15,16 +15,16 @@ import sys
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import lifecycle as lc
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo as memo
-from tests.unit.plugins.module_utils._domain.test_lifecycle import FakeConn, guest_xml, params
+from tests.unit.plugins.module_utils._domain.test_lifecycle import FakeConn, ensure, fast_answer, guest_xml, params
 
 KEY = "0123456789abcdef" * 4
 LINE = '    <vfmemo:memo xmlns:vfmemo="https://virtfleet.dev/xmlns/libvirt/memo/1" key="%s"/>\n'
 
 
 def full(conn, args, check=False):
-    result = lc.ensure_domain(conn, dict(args), check)
+    """The full path's result (the fast path is asked on its own)."""
+    result = ensure(conn, dict(args), check)
     result.pop("diff")
     return result
 
@@ -80,7 +80,8 @@ def test_key_covers_code_desired_inactive_and_live_but_not_the_memo_itself():
 
 
 def test_code_digest_is_over_the_deciding_sources():
-    assert memo.CODE_MODULES == ("_domain.memo", "_domain.lifecycle", "_domain.model")
+    assert memo.CODE_MODULES == ("_domain.memo", "_domain.lifecycle", "_domain.plan", "_domain.model",
+                                 "_domain.normalize", "_domain.differences")
     assert memo.code() is not None and len(memo.code()) == 64
 
 
@@ -94,11 +95,11 @@ def test_memo_written_after_define_and_start_then_the_rerun_is_fast_and_read_onl
     assert memo.memo_of(dom.inactive) is not None
     assert memo.memo_of(dom.live or "") is None, "written to the persistent definition only"
     before, mutations = conn.snapshot(), conn.mutations
-    fast = memo.fast_result(conn, args)
+    fast = fast_answer(conn, args)
     assert fast == full(conn, args) == {
         "changed": False, "actions": [], "state": "running", "previous_state": "running",
-        "restart_pending": False, "differences": [], "uuid": dom.UUIDString()}
-    assert full(conn, args, check=True) == fast and memo.fast_result(conn, args) == fast
+        "restart_pending": False, "differences": [], "changes": [], "uuid": dom.UUIDString()}
+    assert full(conn, args, check=True) == fast and fast_answer(conn, args) == fast
     assert conn.snapshot() == before and conn.mutations == mutations
 
 
@@ -113,22 +114,22 @@ def test_an_edit_outside_the_module_takes_the_full_path_and_is_reported():
     dom = conn.domains["g1"]
     dom.inactive = dom.inactive.replace(">1</vcpu>", ">2</vcpu>")  # a virsh edit keeps the memo
     assert memo.memo_of(dom.inactive) is not None
-    assert memo.fast_result(conn, args) is None
+    assert fast_answer(conn, args) is None
     redone = full(conn, dict(args, state="defined"))
     assert redone["actions"] == ["redefine"] and redone["differences"] == [
         "-  <vcpu placement=\"static\">2</vcpu>", "+  <vcpu placement=\"static\">1</vcpu>"]
     # redefined: the new definition has no memo, the settled run records a fresh one
-    assert memo.fast_result(conn, dict(args, state="defined")) == full(conn, dict(args, state="defined"))
+    assert fast_answer(conn, dict(args, state="defined")) == full(conn, dict(args, state="defined"))
 
 
 def test_a_hot_plug_or_another_desired_xml_takes_the_full_path():
     conn, args = booted()
     dom = conn.domains["g1"]
     dom.live = dom.live.replace("</devices>", "<watchdog model='i6300esb'/></devices>")
-    assert memo.fast_result(conn, args) is None
+    assert fast_answer(conn, args) is None
     assert full(conn, args)["restart_pending"] is True
     conn, args = booted()
-    assert memo.fast_result(conn, dict(args, xml=args["xml"] + "\n")) is None, "the desired XML, as given"
+    assert fast_answer(conn, dict(args, xml=args["xml"] + "\n")) is None, "the desired XML, as given"
 
 
 def test_a_restart_pending_run_records_no_memo_and_later_runs_write_nothing():
@@ -137,13 +138,13 @@ def test_a_restart_pending_run_records_no_memo_and_later_runs_write_nothing():
     pending = full(conn, dict(args, xml=guest_xml(vcpus=2)))
     assert pending["actions"] == ["redefine"] and pending["restart_pending"] is True
     assert conn.metadata_writes == writes and memo.memo_of(conn.domains["g1"].inactive) is None
-    assert memo.fast_result(conn, dict(args, xml=guest_xml(vcpus=2))) is None
+    assert fast_answer(conn, dict(args, xml=guest_xml(vcpus=2))) is None
     before = conn.snapshot()
     assert full(conn, dict(args, xml=guest_xml(vcpus=2)))["restart_pending"] is True
     assert conn.snapshot() == before
     restarted = full(conn, dict(args, xml=guest_xml(vcpus=2), apply="restart"))
     assert restarted["actions"] == ["shutdown", "start"]
-    assert memo.fast_result(conn, dict(args, xml=guest_xml(vcpus=2), apply="restart")) is not None
+    assert fast_answer(conn, dict(args, xml=guest_xml(vcpus=2), apply="restart")) is not None
 
 
 @pytest.mark.parametrize("over, action", [
@@ -151,29 +152,29 @@ def test_a_restart_pending_run_records_no_memo_and_later_runs_write_nothing():
 def test_an_action_to_do_takes_the_full_path_and_keeps_a_valid_memo_without_writing(over, action):
     conn, args = booted()
     writes = conn.metadata_writes
-    assert memo.fast_result(conn, dict(args, **over)) is None
+    assert fast_answer(conn, dict(args, **over)) is None
     assert full(conn, dict(args, **over))["actions"] == [action]
     if action != "shutdown":  # the live definition is unchanged: the memo still holds
         assert conn.metadata_writes == writes
-    fast = memo.fast_result(conn, dict(args, **over))
+    fast = fast_answer(conn, dict(args, **over))
     assert fast is not None and fast == full(conn, dict(args, **over))
 
 
 def test_a_shut_off_guest_keyed_without_live_xml():
     conn, args = booted(state="defined")
     assert conn.domains["g1"].status == "shutoff"
-    assert memo.fast_result(conn, args) == full(conn, args)
-    assert memo.fast_result(conn, dict(args, state="running")) is None  # needs a start
+    assert fast_answer(conn, args) == full(conn, args)
+    assert fast_answer(conn, dict(args, state="running")) is None  # needs a start
     conn.domains["g1"].createWithFlags(0)  # started by someone else: now there is a live text
-    assert memo.fast_result(conn, args) is None
+    assert fast_answer(conn, args) is None
 
 
 def test_absent_and_unreadable_code_never_use_a_memo(monkeypatch):
     conn, args = booted()
-    assert memo.fast_result(conn, dict(args, state="absent")) is None
-    assert memo.fast_result(conn, dict(args, name="nothere")) is None
+    assert fast_answer(conn, dict(args, state="absent")) is None
+    assert fast_answer(conn, dict(args, name="nothere")) is None
     monkeypatch.setattr(memo, "code", lambda: None)
-    assert memo.fast_result(conn, args) is None
+    assert fast_answer(conn, args) is None
     conn2 = FakeConn()
     full(conn2, args)
     assert conn2.metadata_writes == 0
@@ -184,15 +185,16 @@ def test_a_memo_that_does_not_read_back_as_written_is_removed(monkeypatch):
     args = params()
     real = memo._set
 
-    def misprinted(dom, value):
-        real(dom, value)
+    def misprinted(guest, value):
+        real(guest, value)
         if value not in (None, memo.PLACEHOLDER):
+            dom = conn.domains["g1"]
             dom.inactive = dom.inactive.replace(' key="', ' at="1" key="')  # another libvirt's way
 
     monkeypatch.setattr(memo, "_set", misprinted)
     assert full(conn, args)["actions"] == ["define", "start"]
     assert "vfmemo" not in conn.domains["g1"].inactive
-    assert memo.fast_result(conn, args) is None
+    assert fast_answer(conn, args) is None
 
 
 def test_a_libvirt_error_while_recording_only_means_no_memo():
@@ -204,18 +206,20 @@ def test_a_libvirt_error_while_recording_only_means_no_memo():
     dom.persistent = False  # setMetadata refuses
     done = full(conn, args)
     assert done["actions"] == ["start"] and done["state"] == "running"
-    assert memo.fast_result(conn, args) is None
+    assert fast_answer(conn, args) is None
 
 
 # ------------------------------------------------------------------------------- through the module
 
 CHILD = r"""
-import contextlib, json, sys
+import json, sys
 sys.path.insert(0, sys.argv[1])
 texts = json.loads(sys.argv[2])
 from ansible_collections.virtfleet.libvirt.plugins.modules import domain as mod
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor
 
 class Dom:
+    def name(self): return texts["params"]["name"]
     def state(self): return (1, 1)
     def autostart(self): return 0
     def UUIDString(self): return texts["uuid"]
@@ -224,24 +228,18 @@ class Dom:
 class Conn:
     def lookupByName(self, name): return Dom()
 
-class Module:
-    params = texts["params"]
-    check_mode = texts["check"]
-    _diff = texts["diff"]
-    def warn(self, text): pass
-
-mod.connect = lambda uri: contextlib.nullcontext(Conn())
-result = mod.core(Module())
+# What the module's main() hands to run_core, with a hypervisor on the fake connection.
+result = mod.ensure_domain(texts["params"], check_mode=texts["check"], diff=texts["diff"],
+                           hypervisor=Hypervisor(Conn()))
 result.pop("diff", None)
 loaded = sorted(m for m in sys.modules if m == "lxml" or m.startswith("lxml.") or m.endswith(
-    ("._domain.model", "._domain.lifecycle")))
+    ("._domain.model", "._domain.plan", "._domain.normalize", "._domain.differences")))
 print(json.dumps({"result": result, "loaded": loaded}))
 """
 
 
 def run_core_in_a_fresh_python(dom, args, diff=False, check=False):
     module_args = dict(args, uri="test:///default", instances_path="/nonexistent", xml_file=None)
-    module_args.pop("xml_source")
     payload = {"inactive": dom.XMLDesc(2), "live": dom.XMLDesc(0), "uuid": dom.UUIDString(),
                "params": module_args, "diff": diff, "check": check}
     collections = next(p for p in sys.path if p.endswith(os.path.join(".build", "collections")))

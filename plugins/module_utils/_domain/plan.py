@@ -1,0 +1,233 @@
+# -*- coding: utf-8 -*-
+# Copyright: virtfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to virtfleet.libvirt: what must happen to one libvirt domain to reach the wanted state.
+
+``plan_domain`` reads libvirt only and returns a ``DomainPlan``: the actions in order, the states
+before and after, and what differs. Idempotency is semantic: the desired XML and the defined
+(inactive) XML are parsed into the typed model and normalised before they are compared; the
+differences are classified (``_domain.differences``) so that a pending restart can say what it is
+waiting for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.differences import Difference, compare
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.normalize import normalize_for_compare
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.state import (
+    autostart_actions, runs_after, state_after, transition_actions,
+)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor
+
+
+@dataclass
+class DomainPlan:
+    """What a run does to one domain (check mode returns it; a real run carries it out)."""
+
+    name: str
+    wanted: str
+    before_state: str
+    after_state: str = ""
+    actions: List[str] = field(default_factory=list)
+    restart_pending: bool = False
+    desired_xml: Optional[str] = None            # what define/redefine gives libvirt
+    before_xml: str = ""                         # canonical texts, for diff mode
+    after_xml: str = ""
+    differences: List[str] = field(default_factory=list)      # changed lines of the canonical texts
+    changes: List[Difference] = field(default_factory=list)   # the same, classified
+    pending: List[Difference] = field(default_factory=list)   # what the running guest lacks
+    inactive_text: Optional[str] = None          # libvirt's XML as read, which the comparison (and a memo) covers
+    live_text: Optional[str] = None
+    remove_files: List[str] = field(default_factory=list)
+    kept_files: List[Tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing to do and nothing pending."""
+        return not self.actions and not self.restart_pending
+
+
+def _parse(xml: str, source: str) -> "model.Domain":
+    try:
+        return model.Domain.from_xml(xml)
+    except Exception as exc:  # pylint: disable=broad-except
+        # malformed XML from a file or a user
+        raise VirtfleetError("cannot parse the domain XML from %s: %s" % (source, exc))
+
+
+def _parse_desired(xml: Optional[str], source: str, name: str) -> "model.Domain":
+    """The desired definition, parsed; it must name the domain the task is about."""
+    if not isinstance(xml, str) or not xml.strip():
+        raise VirtfleetError("the domain XML from %s is empty" % source)
+    parsed = _parse(xml, source)
+    if parsed.name != name:
+        raise VirtfleetError("the domain XML from %s defines domain %r, not %r; the name option and the XML's "
+                             "<name> must agree" % (source, parsed.name, name))
+    if parsed.uuid:
+        try:
+            uuidlib.UUID(parsed.uuid)
+        except ValueError:
+            raise VirtfleetError("the domain XML from %s has an invalid UUID %r" % (source, parsed.uuid))
+    return parsed
+
+
+def _same_uuid(one: str, two: str) -> bool:
+    try:
+        return uuidlib.UUID(one) == uuidlib.UUID(two)
+    except ValueError:
+        return one.lower() == two.lower()
+
+
+def _adopt_identity(desired: "model.Domain", current: "model.Domain") -> None:
+    """Keep the defined UUID and MACs when the desired XML leaves them out (libvirt generated them)."""
+    if not desired.uuid or (current.uuid and _same_uuid(desired.uuid, current.uuid)):
+        desired.uuid = current.uuid  # also spells an equal UUID the way libvirt does
+    cur_nics = current.devices_of(model.Interface)
+    for index, nic in enumerate(desired.devices_of(model.Interface)):
+        if not nic.mac and index < len(cur_nics):
+            nic.mac = cur_nics[index].mac
+
+
+def _changed_lines(before: str, after: str) -> List[str]:
+    """The lines that differ, for a one-glance summary next to the full diff."""
+    return [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+
+
+class _Compared:
+    """Two definitions, normalised once, with their canonical texts."""
+
+    def __init__(self, before: "model.Domain", after: "model.Domain", runtime: bool = False) -> None:
+        self.before = normalize_for_compare(before)
+        self.after = normalize_for_compare(after, runtime=runtime)
+        self.before_text, self.after_text = self.before.to_string(), self.after.to_string()
+
+    @property
+    def equal(self) -> bool:
+        return self.before_text == self.after_text
+
+    def lines(self) -> List[str]:
+        return _changed_lines(self.before_text, self.after_text)
+
+    def differences(self) -> List[Difference]:
+        return [] if self.equal else compare(self.before, self.after)
+
+
+def plan_domain(hypervisor: Hypervisor, spec: DomainSpec) -> DomainPlan:
+    """What must happen to reach ``spec.state``; ``spec.xml`` holds the desired XML (not for absent)."""
+    guest = hypervisor.lookup(spec.name)
+    plan = DomainPlan(spec.name, spec.state, guest.status() if guest is not None else "absent")
+    if spec.state == "absent":
+        if guest is not None:
+            inactive = guest.inactive_xml()
+            plan.before_xml = normalize_for_compare(_parse(inactive, "libvirt")).to_string()
+            if plan.before_state != "shutoff":
+                plan.actions.append("destroy")
+            if guest.is_persistent():
+                plan.actions.append("undefine")  # a transient domain is gone once destroyed
+            if spec.remove_storage:
+                plan.remove_files, plan.kept_files = removable_files(hypervisor, spec.name, owned_files(inactive))
+                if plan.remove_files:
+                    plan.actions.append("remove_storage")
+        plan.after_state = "absent"
+        return plan
+
+    # Each definition is parsed once; the parsed objects serve identity, UUID check and comparison.
+    desired = _parse_desired(spec.xml, spec.xml_source or "the xml option", spec.name)
+    if guest is None:
+        plan.actions.append("define")
+        plan.after_xml = normalize_for_compare(desired).to_string()
+        plan.desired_xml = spec.xml
+        current_state = "shutoff"
+    else:
+        plan.inactive_text = guest.inactive_xml()
+        current = _parse(plan.inactive_text, "libvirt")
+        _adopt_identity(desired, current)
+        if desired.uuid and current.uuid and not _same_uuid(desired.uuid, current.uuid):
+            raise VirtfleetError(
+                "domain %s is defined with UUID %s but the desired XML has UUID %s; libvirt cannot change a "
+                "domain's UUID. Remove the uuid from the XML to keep the existing one, or set state=absent first."
+                % (spec.name, current.uuid, desired.uuid))
+        defined = _Compared(current, desired)
+        plan.before_xml, plan.after_xml = defined.before_text, defined.after_text
+        if not defined.equal:
+            plan.actions.append("redefine")
+            plan.desired_xml = desired.to_string()
+            plan.differences, plan.changes = defined.lines(), defined.differences()
+        current_state = plan.before_state
+
+    plan.actions += transition_actions(spec.state, current_state)
+    if runs_after(spec.state, current_state):
+        _plan_live(plan, spec, guest, desired, current_state)  # only a guest that runs now keeps running
+    plan.actions += autostart_actions(spec.autostart, guest.autostart() if guest is not None else False)
+    plan.after_state = state_after(spec.state, plan.before_state)
+    return plan
+
+
+def _plan_live(plan: DomainPlan, spec: DomainSpec, guest, desired: "model.Domain", current_state: str) -> None:
+    """The running guest may lag behind its definition, changed now or by an earlier run: restart it
+    (``apply: restart``) or report the restart as pending, saying what the guest lacks."""
+    plan.live_text = guest.live_xml()
+    # ``desired`` equals the definition after this run (redefined or already equal), so it is what the
+    # live guest is compared with; no second read of the inactive XML.
+    live = _Compared(_parse(plan.live_text, "libvirt (live)"), desired, runtime=True)
+    if live.equal:
+        return
+    plan.pending = live.differences()
+    if spec.apply == "restart":
+        # a restart keeps the guest as asked (or, for state defined, as it was: paused stays paused)
+        paused_after = spec.state == "paused" or (spec.state == "defined" and current_state == "paused")
+        plan.actions += ["shutdown", "start_paused" if paused_after else "start"]
+        if not plan.differences:
+            plan.differences, plan.changes = live.lines(), plan.pending
+    else:
+        plan.restart_pending = True
+
+
+def owned_files(xml: str) -> List[str]:
+    """Files the collection created for this guest, as recorded in its metadata (never anything else)."""
+    parsed = model.Domain.from_xml(xml)
+    files = list(getattr(parsed.metadata, "owned_files", None) or []) if parsed.metadata else []
+    seen: List[str] = []
+    for path in files:
+        if path and os.path.isabs(path) and "\0" not in path and os.path.normpath(path) not in seen:
+            seen.append(os.path.normpath(path))
+    return seen
+
+
+def removable_files(hypervisor: Hypervisor, name: str, owned: List[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(files to delete, [(file, why it is kept)]): existing regular files or links, used by no other domain
+    (its disks and their backing chains, as ``Hypervisor.disks_in_use`` sees them)."""
+    remove: List[str] = []
+    kept: List[Tuple[str, str]] = []
+    used = None
+    for path in owned:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue  # already gone: nothing to do
+        except OSError as exc:
+            kept.append((path, "cannot inspect it: %s" % (exc.strerror or exc)))
+            continue
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+            kept.append((path, "not a regular file"))
+            continue
+        if used is None:
+            used = hypervisor.disks_in_use(except_guest=name)
+        users = sorted(used.get(os.path.realpath(path), ()))
+        if users and not stat.S_ISLNK(info.st_mode):
+            kept.append((path, "domain %s uses it" % ", ".join(users)))
+            continue
+        remove.append(path)
+    return remove, kept
+
