@@ -88,22 +88,15 @@ class DiskPlan:
     digest: Optional[str] = None
     stored_digest: Dict[str, Any] = field(default_factory=dict)
     referenced_by: List[str] = field(default_factory=list)
+    # the spec's facts every handler needs, at hand
+    kind: str = field(init=False)
+    path: str = field(init=False)
+    file_name: str = field(init=False)
+    layout: GuestLayout = field(init=False)
 
-    @property
-    def kind(self) -> str:
-        return self.spec.kind
-
-    @property
-    def path(self) -> str:
-        return self.spec.path
-
-    @property
-    def file_name(self) -> str:
-        return self.spec.file_name
-
-    @property
-    def layout(self) -> GuestLayout:
-        return self.spec.layout
+    def __post_init__(self) -> None:
+        self.kind, self.path, self.file_name = self.spec.kind, self.spec.path, self.spec.file_name
+        self.layout = self.spec.layout
 
 
 def size_token(num_bytes: int) -> str:

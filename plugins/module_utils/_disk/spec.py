@@ -17,7 +17,7 @@ import os
 import pwd
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import CONNECTION, DEFAULT_URI, INSTANCES
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import ArgumentSpec
@@ -129,28 +129,26 @@ def parse_mode(value: Any) -> Optional[int]:
     return mode
 
 
-def resolve_owner(owner: Any) -> Optional[int]:
-    if owner is None or owner == "":
+def _resolve_id(value: Any, lookup: Callable[[str], int], what: str) -> Optional[int]:
+    """A uid or gid from a number or a name (``lookup``); None when not given."""
+    if value is None or value == "":
         return None
-    text = str(owner)
+    text = str(value)
     if text.isdigit():
         return int(text)
     try:
-        return pwd.getpwnam(text).pw_uid
+        return lookup(text)
     except KeyError:
-        raise VirtfleetError("owner %r is not a user on the hypervisor" % (owner,))
+        raise VirtfleetError("%s %r is not a %s on the hypervisor" % (what, value, "user" if what == "owner"
+                                                                     else "group"))
+
+
+def resolve_owner(owner: Any) -> Optional[int]:
+    return _resolve_id(owner, lambda name: pwd.getpwnam(name).pw_uid, "owner")
 
 
 def resolve_group(group: Any) -> Optional[int]:
-    if group is None or group == "":
-        return None
-    text = str(group)
-    if text.isdigit():
-        return int(text)
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        raise VirtfleetError("group %r is not a group on the hypervisor" % (group,))
+    return _resolve_id(group, lambda name: grp.getgrnam(name).gr_gid, "group")
 
 
 @dataclass(frozen=True)
