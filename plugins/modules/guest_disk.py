@@ -334,56 +334,13 @@ referenced_by:
   elements: str
 """
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
-    CONNECTION_ARGS, INSTANCES_ARGS, build_module, merge_specs, run_module,
-)
-
-ARGUMENT_SPEC = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {
-    "guest": {"type": "str", "required": True},
-    "kind": {"type": "str", "default": "root", "choices": ["root", "ephemeral", "swap", "blank", "config_drive"]},
-    "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
-    "force": {"type": "bool", "default": False},
-    "instance_dir": {"type": "path"},
-    "file_name": {"type": "str"},
-    "format": {"type": "str", "choices": ["qcow2", "raw", "config-2", "nocloud"]},
-    "size": {"type": "str"},
-    "preallocation": {"type": "str", "choices": ["off", "metadata", "falloc", "full"]},
-    "base": {"type": "path"},
-    "base_format": {"type": "str", "choices": ["raw", "qcow2"]},
-    "backing": {"type": "str", "choices": ["overlay", "flat"]},
-    "fs_type": {"type": "str", "default": "ext4", "choices": ["ext4", "ext3", "ext2", "xfs", "vfat"]},
-    "label": {"type": "str"},
-    "mode": {"type": "raw"},
-    "owner": {"type": "str"},
-    "group": {"type": "str"},
-    "hostname": {"type": "str"},
-    "instance_uuid": {"type": "str"},
-    "public_keys": {"type": "raw", "no_log": True},
-    "user_data": {"type": "str", "no_log": True},
-    "admin_pass": {"type": "str", "no_log": True},
-    "network_data": {"type": "dict"},
-    "vendor_data": {"type": "dict", "no_log": True},
-    "metadata": {"type": "dict"},
-    "files": {"type": "list", "elements": "dict", "options": {
-        "path": {"type": "str", "required": True},
-        "content": {"type": "str", "required": True, "no_log": True},
-    }},
-    "extra_files": {"type": "dict", "no_log": True},
-})
-
-
-def core(module):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.plan import ensure_disk
-
-    result = ensure_disk(dict(module.params), module.check_mode)
-    for warning in result.pop("warnings_list", []):
-        module.warn(warning)
-    return result
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.core import ensure_disk
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.spec import MODULE_SPEC
 
 
 def main():
-    module = build_module(ARGUMENT_SPEC)
-    run_module(module, core)
+    run_core(MODULE_SPEC, ensure_disk)
 
 
 if __name__ == "__main__":

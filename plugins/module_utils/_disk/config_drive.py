@@ -24,18 +24,17 @@ import io
 import json
 import os
 import posixpath
-import re
 import traceback
 import uuid as uuidlib
 from typing import Any, Dict, List, Mapping
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._identifiers import DRIVE_PATH_PART
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.spec import DRIVE_FORMATS
 
-FORMATS = ("config-2", "nocloud")
-LABELS = {"config-2": "config-2", "nocloud": "cidata"}
+LABELS = {"config-2": "config-2", "nocloud": "cidata"}  # the volume label of each of DRIVE_FORMATS
 JOLIET_MAX = 64
 _NAMESPACE = uuidlib.UUID("6c1f3b0e-9d7a-4c59-9d0c-7a1f0b3c2e11")
-_COMPONENT_RE = re.compile(r"^[A-Za-z0-9._@+=,-]+$")
 
 
 def default_uuid(guest: str) -> str:
@@ -61,11 +60,11 @@ def validate_drive_path(path: str) -> str:
         raise VirtfleetError("invalid config drive path %r: use a relative path such as 'virtfleet/mode'" % (path,))
     parts = path.split("/")
     for part in parts:
-        if part in ("", ".", "..") or not _COMPONENT_RE.match(part):
-            raise VirtfleetError("invalid config drive path %r: each part may hold letters, digits and . _ @ + = , -"
-                                 % (path,))
         if len(part) > JOLIET_MAX:
             raise VirtfleetError("invalid config drive path %r: a name is longer than %d characters" % (path, JOLIET_MAX))
+        if not DRIVE_PATH_PART.matches(part):
+            raise VirtfleetError("invalid config drive path %r: each part may hold letters, digits and . _ @ + = , -"
+                                 % (path,))
     return "/".join(parts)
 
 
@@ -81,9 +80,9 @@ def _public_keys(keys: Any) -> Dict[str, str]:
 
 def drive_files(params: Mapping[str, Any]) -> Dict[str, bytes]:
     """Every file of the drive: {relative path: content}. Deterministic for the same options."""
-    fmt = params.get("drive_format") or "config-2"
-    if fmt not in FORMATS:
-        raise VirtfleetError("unknown config drive format %r; use one of %s" % (fmt, ", ".join(FORMATS)))
+    fmt = params.get("drive_format") or DRIVE_FORMATS[0]
+    if fmt not in DRIVE_FORMATS:
+        raise VirtfleetError("unknown config drive format %r; use one of %s" % (fmt, ", ".join(DRIVE_FORMATS)))
     guest = params["guest"]
     instance_uuid = params.get("instance_uuid") or default_uuid(guest)
     hostname = params.get("hostname") or guest

@@ -11,16 +11,17 @@ only, so the message for a missing tool names the tool and the package that prov
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from typing import Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._identifiers import FS_LABEL
 
 MKFS_TIMEOUT = 1800
 
-# fs type -> (candidate tools in order of preference, Debian package, maximum label length)
+# fs type (_disk.spec.FS_TYPES and swap) -> (candidate tools in order of preference, Debian package,
+# maximum label length)
 FS_TOOLS: Dict[str, Dict] = {
     "ext4": {"tools": ["mkfs.ext4", "mke2fs"], "package": "e2fsprogs", "label_max": 16},
     "ext3": {"tools": ["mkfs.ext3", "mke2fs"], "package": "e2fsprogs", "label_max": 16},
@@ -29,9 +30,6 @@ FS_TOOLS: Dict[str, Dict] = {
     "vfat": {"tools": ["mkfs.vfat", "mkfs.fat"], "package": "dosfstools", "label_max": 11},
     "swap": {"tools": ["mkswap"], "package": "util-linux", "label_max": 16},
 }
-FS_TYPES = tuple(name for name in FS_TOOLS if name != "swap")
-# A label goes into superblocks and into cache file names: keep it to a safe character set.
-LABEL_RE = re.compile(r"^[A-Za-z0-9._-]*$")
 MIN_SIZE = 1 << 20
 
 
@@ -39,12 +37,11 @@ def validate_label(fs_type: str, label: Optional[str]) -> str:
     """``label`` ('' for none) if ``fs_type`` can hold it; else a VirtfleetError saying why."""
     label = label or ""
     spec = _spec(fs_type)
-    if not LABEL_RE.match(label):
-        raise VirtfleetError("invalid label %r: use letters, digits, '.', '_' or '-' only" % label)
     if len(label) > spec["label_max"]:
         raise VirtfleetError("the label %r is too long for %s: at most %d characters"
                              % (label, fs_type, spec["label_max"]))
-    return label
+    # A label goes into superblocks and into cache file names: one safe character set (_identifiers).
+    return FS_LABEL.check(label, "label")
 
 
 def validate_size(fs_type: str, size: int) -> None:

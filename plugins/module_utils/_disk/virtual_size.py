@@ -7,7 +7,8 @@ A re-run compares an existing disk's virtual size with the one asked for. ``qemu
 cost a process; the answer is in the file: a raw disk's size is its length, a qcow2 disk's size is a
 field of its header (offset 24, big-endian). Only for disks whose format we recorded when we made
 them: the format is never guessed from the bytes (a guest can write any header into its raw disk),
-and a downloaded image goes through ``_image_format``'s inspector instead.
+and a downloaded image goes through ``_image.format``'s inspector instead. The header's fields come
+from ``_qcow2`` (the one reader); the rules that say whether qemu would open it as is stay here.
 
 The answer is qemu-img's own: qemu counts whole 512-byte sectors, rounding a raw file's length up
 and a qcow2 header's size down. A qcow2 header that is anything but ordinary (not qcow2 version 2
@@ -19,26 +20,21 @@ from __future__ import annotations
 
 import os
 import stat
-import struct
 from typing import Optional
 
+from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qcow2 as qcow2
+
 SECTOR = 512
-QCOW2_MAGIC = b"QFI\xfb"
-QCOW2_V2_HEADER = 72
-QCOW2_V3_HEADER = 104
 # Incompatible feature bits read here: dirty (a running guest with lazy refcounts), compression
 # type, extended L2 entries. Corrupt (1) and external data file (4) are left to qemu-img.
-QCOW2_INCOMPAT_DIRTY = 1 << 0
-QCOW2_INCOMPAT_COMPRESSION = 1 << 3
-QCOW2_INCOMPAT_EXTL2 = 1 << 4
-QCOW2_INCOMPAT_READ_HERE = QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2
+INCOMPAT_READ_HERE = qcow2.INCOMPAT_DIRTY | qcow2.INCOMPAT_COMPRESSION | qcow2.INCOMPAT_EXTL2
 # qemu's limits when it opens a qcow2 file (block/qcow2.h).
-QCOW2_MIN_CLUSTER_BITS = 9
-QCOW2_MAX_CLUSTER_BITS = 21
-QCOW2_MAX_REFTABLE_BYTES = 8 << 20
-QCOW2_MAX_L1_BYTES = 32 << 20
-QCOW2_SNAPSHOT_HEADER_BYTES = 40
-QCOW2_MAX_SNAPSHOTS = 65536
+MIN_CLUSTER_BITS = 9
+MAX_CLUSTER_BITS = 21
+MAX_REFTABLE_BYTES = 8 << 20
+MAX_L1_BYTES = 32 << 20
+SNAPSHOT_HEADER_BYTES = 40
+MAX_SNAPSHOTS = 65536
 INT64_MAX = (1 << 63) - 1
 INT_MAX = (1 << 31) - 1
 
@@ -72,7 +68,7 @@ def _qcow2_file_virtual_size(path: str) -> Optional[int]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        head = os.pread(fd, QCOW2_V3_HEADER, 0)
+        head = os.pread(fd, qcow2.V3_HEADER_BYTES, 0)
     except OSError:
         return None
     finally:
@@ -89,34 +85,31 @@ def _table_ok(offset: int, entries: int, entry_bytes: int, max_bytes: int, clust
 
 def qcow2_virtual_size(head: bytes, file_size: int) -> Optional[int]:
     """Virtual size from the first bytes of a qcow2 file (at least 104 for version 3); None if unusual."""
-    if len(head) < QCOW2_V2_HEADER or head[:4] != QCOW2_MAGIC:
+    try:
+        header = qcow2.parse_fixed(head)
+    except qcow2.HeaderError:
         return None
-    (_magic, version, backing_offset, _backing_size, cluster_bits, size, crypt_method, l1_size, l1_offset,
-     reftable_offset, reftable_clusters, nb_snapshots, snapshots_offset) = struct.unpack_from(">IIQIIQIIQQIIQ", head)
-    if version not in (2, 3) or not QCOW2_MIN_CLUSTER_BITS <= cluster_bits <= QCOW2_MAX_CLUSTER_BITS:
+    if header.version not in (2, 3) or not MIN_CLUSTER_BITS <= header.cluster_bits <= MAX_CLUSTER_BITS:
         return None
-    cluster_size = 1 << cluster_bits
-    incompatible, refcount_order, header_length = 0, 4, QCOW2_V2_HEADER
-    if version == 3:
-        if len(head) < QCOW2_V3_HEADER:
-            return None
-        incompatible, _compatible, _autoclear, refcount_order, header_length = struct.unpack_from(">QQQII", head, 72)
-        if header_length < QCOW2_V3_HEADER:
-            return None
-    if header_length > cluster_size or header_length > file_size:
+    cluster_size = header.cluster_size
+    if header.version == 3 and header.header_length < qcow2.V3_HEADER_BYTES:
         return None
-    if backing_offset > cluster_size or incompatible & ~QCOW2_INCOMPAT_READ_HERE or refcount_order > 6 \
-            or crypt_method or not reftable_clusters:
+    if header.header_length > cluster_size or header.header_length > file_size:
         return None
-    if not (_table_ok(reftable_offset, reftable_clusters, cluster_size, QCOW2_MAX_REFTABLE_BYTES, cluster_size)
-            and _table_ok(snapshots_offset, nb_snapshots, QCOW2_SNAPSHOT_HEADER_BYTES,
-                          QCOW2_SNAPSHOT_HEADER_BYTES * QCOW2_MAX_SNAPSHOTS, cluster_size)
-            and _table_ok(l1_offset, l1_size, 8, QCOW2_MAX_L1_BYTES, cluster_size)):
+    incompatible = header.incompatible_features
+    if header.backing_file_offset > cluster_size or incompatible & ~INCOMPAT_READ_HERE \
+            or header.refcount_order > 6 or header.crypt_method or not header.refcount_table_clusters:
+        return None
+    if not (_table_ok(header.refcount_table_offset, header.refcount_table_clusters, cluster_size,
+                      MAX_REFTABLE_BYTES, cluster_size)
+            and _table_ok(header.snapshots_offset, header.nb_snapshots, SNAPSHOT_HEADER_BYTES,
+                          SNAPSHOT_HEADER_BYTES * MAX_SNAPSHOTS, cluster_size)
+            and _table_ok(header.l1_table_offset, header.l1_size, 8, MAX_L1_BYTES, cluster_size)):
         return None
     # The L1 table must cover the virtual size: each entry maps one L2 table of clusters.
-    l2_bits = cluster_bits - (4 if incompatible & QCOW2_INCOMPAT_EXTL2 else 3)
-    shift = cluster_bits + l2_bits
-    l1_needed = (size + (1 << shift) - 1) >> shift
-    if l1_needed > INT_MAX or l1_size < l1_needed:
+    l2_bits = header.cluster_bits - (4 if incompatible & qcow2.INCOMPAT_EXTL2 else 3)
+    shift = header.cluster_bits + l2_bits
+    l1_needed = (header.size + (1 << shift) - 1) >> shift
+    if l1_needed > INT_MAX or header.l1_size < l1_needed:
         return None
-    return size // SECTOR * SECTOR
+    return header.size // SECTOR * SECTOR

@@ -26,7 +26,9 @@ import subprocess
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.format_consts import QEMU_FORMAT_NAMES
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.qemu_formats import (
+    QEMU_DRIVERS, QEMU_FORMAT_NAMES,
+)
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, parse_size
 
 QEMU_IMG_BINARY = "qemu-img"
@@ -36,8 +38,6 @@ INSPECT_CPU_SECONDS = 30
 INSPECT_TIMEOUT = 120
 WRITE_TIMEOUT = 3600
 STDERR_LINES = 5
-# qemu driver names we let through; anything else is a caller bug or an injection attempt.
-QEMU_DRIVERS = frozenset(QEMU_FORMAT_NAMES.values())
 _LOCK_RE = re.compile(r'Failed to get "?\w*"? ?lock|Is another process using the image', re.IGNORECASE)
 _OPTION_KEY_RE = re.compile(r"^[a-z][a-z0-9_.-]*$")
 

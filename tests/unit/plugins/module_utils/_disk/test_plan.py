@@ -12,9 +12,19 @@ import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import plan as disks
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import mkfs as mkfs
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import record as records
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import spec as disk_spec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.core import ensure_disk
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import (
+    DIGEST_SUFFIX, guest_layout, validate_disk_file_name,
+)
 
 MIB = 1 << 20
+
+
+def plan_of(params, check_mode=False):
+    return disks.plan_disk(disk_spec.DiskSpec.from_params(params), check_mode)
 
 
 @pytest.mark.parametrize("size,token", [(1 << 30, "1G"), (10 << 30, "10G"), (512 * MIB, "512M"), (1536 * MIB, "1536M"),
@@ -33,13 +43,13 @@ def test_formatted_base_names():
 @pytest.mark.parametrize("value,mode", [("0600", 0o600), ("644", 0o644), (0o640, 0o640), (None, None), ("", None),
                                         ("01777", 0o1777)])
 def test_parse_mode(value, mode):
-    assert disks.parse_mode(value) == mode
+    assert disk_spec.parse_mode(value) == mode
 
 
 @pytest.mark.parametrize("value", ["rwx", "0999", "12", True, 0o17777, "u+rw"])
 def test_parse_mode_refuses(value):
     with pytest.raises(VirtfleetError):
-        disks.parse_mode(value)
+        disk_spec.parse_mode(value)
 
 
 @pytest.mark.parametrize("kind,fmt,expected", [
@@ -47,22 +57,21 @@ def test_parse_mode_refuses(value):
     ("config_drive", "nocloud", ("raw", "nocloud")),
 ])
 def test_resolve_format(kind, fmt, expected):
-    got = disks._resolve_format(kind, {"format": fmt})
-    assert (got["format"], got["drive_format"]) == expected
+    assert disk_spec.resolve_format(kind, fmt) == expected
 
 
 @pytest.mark.parametrize("kind,fmt", [("config_drive", "qcow2"), ("config_drive", "raw"), ("swap", "config-2"),
                                       ("root", "nocloud")])
 def test_resolve_format_refuses(kind, fmt):
     with pytest.raises(VirtfleetError):
-        disks._resolve_format(kind, {"format": fmt})
+        disk_spec.resolve_format(kind, fmt)
 
 
 @pytest.mark.parametrize("name", ["../disk", "a/b", "disk.info.json", "x.json", "domain.xml", ".hidden",
                                   "disk.virtfleet-tmp-1-ab"])
 def test_file_names_refused(name):
     with pytest.raises(VirtfleetError):
-        disks.validate_file_name(name)
+        validate_disk_file_name(name)
 
 
 def test_mkfs_labels_and_sizes():
@@ -111,16 +120,6 @@ def test_make_filesystem_on_a_plain_file(tmp_path, fs_type, offset, magic):
     assert os.stat(out).st_blocks * 512 < 8 * MIB, "stays sparse"
 
 
-def test_disk_sources_from_domain_xml():
-    xml = """<domain><devices>
-      <disk type='file' device='disk'><source file='/i/g/disk'/><backingStore type='file'><source file='/b'/></backingStore></disk>
-      <disk type='file' device='cdrom'><source file='/i/g/disk.config'/></disk>
-      <disk type='block' device='disk'><source dev='/dev/vg/x'/></disk>
-      <disk type='file' device='cdrom'/></devices></domain>"""
-    assert disks._disk_sources(xml) == ["/i/g/disk", "/i/g/disk.config", "/dev/vg/x"]
-    assert disks._disk_sources("<not xml") == []
-
-
 def _cd_params(tmp_path, **extra):
     params = {"guest": "g1", "instances_path": str(tmp_path), "kind": "config_drive", "state": "present",
               "user_data": "#cloud-config\n", "admin_pass": "pw", "extra_files": {"virtfleet/mode": "once"}}
@@ -129,26 +128,26 @@ def _cd_params(tmp_path, **extra):
 
 
 def test_config_drive_plan_apply_and_idempotency(tmp_path):
-    predicted = disks.ensure_disk(_cd_params(tmp_path), check_mode=True)
+    predicted = ensure_disk(_cd_params(tmp_path), check_mode=True)
     assert predicted["changed"] and predicted["actions"] == ["create"]
     assert not os.path.exists(tmp_path / "g1")
-    done = disks.ensure_disk(_cd_params(tmp_path), check_mode=False)
+    done = ensure_disk(_cd_params(tmp_path), check_mode=False)
     assert done["actions"] == ["create"] and done["diff"] == predicted["diff"]
     assert done["xml_disk"] == {"path": str(tmp_path / "g1" / "disk.config"), "format": "raw", "device": "cdrom",
                                 "readonly": True}
     path = done["path"]
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    digest_file = path + disks.DIGEST_SUFFIX
+    digest_file = path + DIGEST_SUFFIX
     assert stat.S_IMODE(os.stat(digest_file).st_mode) == 0o600
     record = json.load(open(str(tmp_path / "g1" / "disk.info.json")))
     assert record["disk.config"] == {"format": "raw", "kind": "config_drive", "drive_format": "config-2",
                                      "label": "config-2"}
     assert "pw" not in json.dumps(done) and "cloud-config" not in json.dumps(done)
     mtimes = {n: os.stat(str(tmp_path / "g1" / n)).st_mtime_ns for n in os.listdir(str(tmp_path / "g1"))}
-    again = disks.ensure_disk(_cd_params(tmp_path), check_mode=False)
+    again = ensure_disk(_cd_params(tmp_path), check_mode=False)
     assert again["changed"] is False
     assert mtimes == {n: os.stat(str(tmp_path / "g1" / n)).st_mtime_ns for n in os.listdir(str(tmp_path / "g1"))}
-    changed = disks.ensure_disk(_cd_params(tmp_path, admin_pass="pw2"), check_mode=True)
+    changed = ensure_disk(_cd_params(tmp_path, admin_pass="pw2"), check_mode=True)
     assert changed["actions"] == ["rebuild"]
 
 
@@ -156,48 +155,48 @@ def test_existing_file_without_record_is_not_trusted(tmp_path):
     os.makedirs(str(tmp_path / "g1"))
     (tmp_path / "g1" / "disk.blank").write_bytes(b"QFI\xfb")
     with pytest.raises(VirtfleetError) as err:
-        disks.plan_disk({"guest": "g1", "instances_path": str(tmp_path), "kind": "blank", "size": "8M"})
+        plan_of({"guest": "g1", "instances_path": str(tmp_path), "kind": "blank", "size": "8M"})
     assert "no format record" in err.value.msg
 
 
 def test_recorded_kind_must_match(tmp_path):
     os.makedirs(str(tmp_path / "g1"))
     (tmp_path / "g1" / "disk.blank").write_bytes(b"")
-    disks.write_disk_info(str(tmp_path / "g1"), {"disk.blank": {"format": "raw", "kind": "swap"}})
+    records.write_disk_records(guest_layout(str(tmp_path), "g1"), {"disk.blank": {"format": "raw", "kind": "swap"}})
     with pytest.raises(VirtfleetError) as err:
-        disks.plan_disk({"guest": "g1", "instances_path": str(tmp_path), "kind": "blank", "size": "8M"})
+        plan_of({"guest": "g1", "instances_path": str(tmp_path), "kind": "blank", "size": "8M"})
     assert "recorded as a swap disk" in err.value.msg
 
 
 def test_new_ephemeral_plans_base_then_overlay(tmp_path):
-    plan = disks.plan_disk({"guest": "g1", "instances_path": str(tmp_path), "kind": "ephemeral", "size": "64M",
-                            "fs_type": "ext4"})
-    assert plan["actions"] == ["create_base", "create"]
-    assert plan["base"] == str(tmp_path / "_base" / "ephemeral_64M_ext4_ephemeral0")
-    assert plan["lock"] == str(tmp_path / "locks" / "ephemeral_64M_ext4_ephemeral0.lock")
-    assert plan["new_record"]["base"] == plan["base"] and plan["backing"] == "overlay"
-    raw = disks.plan_disk({"guest": "g1", "instances_path": str(tmp_path), "kind": "swap", "size": "64M",
-                           "format": "raw"})
-    assert raw["backing"] == "flat" and raw["new_record"]["copied_from"].endswith("swap_64M")
+    plan = plan_of({"guest": "g1", "instances_path": str(tmp_path), "kind": "ephemeral", "size": "64M",
+                    "fs_type": "ext4"})
+    assert plan.actions == ["create_base", "create"]
+    assert plan.base == str(tmp_path / "_base" / "ephemeral_64M_ext4_ephemeral0")
+    assert plan.base_lock == str(tmp_path / "locks" / "ephemeral_64M_ext4_ephemeral0.lock")
+    assert plan.new_record["base"] == plan.base and plan.backing == "overlay"
+    raw = plan_of({"guest": "g1", "instances_path": str(tmp_path), "kind": "swap", "size": "64M",
+                   "format": "raw"})
+    assert raw.backing == "flat" and raw.new_record["copied_from"].endswith("swap_64M")
     with pytest.raises(VirtfleetError):
-        disks.plan_disk({"guest": "g1", "instances_path": str(tmp_path), "kind": "swap", "size": "64M",
-                         "format": "raw", "backing": "overlay"})
+        plan_of({"guest": "g1", "instances_path": str(tmp_path), "kind": "swap", "size": "64M",
+                 "format": "raw", "backing": "overlay"})
 
 
 def test_base_record_must_match(tmp_path):
     base = str(tmp_path / "ephemeral_1M_ext4")
-    assert disks._base_record_problem(base, "ephemeral", MIB, "ext4", "") == "missing"
+    assert records.formatted_base_problem(base, "ephemeral", MIB, "ext4", "") == "missing"
     with open(base, "wb") as handle:
         handle.truncate(MIB)
-    assert disks._base_record_problem(base, "ephemeral", MIB, "ext4", "") == "no record"
+    assert records.formatted_base_problem(base, "ephemeral", MIB, "ext4", "") == "no record"
     with open(base + ".info.json", "w") as handle:
-        json.dump(disks._base_record("ephemeral", MIB, "ext4", ""), handle)
-    assert disks._base_record_problem(base, "ephemeral", MIB, "ext4", "") is None
-    assert disks._base_record_problem(base, "ephemeral", MIB, "ext4", "x") == "record mismatch"
+        json.dump(records.formatted_base_record("ephemeral", MIB, "ext4", ""), handle)
+    assert records.formatted_base_problem(base, "ephemeral", MIB, "ext4", "") is None
+    assert records.formatted_base_problem(base, "ephemeral", MIB, "ext4", "x") == "record mismatch"
 
 
 def test_absent_of_nothing_is_no_change(tmp_path):
-    result = disks.ensure_disk({"guest": "g1", "instances_path": str(tmp_path), "kind": "swap", "state": "absent"},
+    result = ensure_disk({"guest": "g1", "instances_path": str(tmp_path), "kind": "swap", "state": "absent"},
                                check_mode=False)
     assert result["changed"] is False and result["referenced_by"] == []
 
@@ -221,7 +220,7 @@ def recording_init(self, args, *rest, **kwargs):
     spawned.append(args if isinstance(args, str) else [str(a) for a in args])
     real_init(self, args, *rest, **kwargs)
 subprocess.Popen.__init__ = recording_init
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import plan as _disks
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import core as _disks
 result = _disks.ensure_disk(json.loads(sys.argv[1]), check_mode=sys.argv[2] == "check")
 prefix = "ansible_collections.virtfleet.libvirt.plugins.module_utils."
 print(json.dumps({"result": result, "spawned": spawned,
@@ -289,7 +288,7 @@ def _rerun_in_fresh_python(tmp_path, params, check_mode):
 @pytest.mark.parametrize("case", sorted(RERUN_CASES))
 def test_rerun_runs_nothing_and_loads_nothing_heavy(tmp_path, case, check_mode):
     params = _rerun_params(tmp_path, case)
-    made = disks.ensure_disk(dict(params), check_mode=False)
+    made = ensure_disk(dict(params), check_mode=False)
     assert made["changed"] is True
     state = _tree_state(params["instances_path"])
 
@@ -310,10 +309,10 @@ def test_rerun_runs_nothing_and_loads_nothing_heavy(tmp_path, case, check_mode):
 def test_rerun_result_is_the_one_qemu_img_info_gives(tmp_path, monkeypatch, case):
     """Reading the size in Python changes nothing in the result, the diff or the warnings."""
     params = _rerun_params(tmp_path, case)
-    disks.ensure_disk(dict(params), check_mode=False)
-    read_in_python = disks.ensure_disk(dict(params), check_mode=False)
+    ensure_disk(dict(params), check_mode=False)
+    read_in_python = ensure_disk(dict(params), check_mode=False)
     monkeypatch.setattr(disks, "recorded_virtual_size", lambda path, fmt, st=None: None)
-    asked_qemu_img = disks.ensure_disk(dict(params), check_mode=False)
+    asked_qemu_img = ensure_disk(dict(params), check_mode=False)
     assert read_in_python == asked_qemu_img
 
 
@@ -323,19 +322,19 @@ GROW_CASES = {"root-overlay": "24M", "root-flat-raw": "24M", "blank-qcow2": "8M"
 @pytest.mark.parametrize("case", sorted(GROW_CASES))
 def test_growth_is_still_seen_and_applied(tmp_path, case):
     params = _rerun_params(tmp_path, case)
-    made = disks.ensure_disk(dict(params), check_mode=False)
+    made = ensure_disk(dict(params), check_mode=False)
     old = made["virtual_size"]
     bigger = dict(params, size="40M")
-    predicted = disks.ensure_disk(dict(bigger), check_mode=True)
+    predicted = ensure_disk(dict(bigger), check_mode=True)
     assert predicted["actions"] == ["grow"] and predicted["virtual_size"] == 40 * MIB
     assert predicted["diff"]["before"]["virtual_size"] == old and predicted["diff"]["after"]["virtual_size"] == 40 * MIB
     assert _qemu_info_size(made["path"], made["format"]) == old
-    grown = disks.ensure_disk(dict(bigger), check_mode=False)
+    grown = ensure_disk(dict(bigger), check_mode=False)
     assert grown["actions"] == ["grow"] and grown["diff"] == predicted["diff"]
     assert _qemu_info_size(made["path"], made["format"]) == 40 * MIB
-    assert disks.ensure_disk(dict(bigger), check_mode=False)["changed"] is False
+    assert ensure_disk(dict(bigger), check_mode=False)["changed"] is False
     with pytest.raises(VirtfleetError) as err:
-        disks.ensure_disk(dict(params), check_mode=False)
+        ensure_disk(dict(params), check_mode=False)
     assert "refusing to shrink" in err.value.msg and "(41943040 bytes)" in err.value.msg
 
 
@@ -343,31 +342,31 @@ def test_unusual_qcow2_header_is_left_to_qemu_img(tmp_path, monkeypatch):
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img as qemu_img
 
     params = _rerun_params(tmp_path, "blank-qcow2")
-    made = disks.ensure_disk(dict(params), check_mode=False)
+    made = ensure_disk(dict(params), check_mode=False)
     calls = []
     real_info = qemu_img.info
     monkeypatch.setattr(qemu_img, "info", lambda *a, **k: calls.append((a, k)) or real_info(*a, **k))
     with open(made["path"], "r+b") as handle:  # the corrupt flag: qemu-img still reads the image
         handle.seek(72)
         handle.write((2).to_bytes(8, "big"))
-    assert disks.ensure_disk(dict(params), check_mode=False)["virtual_size"] == 8 * MIB
+    assert ensure_disk(dict(params), check_mode=False)["virtual_size"] == 8 * MIB
     assert calls == [((made["path"], "qcow2"), {})]
     with open(made["path"], "r+b") as handle:  # an unknown version: qemu-img's own error
         handle.seek(4)
         handle.write((4).to_bytes(4, "big"))
     with pytest.raises(qemu_img.QemuImgError) as err:
-        disks.ensure_disk(dict(params), check_mode=False)
+        ensure_disk(dict(params), check_mode=False)
     assert "qemu-img info of %s (format qcow2) failed" % made["path"] in err.value.msg
     assert "version" in err.value.msg
 
 
 def test_existing_ephemeral_options_are_still_validated_first(tmp_path):
     params = _rerun_params(tmp_path, "ephemeral-overlay")
-    disks.ensure_disk(dict(params), check_mode=False)
+    ensure_disk(dict(params), check_mode=False)
     for extra, words in (({"size": "1000"}, "needs at least 1 MiB"), ({"size": "16M"}, "refusing to shrink"),
                          ({"size": "64M"}, "refusing to grow"), ({"label": "x" * 17}, "too long for ext4"),
                          ({"fs_type": "vfat", "label": "waytoolonglabel"}, "too long for vfat"),
                          ({"fs_type": "xfs"}, "smaller than 300 MB"), ({"label": "other"}, "refusing to reformat")):
         with pytest.raises(VirtfleetError) as err:
-            disks.plan_disk(dict(params, **extra))
+            plan_of(dict(params, **extra))
         assert words in err.value.msg, (extra, err.value.msg)

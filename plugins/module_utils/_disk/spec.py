@@ -1,0 +1,219 @@
+# -*- coding: utf-8 -*-
+# Copyright: virtfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to virtfleet.libvirt: what guest_disk accepts, said once.
+
+``ITEM_SPEC`` is the argument spec of one disk (its choices come from the constants below, which the
+planner uses too); ``MODULE_SPEC`` adds the shared connection and instances options. ``DiskSpec`` is
+the typed, validated form of one disk's options that the planner works from: everything Ansible's
+types cannot check (names, paths, sizes, modes, owners, formats per kind) is refused here, before
+anything is read from disk.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import CONNECTION, DEFAULT_URI, INSTANCES
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import ArgumentSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout, guest_layout
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, parse_size
+
+KINDS = ("root", "ephemeral", "swap", "blank", "config_drive")
+FORMATTED_KINDS = ("ephemeral", "swap")  # made from a cached formatted base
+STATES = ("present", "absent")
+DISK_FORMATS = ("qcow2", "raw")           # what a disk file is
+DRIVE_FORMATS = ("config-2", "nocloud")   # what a config drive's layout is (the file is a raw ISO)
+FORMATS = DISK_FORMATS + DRIVE_FORMATS
+PREALLOCATIONS = ("off", "metadata", "falloc", "full")
+FS_TYPES = ("ext4", "ext3", "ext2", "xfs", "vfat")
+SWAP_FS = "swap"                          # the "filesystem" of a swap disk
+BACKINGS = ("overlay", "flat")
+DEFAULT_FS_TYPE = "ext4"
+DEFAULT_EPHEMERAL_LABEL = "ephemeral0"
+DEFAULT_MODES = {"config_drive": 0o600}
+DEFAULT_MODE = 0o644
+# Options that fill a config drive (passed to _disk.config_drive.drive_files as they are).
+DRIVE_OPTIONS = ("hostname", "instance_uuid", "public_keys", "user_data", "admin_pass", "network_data",
+                 "vendor_data", "metadata", "files", "extra_files")
+
+ITEM_SPEC = ArgumentSpec({
+    "guest": {"type": "str", "required": True},
+    "kind": {"type": "str", "default": "root", "choices": list(KINDS)},
+    "state": {"type": "str", "default": "present", "choices": list(STATES)},
+    "force": {"type": "bool", "default": False},
+    "instance_dir": {"type": "path"},
+    "file_name": {"type": "str"},
+    "format": {"type": "str", "choices": list(FORMATS)},
+    "size": {"type": "str"},
+    "preallocation": {"type": "str", "choices": list(PREALLOCATIONS)},
+    "base": {"type": "path"},
+    "base_format": {"type": "str", "choices": list(DISK_FORMATS)},
+    "backing": {"type": "str", "choices": list(BACKINGS)},
+    "fs_type": {"type": "str", "default": DEFAULT_FS_TYPE, "choices": list(FS_TYPES)},
+    "label": {"type": "str"},
+    "mode": {"type": "raw"},
+    "owner": {"type": "str"},
+    "group": {"type": "str"},
+    "hostname": {"type": "str"},
+    "instance_uuid": {"type": "str"},
+    "public_keys": {"type": "raw", "no_log": True},
+    "user_data": {"type": "str", "no_log": True},
+    "admin_pass": {"type": "str", "no_log": True},
+    "network_data": {"type": "dict"},
+    "vendor_data": {"type": "dict", "no_log": True},
+    "metadata": {"type": "dict"},
+    "files": {"type": "list", "elements": "dict", "options": {
+        "path": {"type": "str", "required": True},
+        "content": {"type": "str", "required": True, "no_log": True},
+    }},
+    "extra_files": {"type": "dict", "no_log": True},
+})
+MODULE_SPEC = CONNECTION.merge(INSTANCES, ITEM_SPEC)
+
+
+def _choice(params: Mapping[str, Any], name: str, choices: Tuple[str, ...], default: Optional[str]) -> Optional[str]:
+    value = params.get(name)
+    if value is None:
+        return default
+    if value not in choices:
+        raise VirtfleetError("%s must be one of %s (got %r)" % (name, ", ".join(choices), value))
+    return value
+
+
+def resolve_format(kind: str, fmt: Optional[str]) -> Tuple[str, Optional[str]]:
+    """(disk file format, config drive layout) for ``kind`` from the ``format`` option."""
+    if kind == "config_drive":
+        if fmt is None or fmt in DRIVE_FORMATS:
+            return "raw", fmt or DRIVE_FORMATS[0]
+        raise VirtfleetError("a config drive's format is config-2 (OpenStack layout) or nocloud (label cidata); "
+                             "the file itself is always a raw ISO9660 image (got format: %s)" % fmt)
+    if fmt in DRIVE_FORMATS:
+        raise VirtfleetError("format %s is for kind: config_drive only; a %s disk is qcow2 or raw" % (fmt, kind))
+    if fmt is not None and fmt not in DISK_FORMATS:
+        raise VirtfleetError("format must be one of %s (got %r)" % (", ".join(FORMATS), fmt))
+    return fmt or DISK_FORMATS[0], None
+
+
+def parse_size_option(value: Any) -> Optional[int]:
+    """Bytes of a ``size`` option; None when it is not given."""
+    if value is None or value == "":
+        return None
+    try:
+        return parse_size(value, "size")
+    except SizeError as exc:
+        raise VirtfleetError(str(exc))
+
+
+def parse_mode(value: Any) -> Optional[int]:
+    """An octal mode ('0600', '600', 0o600 as an int); None when not given."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise VirtfleetError("mode must be an octal number such as '0600', got %r" % (value,))
+    if isinstance(value, int):
+        mode = value
+    else:
+        text = str(value).strip()
+        if not re.fullmatch(r"0?[0-7]{3,4}", text):
+            raise VirtfleetError("mode must be an octal number such as '0600' (quote it in YAML), got %r" % (value,))
+        mode = int(text, 8)
+    if mode < 0 or mode > 0o7777:
+        raise VirtfleetError("mode %r is out of range" % (value,))
+    return mode
+
+
+def _resolve_id(value: Any, lookup: Callable[[str], int], what: str) -> Optional[int]:
+    """A uid or gid from a number or a name (``lookup``); None when not given."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if text.isdigit():
+        return int(text)
+    try:
+        return lookup(text)
+    except KeyError:
+        raise VirtfleetError("%s %r is not a %s on the hypervisor" % (what, value, "user" if what == "owner"
+                                                                     else "group"))
+
+
+def resolve_owner(owner: Any) -> Optional[int]:
+    return _resolve_id(owner, lambda name: pwd.getpwnam(name).pw_uid, "owner")
+
+
+def resolve_group(group: Any) -> Optional[int]:
+    return _resolve_id(group, lambda name: grp.getgrnam(name).gr_gid, "group")
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Mode and owner a disk file must have; None leaves that attribute as it is."""
+
+    mode: Optional[int] = None
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """One disk of one guest, as asked for, validated."""
+
+    layout: GuestLayout
+    kind: str
+    state: str
+    file_name: str
+    format: str                  # the file's format (a config drive is raw)
+    drive_format: Optional[str]  # a config drive's layout
+    size: Optional[int]
+    preallocation: Optional[str]  # None for off
+    base: Optional[str]
+    base_format: Optional[str]
+    backing: Optional[str]       # None: the kind's default
+    fs_type: Optional[str]
+    label: Optional[str]
+    wants: Ownership
+    created_mode: int
+    force: bool = False
+    uri: str = DEFAULT_URI
+    drive_options: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.layout.file(self.file_name)
+
+    @property
+    def present(self) -> bool:
+        return self.state == "present"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "DiskSpec":
+        """The spec of the module's (or a list item's) parameters; a VirtfleetError says what is wrong."""
+        kind = _choice(params, "kind", KINDS, "root")
+        state = _choice(params, "state", STATES, "present")
+        preallocation = _choice(params, "preallocation", PREALLOCATIONS, None)
+        layout = guest_layout(params.get("instances_path"), params.get("guest"), params.get("instance_dir"))
+        file_name = params.get("file_name") or None
+        path = layout.disk(kind, file_name)
+        fmt, drive_format = resolve_format(kind, params.get("format"))
+        wants = Ownership(parse_mode(params.get("mode")), resolve_owner(params.get("owner")),
+                          resolve_group(params.get("group")))
+        created_mode = wants.mode if wants.mode is not None else DEFAULT_MODES.get(kind, DEFAULT_MODE)
+        return cls(
+            layout=layout, kind=kind, state=state, file_name=os.path.basename(path), format=fmt,
+            drive_format=drive_format, size=parse_size_option(params.get("size")),
+            preallocation=None if preallocation in (None, "off") else preallocation,
+            base=params.get("base") or None, base_format=_choice(params, "base_format", DISK_FORMATS, None),
+            backing=_choice(params, "backing", BACKINGS, None), fs_type=params.get("fs_type"),
+            label=params.get("label"), wants=wants, created_mode=created_mode, force=bool(params.get("force")),
+            uri=params.get("uri") or DEFAULT_URI,
+            drive_options={name: params.get(name) for name in DRIVE_OPTIONS})
+
+    def drive_params(self) -> Dict[str, Any]:
+        """What _disk.config_drive.drive_files reads."""
+        return dict(self.drive_options, guest=self.layout.name, drive_format=self.drive_format)
