@@ -25,18 +25,32 @@ description:
   - O(kind=config_drive) writes an ISO9660 volume in Python (pycdlib), in the OpenStack layout
     (O(format=config-2), label C(config-2)) or the NoCloud layout (O(format=nocloud), label C(cidata)).
     It is rebuilt only when its content changes (a digest of the content is kept in
-    C(<file_name>.digest.json), mode 0600). The file is mode 0600 and owned by root; libvirt (with its
-    default C(dynamic_ownership)) hands it to the qemu user while the guest runs.
-  - The format of every disk is recorded once in C(disk.info.json) in the instance directory; all later
-    qemu-img calls use the recorded format and never probe a file a guest has written to.
+    C(<file_name>.digest.json), mode 0600), or when the file was damaged.
+  - Every disk file is created mode 0600 (0660 when O(group) is given) and owned by root unless O(mode),
+    O(owner) and O(group) say otherwise; libvirt (with its default C(dynamic_ownership)) hands it to the qemu
+    user while the guest runs. A warning says so when C(dynamic_ownership) is off.
+  - The format of every disk is recorded once in C(disk.info.json) in the instance directory, with how it was
+    made and its virtual size; all later qemu-img calls use the recorded format and never probe a file a guest
+    has written to. The record is changed only under the guest's lock (C(<instances_path>/locks/)), so disks of
+    one guest may be built at once.
   - The virtual size of an existing disk is read from the file itself in its recorded format (a raw file's
     length, a qcow2 header's size field), so a run with nothing to do starts no process; qemu-img runs to make
     or grow a disk, and to read a qcow2 header that is anything but ordinary.
+  - A re-run notices a disk that no longer matches its record (a qcow2 file cut short or without its header, a
+    virtual size other than the recorded one) and fails saying so, without touching it; a damaged config drive
+    is rebuilt. O(adopt=true) records such a file, or one that has no record, as it is.
+  - A disk is built under a temporary name, recorded, then renamed into place: a full filesystem or a file
+    larger than the filesystem takes ends in a message naming the file and the space it needs, with nothing
+    half-made under the disk's name. A disk made on a cached base holds the base's lock (shared) while it is
+    made, so M(virtfleet.libvirt.image_cache) does not remove the base meanwhile. qemu-img and mkfs die with
+    the module; what a killed run left behind is removed by the next one.
   - Growing a disk (root or blank) that a running guest holds is refused with a message (qemu's image lock);
     live growth belongs to M(virtfleet.libvirt.vm_resize). An ephemeral or swap disk is never resized or
     reformatted in place.
   - O(state=absent) removes the file and its record, but refuses while a defined libvirt domain still
-    names the file in its disks, unless O(force=true).
+    uses the file (as a disk or in a disk's backing chain), unless O(force=true).
+  - Options that do not apply to the O(kind) (such as O(admin_pass) for a root disk or O(size) for a config
+    drive) are refused rather than ignored.
 author:
   - virtfleet developers (@virtfleet)
 extends_documentation_fragment:
@@ -62,6 +76,16 @@ options:
     choices: [present, absent]
   force:
     description: With O(state=absent), remove the file even when a defined libvirt domain references it.
+    type: bool
+    default: false
+  adopt:
+    description:
+      - Record an existing disk file that has no record in C(disk.info.json) (the record was lost), or whose
+        record it no longer matches, as it is now, instead of refusing it.
+      - The format is taken from O(format), which is then required (a config drive is raw); it is never guessed
+        from the file. A qcow2 file is adopted only when the backing file its header names, if any, is O(base)
+        (root) or the cached formatted base (ephemeral, swap), with its format named.
+      - Nothing is written when the disk already matches its record.
     type: bool
     default: false
   instance_dir:
@@ -109,9 +133,10 @@ options:
     type: str
     choices: [overlay, flat]
   fs_type:
-    description: Filesystem of an ephemeral disk. The matching mkfs tool must be installed on the hypervisor.
+    description:
+      - Filesystem of an ephemeral disk, C(ext4) when not given. The matching mkfs tool must be installed on the
+        hypervisor.
     type: str
-    default: ext4
     choices: [ext4, ext3, ext2, xfs, vfat]
   label:
     description:
@@ -120,13 +145,16 @@ options:
     type: str
   mode:
     description:
-      - Permissions of the disk file, an octal string such as C('0644').
-      - When not given, a new file gets C(0644), a config drive C(0600), and an existing file is left as it is.
+      - Permissions of the disk file, an octal string such as C('0640') (quote it in YAML).
+      - A number is taken as the mode only when it reads as one (a YAML C(0640) arrives as 416); C(mode: 640),
+        which YAML makes the number 640 (octal 1200), is refused.
+      - When not given, a new file gets C(0600) (C(0660) when O(group) is given), and an existing file is left as
+        it is.
     type: raw
   owner:
     description:
-      - Owner of the disk file (name or uid). When not given, new files belong to root and existing files keep
-        their owner (libvirt changes it to the qemu user while a guest runs).
+      - Owner of the disk file (name or uid, at most 4294967294). When not given, new files belong to root and
+        existing files keep their owner (libvirt changes it to the qemu user while a guest runs).
     type: str
   group:
     description: Group of the disk file (name or gid), like O(owner).
@@ -136,12 +164,14 @@ options:
     type: str
   instance_uuid:
     description:
-      - Config drive; the instance UUID (C(uuid) / C(instance-id)). Defaults to a UUID derived from O(guest),
-        stable across runs; pass the domain's UUID to have both agree.
+      - Config drive; the instance UUID (C(uuid) / C(instance-id)), in the 8-4-4-4-12 hex form (not the nil
+        UUID). Defaults to a UUID derived from O(guest), stable across runs; pass the domain's UUID to have both
+        agree.
     type: str
   public_keys:
     description:
-      - Config drive; SSH public keys, a dict of name to key, or a list of keys.
+      - Config drive; SSH public keys, a dict of name to key, or a list of keys. Public keys are not secret and
+        are not hidden from the output.
     type: raw
   user_data:
     description: Config drive; user data (such as a C(#cloud-config) document), written as given.
@@ -153,7 +183,10 @@ options:
     description: Config drive; C(network_data.json) (config-2) or C(network-config) (nocloud).
     type: dict
   vendor_data:
-    description: Config drive; C(vendor_data.json) (config-2) or C(vendor-data) (nocloud).
+    description:
+      - Config drive; C(vendor_data.json) (config-2) or C(vendor-data) (nocloud).
+      - Not treated as a secret (Ansible would mask each of its values wherever it appears, paths included); put
+        secrets in O(user_data) or O(admin_pass).
     type: dict
   metadata:
     description: Config drive; user metadata (C(meta) in C(meta_data.json)).
@@ -176,10 +209,12 @@ options:
   extra_files:
     description:
       - Config drive; more files on the drive, a dict of relative path on the drive to content.
+      - Not treated as a secret (its short values, such as C("1"), would be masked everywhere in the output,
+        paths included); the content is never returned, and the drive is mode 0600.
     type: dict
 notes:
-  - O(user_data), O(admin_pass), O(public_keys), O(vendor_data), O(extra_files) and the content of O(files) are
-    never logged nor returned.
+  - O(user_data), O(admin_pass) and the content of O(files) are secrets (no_log); no file content is ever
+    returned, only paths and sizes.
 requirements:
   - qemu-img
   - pycdlib (for O(kind=config_drive))
@@ -280,8 +315,9 @@ virtual_size:
 actions:
   description:
     - What was done (or would be done in check mode), among C(create_base) (a cached formatted base was made),
-      C(create), C(grow), C(rebuild) (config drive content changed), C(chmod), C(chown), C(remove),
-      C(forget) (a stale record was dropped).
+      C(create), C(grow), C(rebuild) (config drive content changed, or the drive was damaged), C(chmod),
+      C(chown), C(remove), C(forget) (a stale record was dropped), C(adopt) (an existing file was recorded, see
+      O(adopt)).
   returned: always
   type: list
   elements: str

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._identifiers import FS_LABEL
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.qemu_img import child_preexec
 
 MKFS_TIMEOUT = 1800
 
@@ -128,7 +129,8 @@ def make_filesystem(path: str, size: int, fs_type: str, label: str) -> None:
     env = dict(os.environ, LC_ALL="C", LANG="C")
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=env, timeout=MKFS_TIMEOUT, check=False, close_fds=True)
+                              env=env, timeout=MKFS_TIMEOUT, check=False, close_fds=True,
+                              preexec_fn=child_preexec())
     except subprocess.TimeoutExpired:
         raise VirtfleetError("%s did not finish within %d seconds on %s" % (" ".join(cmd), MKFS_TIMEOUT, path))
     if proc.returncode != 0:

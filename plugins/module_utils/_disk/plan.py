@@ -32,6 +32,7 @@ import stat as statmod
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qcow2 as qcow2
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import read_bytes
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout, cache_layout
@@ -40,9 +41,12 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import rec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.spec import (
     DEFAULT_EPHEMERAL_LABEL, DEFAULT_FS_TYPE, FORMATTED_KINDS, SWAP_FS, DiskSpec, Ownership,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.virtual_size import recorded_virtual_size
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.virtual_size import (
+    qcow2_damage, recorded_virtual_size,
+)
 
 QEMU_CONF = "/etc/libvirt/qemu.conf"
+ISO_MAGIC_OFFSET, ISO_MAGIC = 32769, b"CD001"  # an ISO9660 volume descriptor's identifier
 
 
 def _config_drive_mod():
@@ -54,6 +58,12 @@ def _config_drive_mod():
 def _mkfs_mod():
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import mkfs as _mkfs
     return _mkfs
+
+
+def _space_mod():
+    """Imported when a disk is made or grown: how large a file its filesystem takes."""
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import space as _space
+    return _space
 
 
 def _qemu_img_mod():
@@ -68,8 +78,9 @@ class DiskPlan:
 
     spec: DiskSpec
     format: str
-    record: Optional[Dict[str, Any]]       # the disk's entry in disk.info.json when planned
-    stat: Optional[os.stat_result]         # the disk file's lstat when planned
+    observed_record: Optional[Dict[str, Any]]  # the disk's entry in disk.info.json when planned
+    stat: Optional[os.stat_result]             # the disk file's lstat when planned
+    record: Optional[Dict[str, Any]] = None    # the entry the plan works from (made from the options to adopt)
     actions: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     before: Dict[str, Any] = field(default_factory=dict)
@@ -130,7 +141,7 @@ def _stat_key(st: Optional[os.stat_result]) -> Optional[Tuple[int, int, int, int
 def still_current(plan: DiskPlan, entry: Optional[Dict[str, Any]]) -> bool:
     """Whether the disk file, its record ``entry`` (read under the guest's lock) and its digest are still
     what ``plan`` was made from; else another run changed them meanwhile and the plan must be made again."""
-    if _stat_key(_lstat(plan.path)) != _stat_key(plan.stat) or entry != plan.record:
+    if _stat_key(_lstat(plan.path)) != _stat_key(plan.stat) or entry != plan.observed_record:
         return False
     return plan.kind != "config_drive" or records.read_digest(plan.layout, plan.file_name) == plan.stored_digest
 
@@ -194,26 +205,117 @@ def _attrs_after(before: Dict[str, Any], wants: Ownership, created_mode: int) ->
 # ---------------------------------------------------------------------------------------------
 
 def _base_plan(spec: DiskSpec) -> DiskPlan:
+    spec.layout.check_writable()  # a symlink planted as the instance directory is never followed
     info = records.read_disk_records(spec.layout)
     st = _lstat(spec.path)
     if st is not None and not statmod.S_ISREG(st.st_mode):
         raise VirtfleetError("%s exists and is not a regular file; refusing to touch it" % spec.path)
-    return DiskPlan(spec=spec, format=spec.format, record=info.get(spec.file_name), stat=st,
+    entry = info.get(spec.file_name)
+    return DiskPlan(spec=spec, format=spec.format, observed_record=entry, record=entry, stat=st,
                     before={"path": spec.path, "exists": st is not None})
 
 
+def _adopt_advice(plan: DiskPlan) -> str:
+    return ("If you know how this file was made, run the same task with adopt: true and format: (qcow2 or raw, as "
+            "it was made)%s to record it as it is; nothing is ever guessed from its bytes. Or restore %s from a "
+            "backup." % (" and its base" if plan.kind == "root" else "", plan.layout.disk_info))
+
+
 def _require_record(plan: DiskPlan) -> Dict[str, Any]:
+    """The existing disk's record; with adopt, a record made from the options when it has none."""
     record = plan.record
     if not isinstance(record, dict) or not record.get("format"):
+        if plan.spec.adopt:
+            return _adopt(plan)
         raise VirtfleetError(
             "%s exists but has no format record in %s, so its format cannot be trusted (a guest may have written "
-            "any header into it). Remove the file to have it rebuilt, or restore the record."
-            % (plan.path, plan.layout.disk_info))
+            "any header into it). Nothing was changed. %s" % (plan.path, plan.layout.disk_info, _adopt_advice(plan)))
     kind = record.get("kind") or "root"
     if kind != plan.kind:
-        raise VirtfleetError("%s is recorded as a %s disk, not %s; use another file_name or remove it first"
-                             % (plan.path, kind, plan.kind))
+        raise VirtfleetError("%s is recorded as a %s disk, not %s; use another file_name, or remove it first if it "
+                             "is no longer needed" % (plan.path, kind, plan.kind))
     return record
+
+
+def _expected_backing(plan: DiskPlan) -> Tuple[Optional[str], Optional[str]]:
+    """(backing file, its format) an overlay of this kind may name: the given base, or the formatted base."""
+    if plan.kind == "root" and plan.spec.base:
+        base = os.path.abspath(plan.spec.base)
+        return base, plan.spec.base_format or records.base_format_of(base, None)
+    if plan.kind in FORMATTED_KINDS:
+        return plan.base, "raw"
+    return None, None
+
+
+def _adopt(plan: DiskPlan) -> Dict[str, Any]:
+    """Record an existing file as the options say it was made. The format is the user's word, never read from
+    the file; a qcow2 file is accepted only when the backing file its header names (if any) is the one this
+    disk may have, with its format named, so that qemu is never led to another file."""
+    spec = plan.spec
+    if spec.kind == "config_drive":
+        fmt = "raw"
+    elif not spec.format_given:
+        raise VirtfleetError("adopt needs format: the format %s was made in (qcow2 or raw); it is never guessed from "
+                             "the file" % plan.path)
+    else:
+        fmt = spec.format
+    entry: Dict[str, Any] = {"format": fmt, "kind": spec.kind, "adopted": True}
+    backing, backing_format = None, None
+    if fmt == "qcow2":
+        header = qcow2.read(plan.path)
+        if header is None:
+            raise VirtfleetError("cannot adopt %s as qcow2: it has no readable qcow2 header; if it is a raw disk, say "
+                                 "format: raw" % plan.path)
+        if header.incompatible_features & qcow2.INCOMPAT_DATA_FILE or header.crypt_method:
+            raise VirtfleetError("cannot adopt %s: its qcow2 header asks for an external data file or encryption, "
+                                 "which this collection never makes" % plan.path)
+        backing = qcow2.backing_file_of(plan.path)
+        if backing is not None:
+            expected, expected_format = _expected_backing(plan)
+            if expected is None or os.path.realpath(backing) != os.path.realpath(expected):
+                raise VirtfleetError(
+                    "cannot adopt %s: its qcow2 header names the backing file %s, which is not %s; refusing to record "
+                    "it (qemu would open that file)" % (plan.path, backing, expected or "a base this disk may have"))
+            if header.backing_format != expected_format:
+                raise VirtfleetError(
+                    "cannot adopt %s: its qcow2 header names the backing format %r, not %r; refusing to record it "
+                    "(qemu must never probe a backing file's format)" % (plan.path, header.backing_format,
+                                                                         expected_format))
+            backing_format = expected_format
+    if spec.kind == "root":
+        entry.update(backing="overlay" if backing else "flat", base_format=backing_format)
+        if backing:
+            entry["base"] = backing
+    elif spec.kind in FORMATTED_KINDS:
+        entry.update(backing="overlay" if backing else "flat", fs_type=plan.fs_type, label=plan.label,
+                     base_format="raw")
+        entry["base" if backing else "copied_from"] = plan.base
+    elif spec.kind == "config_drive":
+        entry.update(drive_format=spec.drive_format, label=plan.label)
+    if spec.kind != "config_drive":
+        entry["virtual_size"] = _current_virtual_size(plan.path, fmt, plan.stat)
+    plan.record = entry
+    plan.new_record = entry
+    plan.actions.append("adopt")
+    return entry
+
+
+def _record_mismatch(plan: DiskPlan, what: str) -> VirtfleetError:
+    return VirtfleetError(
+        "%s no longer matches its record in %s: %s. Something outside virtfleet changed it (cut it short, replaced "
+        "or resized it); nothing was changed. Restore it from a backup, or, if the file is as it should be now, "
+        "run the same task with adopt: true to record it as it is." % (plan.path, plan.layout.disk_info, what))
+
+
+def _check_header(plan: DiskPlan) -> None:
+    """A recorded qcow2 disk must still start with a qcow2 header whose tables lie inside the file."""
+    if plan.format != "qcow2":
+        return
+    damage = qcow2_damage(plan.path, plan.stat.st_size)
+    if damage is not None:
+        if plan.spec.adopt:
+            raise VirtfleetError("cannot adopt %s as qcow2: %s" % (plan.path, damage))
+        raise _record_mismatch(plan, damage)
 
 
 def _check_not_locked(path: str, fmt: str) -> None:
@@ -238,9 +340,18 @@ def locked_grow_error(path: str, nothing_changed: bool = False) -> VirtfleetErro
 def _plan_existing_size(plan: DiskPlan, size: Optional[int], growable: bool) -> None:
     """Compare the recorded disk's virtual size with ``size``: grow, refuse to shrink, or nothing."""
     path, fmt = plan.path, plan.format
+    _check_header(plan)
     current = plan.current_size
     if current is None:
         current = _current_virtual_size(path, fmt, plan.stat)
+    recorded = (plan.record or {}).get("virtual_size")
+    if recorded is not None and recorded != current:
+        if not plan.spec.adopt:
+            raise _record_mismatch(plan, "its virtual size is %s (%d bytes), its record says %s (%d bytes)"
+                                   % (format_size(current), current, format_size(recorded), recorded))
+        plan.record = dict(plan.record, virtual_size=current, adopted=True)
+        plan.new_record = plan.record
+        plan.actions.append("adopt")
     plan.before["virtual_size"] = current
     plan.virtual_size = current
     if size is None or size == current:
@@ -258,8 +369,11 @@ def _plan_existing_size(plan: DiskPlan, size: Optional[int], growable: bool) -> 
                 plan.kind, path, format_size(current), format_size(size),
                 "swap signature" if plan.kind == "swap" else "filesystem", current))
     _check_not_locked(path, fmt)
+    if fmt == "raw" or plan.spec.preallocation in ("falloc", "full"):
+        _space_mod().check_file_fits(path, size)
     plan.actions.append("grow")
     plan.virtual_size = size
+    plan.new_record = dict(plan.record or {}, virtual_size=size)
 
 
 def plan_root_disk(spec: DiskSpec, check_mode: bool = False) -> DiskPlan:
@@ -283,6 +397,9 @@ def plan_root_disk(spec: DiskSpec, check_mode: bool = False) -> DiskPlan:
     base_fmt = records.base_format_of(base, spec.base_format)
     size = spec.size
     plan.backing, plan.base, plan.base_format = backing, os.path.abspath(base), base_fmt
+    cache = cache_layout(spec.layout.instances_path)
+    if cache.is_base(plan.base):  # image_cache removes or prunes it only under this lock, taken exclusive
+        plan.base_lock = cache.lock(os.path.basename(plan.base))
     if plan.stat is None:
         from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.format import inspect_file
 
@@ -295,13 +412,14 @@ def plan_root_disk(spec: DiskSpec, check_mode: bool = False) -> DiskPlan:
                 "(%d bytes); a root disk cannot be smaller than its image. Ask for a size of at least %s."
                 % (base, format_size(inspection.virtual_size), inspection.virtual_size, format_size(size), size,
                    format_size(inspection.virtual_size)))
+        _check_fits(plan, size)
         plan.actions.append("create")
         if backing == "flat" and size > inspection.virtual_size:
             plan.actions.append("grow")
         plan.virtual_size = size
         plan.base_size = inspection.virtual_size
         plan.new_record = {"format": plan.format, "kind": "root", "backing": backing, "base": plan.base,
-                           "base_format": base_fmt}
+                           "base_format": base_fmt, "virtual_size": size}
         return plan
     record = _require_record(plan)
     plan.format = record["format"]
@@ -323,6 +441,12 @@ def _predict_root_on_missing_base(plan: DiskPlan, backing: str, base: str) -> Di
     plan.warnings.append("base image %s is not in the cache yet (check mode); the root disk is predicted from "
                          "the requested size only" % base)
     return plan
+
+
+def _check_fits(plan: DiskPlan, size: int) -> None:
+    """A disk file as long as its virtual size (raw, or fully preallocated) must fit its filesystem's limit."""
+    if plan.format == "raw" or plan.spec.preallocation in ("falloc", "full"):
+        _space_mod().check_file_fits(plan.path, size)
 
 
 def _backing_for(spec: DiskSpec, fmt: str) -> str:
@@ -368,10 +492,13 @@ def plan_formatted_disk(spec: DiskSpec, _check_mode: bool = False) -> DiskPlan:
         return plan
     if records.formatted_base_problem(base, kind, size, fs_type, label) is not None:
         _mkfs_mod().find_tool(fs_type)  # a missing tool fails now, in check mode too, before anything is written
+        _space_mod().check_file_fits(base, size)
         plan.actions.append("create_base")
+    if backing == "flat":
+        _check_fits(plan, size)
     plan.actions.append("create")
     plan.new_record = {"format": plan.format, "kind": kind, "backing": backing, "fs_type": fs_type,
-                       "label": label, "base_format": "raw"}
+                       "label": label, "base_format": "raw", "virtual_size": size}
     plan.new_record["base" if backing == "overlay" else "copied_from"] = base
     return plan
 
@@ -408,9 +535,10 @@ def plan_blank_disk(spec: DiskSpec, _check_mode: bool = False) -> DiskPlan:
         plan.format = record["format"]
         _plan_existing_size(plan, size, growable=True)
         return plan
+    _check_fits(plan, size)
     plan.actions.append("create")
     plan.virtual_size = size
-    plan.new_record = {"format": plan.format, "kind": "blank"}
+    plan.new_record = {"format": plan.format, "kind": "blank", "virtual_size": size}
     return plan
 
 
@@ -430,22 +558,42 @@ def plan_config_drive(spec: DiskSpec, _check_mode: bool = False) -> DiskPlan:
         record = _require_record(plan)
         if record.get("format") != "raw":
             raise VirtfleetError("%s is recorded with format %s; a config drive is raw" % (plan.path, record.get("format")))
-        if plan.stored_digest.get("content_digest") != plan.digest:
+        damage = _config_drive_damage(plan)
+        if damage is not None:
+            plan.warnings.append("the config drive %s was damaged (%s); it is rebuilt from the options" % (
+                plan.path, damage))
+        if damage is not None or plan.stored_digest.get("content_digest") != plan.digest:
             plan.actions.append("rebuild")
     plan.virtual_size = None
-    _warn_dynamic_ownership(plan)
     return plan
 
 
+def _config_drive_damage(plan: DiskPlan) -> Optional[str]:
+    """Why the existing drive is not the ISO that was written: another length than recorded, or no ISO9660
+    volume descriptor any more. A cheap look (its length and 5 bytes), never a read of its files."""
+    recorded = plan.stored_digest.get("size")
+    if recorded is not None and recorded != plan.stat.st_size:
+        return "it is %d bytes long, %d when it was written" % (plan.stat.st_size, recorded)
+    try:
+        with open(plan.path, "rb") as handle:
+            handle.seek(ISO_MAGIC_OFFSET)
+            magic = handle.read(len(ISO_MAGIC))
+    except OSError as exc:
+        return "it cannot be read (%s)" % (exc.strerror or exc)
+    return None if magic == ISO_MAGIC else "it holds no ISO9660 volume any more"
+
+
 def _warn_dynamic_ownership(plan: DiskPlan) -> None:
-    """A 0600 root-owned drive is readable by qemu only because libvirt chowns it at start."""
-    if plan.spec.wants.uid is not None:
+    """A 0600 root-owned disk is usable by qemu only because libvirt chowns it at start (dynamic_ownership)."""
+    if plan.spec.wants.uid is not None or not plan.actions:
         return
     raw = read_bytes(QEMU_CONF) or b""
     if re.search(rb"^\s*dynamic_ownership\s*=\s*0\b", raw, re.M):
-        plan.warnings.append("dynamic_ownership is off in %s: qemu cannot read the mode %04o config drive %s "
-                             "unless you set owner to the qemu user (libvirt-qemu on Debian)"
-                             % (QEMU_CONF, plan.spec.created_mode, plan.path))
+        mode = plan.spec.wants.mode if plan.stat is not None and plan.spec.wants.mode is not None \
+            else plan.spec.created_mode
+        plan.warnings.append("dynamic_ownership is off in %s: qemu cannot open the mode %04o disk %s unless you set "
+                             "owner (or group, with a mode that lets the group in) to the qemu user's (libvirt-qemu "
+                             "on Debian)" % (QEMU_CONF, mode, plan.path))
 
 
 def _guests_using(spec: DiskSpec, hypervisor: Any) -> List[str]:
@@ -509,4 +657,5 @@ def plan_disk(spec: DiskSpec, check_mode: bool = False, hypervisor: Any = None) 
         after.update(drive_format=spec.drive_format, files=_config_drive_mod().describe(plan.files))
     after.update(_attrs_after(plan.before if st is not None else {}, spec.wants, spec.created_mode))
     plan.after = after
+    _warn_dynamic_ownership(plan)
     return plan

@@ -43,8 +43,11 @@ def read_disk_records(layout: GuestLayout) -> Dict[str, Dict[str, Any]]:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise VirtfleetError("the disk format record %s is corrupt (%s); restore it or remove the guest's disks"
-                             % (layout.disk_info, exc))
+        raise VirtfleetError(
+            "the disk format record %s is corrupt (%s), so no disk of guest %s can be trusted; nothing was changed. "
+            "Restore it from a backup, or move it aside and record each disk again by running its task with "
+            "adopt: true and the format it was made in (nothing is guessed from a disk's bytes)"
+            % (layout.disk_info, exc, layout.name))
     return data if isinstance(data, dict) else {}
 
 

@@ -37,17 +37,32 @@ SWAP_FS = "swap"                          # the "filesystem" of a swap disk
 BACKINGS = ("overlay", "flat")
 DEFAULT_FS_TYPE = "ext4"
 DEFAULT_EPHEMERAL_LABEL = "ephemeral0"
-DEFAULT_MODES = {"config_drive": 0o600}
-DEFAULT_MODE = 0o644
+# Guest data stays private on the host: libvirt (dynamic_ownership) hands the file to the qemu user while
+# the guest runs. With a group (such as kvm) the group may read and write it too.
+DEFAULT_MODE = 0o600
+DEFAULT_GROUP_MODE = 0o660
+MAX_SIZE = (1 << 63) - 512   # qemu's and the kernel's file sizes are signed 64-bit numbers of bytes
+MAX_ID = (1 << 32) - 2        # uid_t/gid_t; (1 << 32) - 1 means "unchanged" to chown
 # Options that fill a config drive (passed to _disk.config_drive.drive_files as they are).
 DRIVE_OPTIONS = ("hostname", "instance_uuid", "public_keys", "user_data", "admin_pass", "network_data",
                  "vendor_data", "metadata", "files", "extra_files")
+# The options each kind takes besides those every disk has (guest, kind, state, file_name, mode, ...);
+# any other is refused rather than silently ignored.
+KIND_OPTIONS = {
+    "root": ("format", "size", "preallocation", "base", "base_format", "backing"),
+    "ephemeral": ("format", "size", "preallocation", "backing", "fs_type", "label"),
+    "swap": ("format", "size", "preallocation", "backing", "label"),
+    "blank": ("format", "size", "preallocation"),
+    "config_drive": ("format",) + DRIVE_OPTIONS,
+}
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 ITEM_SPEC = ArgumentSpec({
     "guest": {"type": "str", "required": True},
     "kind": {"type": "str", "default": "root", "choices": list(KINDS)},
     "state": {"type": "str", "default": "present", "choices": list(STATES)},
     "force": {"type": "bool", "default": False},
+    "adopt": {"type": "bool", "default": False},
     "instance_dir": {"type": "path"},
     "file_name": {"type": "str"},
     "format": {"type": "str", "choices": list(FORMATS)},
@@ -56,24 +71,26 @@ ITEM_SPEC = ArgumentSpec({
     "base": {"type": "path"},
     "base_format": {"type": "str", "choices": list(DISK_FORMATS)},
     "backing": {"type": "str", "choices": list(BACKINGS)},
-    "fs_type": {"type": "str", "default": DEFAULT_FS_TYPE, "choices": list(FS_TYPES)},
+    "fs_type": {"type": "str", "choices": list(FS_TYPES)},
     "label": {"type": "str"},
     "mode": {"type": "raw"},
     "owner": {"type": "str"},
     "group": {"type": "str"},
     "hostname": {"type": "str"},
     "instance_uuid": {"type": "str"},
-    "public_keys": {"type": "raw", "no_log": True},
+    # Only whole secret strings are no_log: Ansible masks every value of a no_log option wherever it appears
+    # in the output, so a short value of a dict ("1") would corrupt the paths this module returns.
+    "public_keys": {"type": "raw", "no_log": False},
     "user_data": {"type": "str", "no_log": True},
     "admin_pass": {"type": "str", "no_log": True},
     "network_data": {"type": "dict"},
-    "vendor_data": {"type": "dict", "no_log": True},
+    "vendor_data": {"type": "dict", "no_log": False},
     "metadata": {"type": "dict"},
     "files": {"type": "list", "elements": "dict", "options": {
         "path": {"type": "str", "required": True},
         "content": {"type": "str", "required": True, "no_log": True},
     }},
-    "extra_files": {"type": "dict", "no_log": True},
+    "extra_files": {"type": "dict", "no_log": False},
 })
 MODULE_SPEC = CONNECTION.merge(INSTANCES, ITEM_SPEC)
 
@@ -106,9 +123,44 @@ def parse_size_option(value: Any) -> Optional[int]:
     if value is None or value == "":
         return None
     try:
-        return parse_size(value, "size")
+        size = parse_size(value, "size")
     except SizeError as exc:
         raise VirtfleetError(str(exc))
+    if size <= 0:
+        raise VirtfleetError("size must be more than 0 bytes (got %r)" % (value,))
+    if size > MAX_SIZE:
+        raise VirtfleetError("size %r is too large: a disk holds at most %d bytes" % (value, MAX_SIZE))
+    return size
+
+
+def _refuse_other_kinds_options(params: Mapping[str, Any], kind: str) -> None:
+    """Options of other kinds are refused: silently ignoring them would leave the user believing them applied."""
+    taken = KIND_OPTIONS[kind]
+    stray = sorted({name for options in KIND_OPTIONS.values() for name in options
+                    if name not in taken and params.get(name) is not None})
+    if stray:
+        raise VirtfleetError("%s %s not apply to a %s disk; remove %s (a %s disk takes %s)" % (
+            ", ".join(stray), "does" if len(stray) == 1 else "do", kind, "it" if len(stray) == 1 else "them",
+            kind, ", ".join(taken)))
+
+
+def validate_instance_uuid(value: Any) -> Optional[str]:
+    """A config drive's instance UUID: the canonical 8-4-4-4-12 hex form, not the nil UUID."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not UUID_RE.fullmatch(value) or not value.strip("0-"):
+        raise VirtfleetError("invalid instance_uuid %r: use a UUID such as 5f6a1c2e-0b9d-4e7a-8c3f-2a1b0c9d8e7f "
+                             "(the domain's UUID, so that both agree), not the nil UUID" % (value,))
+    return value
+
+
+def _sensible_mode(mode: int) -> bool:
+    """Whether ``mode`` reads like permissions someone meant: no setuid/setgid/sticky bits on a disk, and the
+    owner allowed at least what the group is, the group at least what others are, nobody writing what
+    they cannot read (ansible-lint's risky-octal idea). A YAML ``mode: 644`` arrives as the number 644, that is 0o1204, and is not."""
+    user, group, other = (mode >> 6) & 7, (mode >> 3) & 7, mode & 7
+    write_without_read = any(bits & 2 and not bits & 4 for bits in (user, group, other))
+    return mode <= 0o777 and user & group == group and group & other == other and not write_without_read
 
 
 def parse_mode(value: Any) -> Optional[int]:
@@ -118,15 +170,15 @@ def parse_mode(value: Any) -> Optional[int]:
     if isinstance(value, bool):
         raise VirtfleetError("mode must be an octal number such as '0600', got %r" % (value,))
     if isinstance(value, int):
-        mode = value
-    else:
-        text = str(value).strip()
-        if not re.fullmatch(r"0?[0-7]{3,4}", text):
-            raise VirtfleetError("mode must be an octal number such as '0600' (quote it in YAML), got %r" % (value,))
-        mode = int(text, 8)
-    if mode < 0 or mode > 0o7777:
-        raise VirtfleetError("mode %r is out of range" % (value,))
-    return mode
+        if not 0 <= value <= 0o7777 or not _sensible_mode(value):
+            raise VirtfleetError(
+                "mode %d was given as a number, which YAML and Ansible read as decimal (%d is octal %s); quote "
+                "the octal mode you meant, such as mode: '0%d'" % (value, value, oct(value)[2:], value))
+        return value
+    text = str(value).strip()
+    if not re.fullmatch(r"0?[0-7]{3,4}", text):
+        raise VirtfleetError("mode must be an octal number such as '0600' (quote it in YAML), got %r" % (value,))
+    return int(text, 8)
 
 
 def _resolve_id(value: Any, lookup: Callable[[str], int], what: str) -> Optional[int]:
@@ -135,7 +187,11 @@ def _resolve_id(value: Any, lookup: Callable[[str], int], what: str) -> Optional
         return None
     text = str(value)
     if text.isdigit():
-        return int(text)
+        number = int(text)
+        if number > MAX_ID:
+            raise VirtfleetError("%s %s is out of range: a %s id is at most %d" % (what, text, "user" if what == "owner"
+                                                                                 else "group", MAX_ID))
+        return number
     try:
         return lookup(text)
     except KeyError:
@@ -180,6 +236,8 @@ class DiskSpec:
     wants: Ownership
     created_mode: int
     force: bool = False
+    adopt: bool = False          # record an existing file that has no (matching) record, as the options say
+    format_given: bool = False
     uri: str = DEFAULT_URI
     drive_options: Dict[str, Any] = field(default_factory=dict)
 
@@ -197,13 +255,20 @@ class DiskSpec:
         kind = _choice(params, "kind", KINDS, "root")
         state = _choice(params, "state", STATES, "present")
         preallocation = _choice(params, "preallocation", PREALLOCATIONS, None)
+        if preallocation == "off":
+            params = dict(params, preallocation=None)  # the same as not asking
         layout = guest_layout(params.get("instances_path"), params.get("guest"), params.get("instance_dir"))
         file_name = params.get("file_name") or None
         path = layout.disk(kind, file_name)
+        _refuse_other_kinds_options(params, kind)
+        if params.get("force") and state == "present":
+            raise VirtfleetError("force applies to state: absent only (it removes a disk that a domain still names)")
         fmt, drive_format = resolve_format(kind, params.get("format"))
         wants = Ownership(parse_mode(params.get("mode")), resolve_owner(params.get("owner")),
                           resolve_group(params.get("group")))
-        created_mode = wants.mode if wants.mode is not None else DEFAULT_MODES.get(kind, DEFAULT_MODE)
+        created_mode = wants.mode if wants.mode is not None else (
+            DEFAULT_MODE if wants.gid is None else DEFAULT_GROUP_MODE)
+        validate_instance_uuid(params.get("instance_uuid"))
         return cls(
             layout=layout, kind=kind, state=state, file_name=os.path.basename(path), format=fmt,
             drive_format=drive_format, size=parse_size_option(params.get("size")),
@@ -211,6 +276,7 @@ class DiskSpec:
             base=params.get("base") or None, base_format=_choice(params, "base_format", DISK_FORMATS, None),
             backing=_choice(params, "backing", BACKINGS, None), fs_type=params.get("fs_type"),
             label=params.get("label"), wants=wants, created_mode=created_mode, force=bool(params.get("force")),
+            adopt=bool(params.get("adopt")), format_given=params.get("format") is not None,
             uri=params.get("uri") or DEFAULT_URI,
             drive_options={name: params.get(name) for name in DRIVE_OPTIONS})
 

@@ -113,3 +113,31 @@ def qcow2_virtual_size(head: bytes, file_size: int) -> Optional[int]:
     if l1_needed > INT_MAX or header.l1_size < l1_needed:
         return None
     return header.size // SECTOR * SECTOR
+
+
+def qcow2_damage(path: str, file_size: int) -> Optional[str]:
+    """Why the qcow2 disk ``path`` (``file_size`` bytes long) cannot be the file that was made: no qcow2 header
+    any more, or a header whose tables lie past the end of the file (it was cut short). None when it looks
+    whole; a cheap look at the header only, never a read of the data."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        return "it cannot be read (%s)" % (exc.strerror or exc)
+    try:
+        head = os.pread(fd, qcow2.V3_HEADER_BYTES, 0)
+    except OSError as exc:
+        return "it cannot be read (%s)" % (exc.strerror or exc)
+    finally:
+        os.close(fd)
+    if not qcow2.is_qcow2(head):
+        return "it has no qcow2 header any more (%d bytes long)" % file_size
+    try:
+        header = qcow2.parse_fixed(head)
+    except qcow2.HeaderError:
+        return "its qcow2 header is cut short (%d bytes long)" % file_size
+    ends = (header.l1_table_offset + header.l1_size * 8,
+            header.refcount_table_offset + header.refcount_table_clusters * header.cluster_size)
+    if max(ends) > file_size:
+        return ("its qcow2 header names tables up to byte %d, but the file is only %d bytes long (it was cut short)"
+                % (max(ends), file_size))
+    return None

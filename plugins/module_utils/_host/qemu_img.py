@@ -12,7 +12,9 @@ Rules every call follows, because each closes a known hole:
 - read-only inspection (info, check, measure) runs under resource limits like Nova's
   (1 GiB address space, 30 s CPU), so a crafted image cannot exhaust the host;
 - ``LC_ALL=C`` so messages are stable enough to match (lock errors), and every call has a
-  timeout.
+  timeout;
+- the child dies with us (``PR_SET_PDEATHSIG``): a module killed with SIGKILL in the middle of a
+  copy leaves no qemu-img writing on (its temporary file is removed under the lock by the next run).
 
 Callers pass our format names (``vhd``) or qemu's (``vpc``); both are accepted.
 """
@@ -22,8 +24,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
+import signal
 import subprocess
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.qemu_formats import (
@@ -94,8 +98,41 @@ def _options_arg(options: Optional[Mapping[str, Any]]) -> List[str]:
     return ["-o", ",".join(parts)]
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_prctl_function: List[Any] = []
+
+
+def _prctl():
+    """libc's prctl, looked up in the parent (a forked child should call, not load)."""
+    if not _prctl_function:
+        try:
+            import ctypes
+
+            function = ctypes.CDLL(None, use_errno=True).prctl
+            function.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+            function.restype = ctypes.c_int
+        except (ImportError, OSError, AttributeError):
+            function = None
+        _prctl_function.append(function)
+    return _prctl_function[0]
+
+
+def child_preexec(limited: bool = False) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child die with this process (SIGKILL when we die, even by SIGKILL),
+    and, when ``limited``, puts it under the inspection limits."""
+    parent, prctl = os.getpid(), _prctl()
+
+    def setup() -> None:  # pragma: no cover - runs in the child process
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # we died before the signal was armed
+                os._exit(111)
+        if limited:
+            _limit_resources()
+    return setup
+
+
 def _limit_resources() -> None:  # pragma: no cover - runs in the child process
-    import resource
     resource.setrlimit(resource.RLIMIT_AS, (INSPECT_ADDRESS_SPACE, INSPECT_ADDRESS_SPACE))
     resource.setrlimit(resource.RLIMIT_CPU, (INSPECT_CPU_SECONDS, INSPECT_CPU_SECONDS))
 
@@ -128,7 +165,7 @@ def _run(operation: str, args: List[str], path: str, fmt: str, limited: bool, ti
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env=env, timeout=timeout, check=False, close_fds=True,
-                              preexec_fn=_limit_resources if limited else None)
+                              preexec_fn=child_preexec(limited))
     except FileNotFoundError:
         raise QemuImgError("qemu-img is not installed (needed to %s %s); install the qemu-utils package"
                            % (operation, path), cmd, None, "")

@@ -35,7 +35,7 @@ def test_choices_are_the_constants_every_part_uses():
 def test_every_action_the_module_documents_has_a_handler():
     from ansible_collections.virtfleet.libvirt.plugins.modules import guest_disk
 
-    for action in ("create_base", "create", "grow", "rebuild", "chmod", "chown", "remove", "forget"):
+    for action in ("create_base", "create", "grow", "rebuild", "chmod", "chown", "remove", "forget", "adopt"):
         assert "C(%s)" % action in guest_disk.RETURN, action
         assert action in HANDLERS, action
 
