@@ -39,7 +39,7 @@ description:
   - A re-run notices a disk that no longer matches its record (a qcow2 file cut short or without its header, a
     virtual size other than the recorded one) and fails saying so, without touching it; a damaged config drive
     is rebuilt. O(adopt=true) records such a file, or one that has no record, as it is.
-  - A disk is built under a temporary name, recorded, then renamed into place: a full filesystem or a file
+  - A disk is built under a temporary name, recorded, then renamed into place. A full filesystem or a file
     larger than the filesystem takes ends in a message naming the file and the space it needs, with nothing
     half-made under the disk's name. A disk made on a cached base holds the base's lock (shared) while it is
     made, so M(virtfleet.libvirt.image_cache) does not remove the base meanwhile. qemu-img and mkfs die with
@@ -146,7 +146,7 @@ options:
   mode:
     description:
       - Permissions of the disk file, an octal string such as C('0640') (quote it in YAML).
-      - A number is taken as the mode only when it reads as one (a YAML C(0640) arrives as 416); C(mode: 640),
+      - A number is taken as the mode only when it reads as one (a YAML C(0640) arrives as 416); a plain C(640),
         which YAML makes the number 640 (octal 1200), is refused.
       - When not given, a new file gets C(0600) (C(0660) when O(group) is given), and an existing file is left as
         it is.

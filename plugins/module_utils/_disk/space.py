@@ -98,8 +98,8 @@ def no_room_error(path: str, needed: Optional[int], exc: BaseException) -> Virtf
     if too_large:
         what = "the file is larger than the filesystem holding %s allows" % directory
     else:
-        what = "the filesystem holding %s is full (%s free)" % (directory, "unknown" if free is None
-                                                                 else format_size(free))
+        shown = "unknown" if free is None else format_size(free)
+        what = "the filesystem holding %s is full (%s free)" % (directory, shown)
     need = "" if needed is None else "; it needs about %s" % format_size(needed)
     if isinstance(exc, OSError):
         reason = exc.strerror or str(exc)

@@ -186,17 +186,16 @@ def _resolve_id(value: Any, lookup: Callable[[str], int], what: str) -> Optional
     if value is None or value == "":
         return None
     text = str(value)
+    account = "user" if what == "owner" else "group"
     if text.isdigit():
         number = int(text)
         if number > MAX_ID:
-            raise VirtfleetError("%s %s is out of range: a %s id is at most %d" % (what, text, "user" if what == "owner"
-                                                                                 else "group", MAX_ID))
+            raise VirtfleetError("%s %s is out of range: a %s id is at most %d" % (what, text, account, MAX_ID))
         return number
     try:
         return lookup(text)
     except KeyError:
-        raise VirtfleetError("%s %r is not a %s on the hypervisor" % (what, value, "user" if what == "owner"
-                                                                     else "group"))
+        raise VirtfleetError("%s %r is not a %s on the hypervisor" % (what, value, account))
 
 
 def resolve_owner(owner: Any) -> Optional[int]:

@@ -45,8 +45,8 @@ def test_secrets_are_still_hidden(tmp_path):
     secrets = ("Adm1n-pa55-not-for-logs", "s3cr3t-user-data", "injected-key-material")
     args = _drive_args(instances, admin_pass=secrets[0], user_data="#cloud-config\nruncmd: [echo %s]\n" % secrets[1],
                        files=[{"path": "/etc/key", "content": secrets[2]}])
-    for result in (run_module("guest_disk", args, diff=True), run_module("guest_disk", dict(args, user_data="x" * 9),
-                                                                        diff=True)):
+    changed = dict(args, user_data="x" * 9)
+    for result in (run_module("guest_disk", args, diff=True), run_module("guest_disk", changed, diff=True)):
         assert result["_rc"] == 0, result
         text = json.dumps(result)
         for secret in secrets:

@@ -197,7 +197,7 @@ def test_base_record_must_match(tmp_path):
 
 def test_absent_of_nothing_is_no_change(tmp_path):
     result = ensure_disk({"guest": "g1", "instances_path": str(tmp_path), "kind": "swap", "state": "absent"},
-                               check_mode=False)
+                         check_mode=False)
     assert result["changed"] is False and result["referenced_by"] == []
 
 
