@@ -25,7 +25,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, ".build", "collections"))
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import core as disks  # noqa: E402
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import mkfs as mkfs  # noqa: E402
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk import mkfs  # noqa: E402
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import parse_size  # noqa: E402
 from tests.support.runner import run_module  # noqa: E402
 

@@ -335,7 +335,8 @@ def test_config_drive_rebuilt_only_when_content_changes(sandbox):
     assert gd(sandbox, guest, **args)["changed"] is False
     assert os.stat(path).st_mtime_ns == mtime
 
-    changed = dict(args, user_data=USER_DATA + "# more\n")
+    changed = dict(args)
+    changed["user_data"] = USER_DATA + "# more\n"
     predicted = gd(sandbox, guest, check=True, diff=True, **changed)
     assert predicted["actions"] == ["rebuild"] and os.stat(path).st_mtime_ns == mtime
     rebuilt = gd(sandbox, guest, **changed)
@@ -632,7 +633,7 @@ def test_kill_9_during_a_flat_copy_takes_qemu_img_along_and_the_next_run_cleans_
     base = os.path.join(base_dir, "big.raw")
     block = os.urandom(MIB)
     with open(base, "wb") as handle:
-        for _ in range(1536):
+        for _mib in range(1536):
             handle.write(block)
     with open(base + ".info.json", "w") as handle:
         json.dump({"format": "raw"}, handle)

@@ -35,7 +35,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.plan impor
     DiskPlan, locked_grow_error, still_current,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.spec import FORMATTED_KINDS, Ownership
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img as qemu_img
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img
 
 BASE_MODE = 0o644  # a cached base is read by the qemu of every guest built on it
 

@@ -113,7 +113,7 @@ def test_six_disks_of_one_guest_built_at_once_all_keep_their_records(tmp_path, r
         workers.append(context.Process(target=_build_one, args=(params, barrier, results)))
     for proc in workers:
         proc.start()
-    outcomes = [results.get(timeout=120) for _ in workers]
+    outcomes = [results.get(timeout=120) for _worker in workers]
     for proc in workers:
         proc.join(60)
     assert [error for _name, _changed, error in outcomes if error] == []

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img as qemu_img
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.format import inspect_file
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.qemu_img import QemuImgError
@@ -328,3 +328,58 @@ def test_locked_image_error_is_recognised(image_held_by_qemu):
     assert os.path.getsize(image_held_by_qemu) == 16 * MIB
     # -U lets inspection read the disk of a running guest.
     assert qemu_img.info(image_held_by_qemu, "raw")["virtual-size"] == 16 * MIB
+
+
+# --- a child dies with the module (issue 10 item 8) -----------------------------------------------
+
+_SLOW_QEMU_IMG = """#!/bin/sh
+echo $$ > "$SLOW_QEMU_IMG_PID"
+exec sleep 60
+"""
+
+_CALLER = """
+import sys
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img
+qemu_img.QEMU_IMG_BINARY = sys.argv[1]
+qemu_img.create(sys.argv[2], "qcow2", 1 << 20)
+"""
+
+
+def _running(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_qemu_img_dies_when_the_module_is_killed(tmp_path):
+    import signal
+    import sys
+
+    from tests.support.runner import COLLECTIONS
+
+    slow = tmp_path / "slow-qemu-img"
+    slow.write_text(_SLOW_QEMU_IMG)
+    slow.chmod(0o755)
+    target = tmp_path / "disk"
+    pid_file = tmp_path / "qemu-img.pid"
+    caller = subprocess.Popen([sys.executable, "-c", _CALLER, str(slow), str(target)],
+                              env=dict(os.environ, PYTHONPATH=COLLECTIONS, SLOW_QEMU_IMG_PID=str(pid_file)))
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not pid_file.exists():
+        caller.kill()
+        pytest.fail("the stand-in qemu-img never started")
+    child = int(pid_file.read_text())
+    try:
+        os.kill(caller.pid, signal.SIGKILL)
+        caller.wait(10)
+        deadline = time.monotonic() + 2
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _running(child), "qemu-img outlived the module that ran it"
+    finally:
+        if _running(child):
+            os.kill(child, signal.SIGKILL)
