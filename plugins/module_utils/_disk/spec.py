@@ -126,11 +126,32 @@ def parse_size_option(value: Any) -> Optional[int]:
         size = parse_size(value, "size")
     except SizeError as exc:
         raise VirtfleetError(str(exc))
+    except (ValueError, OverflowError):  # a float that is no number (nan, inf)
+        raise VirtfleetError("size: expected a size such as 10G, 512M or a number of bytes, got %r" % (value,))
     if size <= 0:
         raise VirtfleetError("size must be more than 0 bytes (got %r)" % (value,))
     if size > MAX_SIZE:
         raise VirtfleetError("size %r is too large: a disk holds at most %d bytes" % (value, MAX_SIZE))
     return size
+
+
+# What the options are when they are given, for callers that bypass Ansible's type checks (a list item, a test).
+_OPTION_TYPES = {"str": (str,), "path": (str,), "dict": (dict,), "list": (list,), "bool": (bool,)}
+
+
+def _check_types(params: Mapping[str, Any]) -> None:
+    for name, option in ITEM_SPEC.argument_spec.items():
+        value, wanted = params.get(name), _OPTION_TYPES.get(option["type"])
+        if name == "size":
+            wanted = (str, int, float)  # a number of bytes is a size too
+        if value is not None and wanted is not None and not isinstance(value, wanted):
+            raise VirtfleetError("%s must be a %s, got %r" % (name, option["type"], value))
+    for index, item in enumerate(params.get("files") or []):
+        if not isinstance(item, dict) or not all(isinstance(item.get(key), str) for key in ("path", "content")):
+            raise VirtfleetError("files[%d] must be a dict with the strings path and content" % index)
+    keys = params.get("public_keys")
+    if keys is not None and not isinstance(keys, (str, list, dict)):
+        raise VirtfleetError("public_keys must be a key, a list of keys or a dict of name to key, got %r" % (keys,))
 
 
 def _refuse_other_kinds_options(params: Mapping[str, Any], kind: str) -> None:
@@ -251,6 +272,7 @@ class DiskSpec:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "DiskSpec":
         """The spec of the module's (or a list item's) parameters; a VirtfleetError says what is wrong."""
+        _check_types(params)
         kind = _choice(params, "kind", KINDS, "root")
         state = _choice(params, "state", STATES, "present")
         preallocation = _choice(params, "preallocation", PREALLOCATIONS, None)

@@ -299,3 +299,54 @@ def test_new_disks_are_private_by_default(instances, base, params):
 def test_a_group_gets_read_and_write_by_default(instances):
     made = ensure_disk(disk(instances, kind="blank", size="8M", group="0"))
     assert stat.S_IMODE(os.stat(made["path"]).st_mode) == 0o660
+
+
+# ---- item 11: whatever the arguments, a clear message or a result, never another exception ------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(-2, 1 << 70), st.floats(allow_nan=True),
+                     st.text(max_size=12), st.lists(st.text(max_size=3), max_size=2),
+                     st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2))
+SIZES = st.one_of(st.sampled_from(["1M", "8M", "0", "-1", "20T", "17T", "1.5M", "12 parsecs", "1000001", "8M\n",
+                                   str(1 << 63), "8 MiB"]), ANYTHING)
+DISK_ARGS = st.fixed_dictionaries({"kind": st.one_of(st.sampled_from(["root", "ephemeral", "swap", "blank",
+                                                                      "config_drive"]), ANYTHING)}, optional={
+    "guest": st.one_of(st.sampled_from(["g1", "locks", "_base", "a\n", "../x", "", "é"]), ANYTHING),
+    "state": st.one_of(st.sampled_from(["present", "absent"]), ANYTHING),
+    "size": st.one_of(st.none(), SIZES), "format": st.one_of(st.sampled_from(["qcow2", "raw", "nocloud", "vmdk"]), ANYTHING),
+    "mode": st.one_of(st.sampled_from(["0600", "644", 644, 0o640, "0o640", 99999]), ANYTHING),
+    "owner": st.one_of(st.sampled_from(["0", "99999999999", "root", "nobody-vf"]), ANYTHING),
+    "group": ANYTHING, "label": ANYTHING, "fs_type": st.one_of(st.sampled_from(["ext4", "vfat", "ntfs"]), ANYTHING),
+    "file_name": st.one_of(st.sampled_from(["disk", "x.json", "a/b", "scratch", "console.log"]), ANYTHING),
+    "preallocation": ANYTHING, "backing": ANYTHING, "base_format": ANYTHING, "base": ANYTHING,
+    "instance_uuid": ANYTHING, "extra_files": ANYTHING, "public_keys": ANYTHING, "user_data": ANYTHING,
+    "hostname": ANYTHING, "metadata": ANYTHING, "network_data": ANYTHING, "vendor_data": ANYTHING,
+    "admin_pass": ANYTHING, "files": st.one_of(ANYTHING, st.lists(st.dictionaries(
+        st.sampled_from(["path", "content"]), st.one_of(st.text(max_size=4), st.integers())), max_size=2)),
+    "adopt": ANYTHING, "force": ANYTHING, "instance_dir": ANYTHING,
+})
+
+
+def _too_big_to_format(args):
+    try:
+        size = int(str(args.get("size")).rstrip("M")) << 20 if str(args.get("size")).endswith("M") else None
+    except ValueError:
+        return True
+    return args.get("kind") in ("ephemeral", "swap") and (size is None or size > 64 * MIB)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(args=DISK_ARGS, check_mode=st.booleans())
+def test_any_arguments_end_in_a_result_or_a_clear_message(tmp_path_factory, args, check_mode):
+    instances = str(tmp_path_factory.mktemp("instances"))
+    params = dict(args, instances_path=instances, uri="test:///default")
+    params.setdefault("guest", "g1")
+    try:
+        result = ensure_disk(params, check_mode=check_mode or _too_big_to_format(args))
+    except VirtfleetError as exc:
+        assert exc.msg and "Traceback" not in exc.msg and "internal error" not in exc.msg
+        return
+    json.dumps(result)
+    assert isinstance(result["changed"], bool)
