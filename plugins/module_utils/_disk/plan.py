@@ -640,8 +640,6 @@ def plan_disk(spec: DiskSpec, check_mode: bool = False, hypervisor: Any = None) 
             plan.before["format"] = (plan.record or {}).get("format")
         return plan
     plan = PLANNERS[spec.kind](spec, check_mode)
-    if spec.preallocation and spec.kind == "config_drive":
-        raise VirtfleetError("preallocation does not apply to a config drive")
     st = plan.stat
     if st is not None:
         plan.before.update(_attrs_of(st))

@@ -212,6 +212,7 @@ def test_a_large_qcow2_blank_is_still_made(instances):
     ({"kind": "root", "admin_pass": "x"}, "admin_pass does not apply to a root disk"),
     ({"kind": "config_drive", "size": "1M"}, "size does not apply to a config_drive disk"),
     ({"kind": "swap", "size": "8M", "fs_type": "ext4"}, "fs_type does not apply to a swap disk"),
+    ({"kind": "config_drive", "preallocation": "full"}, "preallocation does not apply to a config_drive disk"),
     ({"kind": "blank", "size": "8M", "base": "/x", "label": "y"}, "base, label do not apply to a blank disk"),
     ({"kind": "blank", "size": "8M", "force": True}, "force applies to state: absent only"),
     ({"kind": "config_drive", "instance_uuid": "abc"}, "invalid instance_uuid 'abc'"),
