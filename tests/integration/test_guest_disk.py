@@ -600,32 +600,8 @@ def test_a_flat_copy_larger_than_the_free_space_fails_clearly(sandbox, small_fs)
 # kill -9 in the middle of a flat copy (issue 10 item 8)
 # ---------------------------------------------------------------------------------------------
 
-def _children_named(parent_pid, name):
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            with open("/proc/%s/comm" % entry) as handle:
-                comm = handle.read().strip()
-        except OSError:
-            continue
-        if comm == name and (parent_pid is None or int(fields[1]) == parent_pid):
-            found.append(int(entry))
-    return found
-
-
-def _alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_kill_9_during_a_flat_copy_takes_qemu_img_along_and_the_next_run_cleans_up(sandbox):
+    from tests.support.processes import children_named, is_running
     from tests.support.runner import COLLECTIONS, PYTHON, module_path
 
     base_dir = os.path.join(sandbox.instances, "_base")
@@ -649,18 +625,18 @@ def test_kill_9_during_a_flat_copy_takes_qemu_img_along_and_the_next_run_cleans_
     orphans = []
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _children_named(proc.pid, "qemu-img"):
+        while time.monotonic() < deadline and not children_named(proc.pid, "qemu-img"):
             time.sleep(0.01)
-        copying = _children_named(proc.pid, "qemu-img")
+        copying = children_named(proc.pid, "qemu-img")
         assert copying, "qemu-img never started"
         time.sleep(0.2)
         proc.kill()
         proc.wait(10)
         # The copy takes seconds more; a child that dies with the module is gone at once.
         deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline and any(_alive(pid) for pid in copying):
+        while time.monotonic() < deadline and any(is_running(pid) for pid in copying):
             time.sleep(0.02)
-        orphans = [pid for pid in copying if _alive(pid)]
+        orphans = [pid for pid in copying if is_running(pid)]
         assert orphans == [], "qemu-img kept copying after the module was killed"
         temps = [name for name in os.listdir(instance_dir) if "virtfleet-tmp" in name]
         assert temps, "the killed copy left no temporary file (did it finish before the kill?)"

@@ -345,18 +345,11 @@ qemu_img.create(sys.argv[2], "qcow2", 1 << 20)
 """
 
 
-def _running(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_qemu_img_dies_when_the_module_is_killed(tmp_path):
     import signal
     import sys
 
+    from tests.support.processes import is_running
     from tests.support.runner import COLLECTIONS
 
     slow = tmp_path / "slow-qemu-img"
@@ -377,9 +370,9 @@ def test_qemu_img_dies_when_the_module_is_killed(tmp_path):
         os.kill(caller.pid, signal.SIGKILL)
         caller.wait(10)
         deadline = time.monotonic() + 2
-        while _running(child) and time.monotonic() < deadline:
+        while is_running(child) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not _running(child), "qemu-img outlived the module that ran it"
+        assert not is_running(child), "qemu-img outlived the module that ran it"
     finally:
-        if _running(child):
+        if is_running(child):
             os.kill(child, signal.SIGKILL)
