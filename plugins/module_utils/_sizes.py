@@ -11,6 +11,7 @@ decimal (powers of 1000). Anything else is refused rather than guessed.
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import Union
 
 _BINARY = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -31,7 +32,7 @@ def parse_size(value: Union[str, int, float, None], what: str = "size") -> int:
             raise SizeError("%s: a size cannot be negative (%d)" % (what, value))
         return value
     if isinstance(value, float):
-        if value < 0 or value != int(value):
+        if value != value or value in (float("inf"), float("-inf")) or value < 0 or value != int(value):
             raise SizeError("%s: a size in bytes must be a whole, non-negative number (%r)" % (what, value))
         return int(value)
     match = _SIZE_RE.match(str(value))
@@ -49,8 +50,8 @@ def parse_size(value: Union[str, int, float, None], what: str = "size") -> int:
     if factor is None:
         raise SizeError("%s: unknown unit %r in %r; use K, M, G, T, P (binary), KiB..PiB or KB..PB"
                         % (what, match.group(2), value))
-    result = float(number) * factor
-    if result != int(result):
+    result = Fraction(number) * factor  # exact: no float rounding, no overflow on long digit strings
+    if result.denominator != 1:
         raise SizeError("%s: %r is not a whole number of bytes" % (what, value))
     return int(result)
 

@@ -22,3 +22,15 @@ def test_format_size():
     assert format_size(10 << 30) == "10 GiB"
     assert format_size(3 << 19) == "1.5 MiB"
     assert format_size(512) == "512 B"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_not_a_number_is_a_clear_size_error(value):
+    with pytest.raises(SizeError, match="a size in bytes must be a whole, non-negative number"):
+        parse_size(value)
+
+
+def test_long_digit_strings_are_exact():
+    assert parse_size("9" * 40) == int("9" * 40)
+    with pytest.raises(SizeError, match="is not a whole number of bytes"):
+        parse_size("1.0000000000000000001K")
