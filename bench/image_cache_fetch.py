@@ -114,10 +114,10 @@ def main() -> None:
             if again.get("changed") or again.get("fetched"):
                 raise SystemExit("the re-run was not served from the cache: %s" % again)
             cached.append(seconds)
-            from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import ensure_image
+            from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import image_cache_core
 
             params = dict(args, state="present", verify="quick", max_virtual_size="1T", timeout=60, retries=0)
-            seconds, again = timed(lambda: ensure_image(params, False))
+            seconds, again = timed(lambda: image_cache_core(params, False))
             cached_internal.append(seconds)
             shutil.rmtree(instances)
 
@@ -134,7 +134,7 @@ def main() -> None:
               % (statistics.median(theirs) / statistics.median(ours),
                  statistics.median(theirs_sync) / statistics.median(ours)))
         print("cached re-run, module process:                   %s" % fmt(cached))
-        print("cached re-run, module's work (ensure_image):     median %.2f ms (max %.2f ms)"
+        print("cached re-run, module's work (image_cache_core):     median %.2f ms (max %.2f ms)"
               % (statistics.median(cached_internal) * 1000, max(cached_internal) * 1000))
     finally:
         if server is not None:

@@ -13,6 +13,7 @@ import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import fetch as fetch
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import ImageSpec, Transport
 
 SHA256_OF_ABC = hashlib.sha256(b"abc").hexdigest()
 
@@ -36,6 +37,16 @@ def test_find_in_sums_gnu_format():
     assert fetch.find_in_sums(text, "missing.img", "sha256") is None
     # a sha256 line is not taken for a sha512 request
     assert fetch.find_in_sums(text, "other.img", "sha512") is None
+
+
+def test_resolve_checksum_reads_a_local_sums_file(tmp_path):
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text("%s  image.raw\n" % SHA256_OF_ABC)
+    params = {"url": "http://h/x/image.raw", "checksum": "sha256:%s" % sums}
+    assert fetch.resolve_checksum(ImageSpec.from_params(params)) == ("sha256", SHA256_OF_ABC)
+    params["url"] = "http://h/x/other.raw"
+    with pytest.raises(VirtfleetError, match="no sha256 line for 'other.raw'"):
+        fetch.resolve_checksum(ImageSpec.from_params(params))
 
 
 def test_find_in_sums_bsd_format_matches_algorithm():
@@ -165,7 +176,7 @@ def test_with_retries_retries_transient_failures_then_names_the_attempts(monkeyp
         raise fetch._TransientError("connection refused")
 
     with pytest.raises(VirtfleetError, match=r"cannot fetch http://h/a: connection refused \(after 4 attempts\)"):
-        fetch._with_retries(always_refused, "http://u:p@h/a", {"retries": 3, "retry_delay": 0.5})
+        fetch._with_retries(always_refused, "http://u:p@h/a", Transport(retries=3, retry_delay=0.5))
     assert len(calls) == 4 and sleeps == [0.5, 1.0, 2.0]
 
     outcomes = [fetch._TransientError("timed out"), "done"]
@@ -176,7 +187,7 @@ def test_with_retries_retries_transient_failures_then_names_the_attempts(monkeyp
             raise outcome
         return outcome
 
-    assert fetch._with_retries(flaky, "http://h/a", {"retries": 1, "retry_delay": 0}) == "done"
+    assert fetch._with_retries(flaky, "http://h/a", Transport(retries=1, retry_delay=0)) == "done"
 
 
 def test_with_retries_explains_a_timeout():
@@ -184,4 +195,4 @@ def test_with_retries_explains_a_timeout():
         raise fetch._TransientError("timed out")
 
     with pytest.raises(VirtfleetError, match=r"no data for 7 s; raise timeout"):
-        fetch._with_retries(slow, "http://h/a", {"retries": 0, "timeout": 7})
+        fetch._with_retries(slow, "http://h/a", Transport(retries=0, timeout=7))
