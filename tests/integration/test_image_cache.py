@@ -602,6 +602,26 @@ def test_a_changed_cached_file_is_fetched_again(server, raw_image, instances):
     assert server.httpd.gets == ["disk.raw", "disk.raw"]
 
 
+# ---- sparse cache (issue 10 item 15) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["http", "file"])
+def test_the_cache_is_sparse(server, tmp_path, instances, source):
+    """A 256 MiB raw image holding 8 MiB of data takes about 8 MiB in the cache, not 256."""
+    path = os.path.join(server.root, "sparse.raw")
+    with open(path, "wb") as handle:
+        handle.truncate(256 * MiB)
+        for offset in (0, 100 * MiB, 256 * MiB - 4 * MiB):
+            handle.seek(offset)
+            handle.write(os.urandom(2 * MiB + 1000))
+    url = server.url("sparse.raw") if source == "http" else path
+    result = _ok(run_module("image_cache", {"url": url, "instances_path": instances,
+                                            "checksum": "sha256:" + _sha256(path)}))
+    assert result["size"] == 256 * MiB and _sha256(result["path"]) == _sha256(path)
+    allocated = os.stat(result["path"]).st_blocks * 512
+    assert allocated == result["actual_size"] and allocated <= 3 * (2 * MiB + 4096), allocated
+    assert _record(result)["file_sha256"] == _sha256(path)  # hashed as it arrived, holes included
+
+
 # ---- absent and pruned --------------------------------------------------------------------------------
 
 def _overlay(instances: str, guest: str, base: str, base_fmt: str, file_name: str = "disk") -> str:

@@ -51,6 +51,10 @@ except ImportError:  # pragma: no cover - depends on the host
     _zstd = None
 
 CHUNK_SIZE = 1 << 20
+# Granularity of the holes a download leaves for its all-zero blocks (the usual filesystem block).
+HOLE_BLOCK = 4096
+_ZERO_BLOCK = bytes(HOLE_BLOCK)
+_ZEROS = bytes(CHUNK_SIZE * 4)  # as large as the largest piece written (a decompressor's output)
 # Formats a downloaded image may have when the user did not declare one. Everything else (luks, qed,
 # unknown) is refused by the inspector; this list is the second fence.
 SAFE_SOURCE_FORMATS = ("raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi", "iso", "gpt", "mbr")
@@ -354,18 +358,75 @@ def find_in_sums(text: str, file_name: str, algo: str) -> Optional[str]:
 # Streaming download
 # --------------------------------------------------------------------------------------------------
 
+class SparseWriter:
+    """Writes a new file leaving every all-zero block as a hole, as ``cp --sparse=always`` and ``qemu-img
+    convert`` do: a block of ``HOLE_BLOCK`` bytes (aligned in the file) that holds only zeros is seeked
+    over instead of written, so a mostly empty image takes only its data on disk and costs only its data
+    to sync. The file gets its length when it is finished."""
+
+    def __init__(self, fd: int, limit: int, too_large: Callable[[], VirtfleetError]) -> None:
+        self.fd = fd
+        self.offset = 0
+        self.limit = limit
+        self.too_large = too_large
+
+    def write(self, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        size = len(data)
+        if self.offset + size > self.limit:
+            raise self.too_large()
+        if size <= len(_ZEROS) and _ZEROS.startswith(data):  # the common case of an empty stretch
+            self.offset += size
+            return
+        view = memoryview(data)
+        run = -1  # where the current run of blocks with data starts in ``data``
+        pos = 0
+        end = min(size, HOLE_BLOCK - self.offset % HOLE_BLOCK)
+        while pos < size:
+            if end - pos == HOLE_BLOCK:
+                zero = data.startswith(_ZERO_BLOCK, pos)
+            else:
+                zero = _ZERO_BLOCK.startswith(view[pos:end])
+            if not zero:
+                if run < 0:
+                    run = pos
+            elif run >= 0:
+                self._pwrite(view[run:pos], self.offset + run)
+                run = -1
+            pos, end = end, min(size, end + HOLE_BLOCK)
+        if run >= 0:
+            self._pwrite(view[run:size], self.offset + run)
+        self.offset += size
+
+    def _pwrite(self, view: memoryview, offset: int) -> None:
+        while view:
+            count = os.pwrite(self.fd, view, offset)
+            view, offset = view[count:], offset + count
+
+    def finish(self) -> None:
+        """Give the file its length (a trailing hole is not written)."""
+        os.ftruncate(self.fd, self.offset)
+
+
 def stream_to_file(stream: Any, length: Optional[int], dest: str, algo: Optional[str],
                    max_bytes: int, url: str) -> Dict[str, Any]:
-    """Copy ``stream`` to ``dest`` (created exclusively), hashing and decompressing on the way; one pass."""
+    """Copy ``stream`` to ``dest`` (created exclusively) in one pass: hashed as the bytes arrive,
+    decompressed on the way, and written sparse (``SparseWriter``). Not synced: the file is synced
+    once, before it is renamed to its final name (``atomic_output``)."""
     hasher = hashlib.new(algo) if algo else None
     received = 0
-    written = 0
     compression: Optional[str] = None
     decompressor: Optional[_Decompressor] = None
-    head_pending = True
+    head = b""
+
+    def too_large() -> VirtfleetError:
+        return VirtfleetError("the image %s grows beyond %s on disk, more than max_virtual_size allows; raise "
+                              "max_virtual_size if it is legitimate" % (public_url(url), format_size(max_bytes)))
+
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-    with os.fdopen(fd, "wb", buffering=0) as out:
-        buf = b""
+    try:
+        out = SparseWriter(fd, max_bytes, too_large)
         while True:
             try:
                 chunk = stream.read(CHUNK_SIZE)
@@ -379,46 +440,35 @@ def stream_to_file(stream: Any, length: Optional[int], dest: str, algo: Optional
             received += len(chunk)
             if hasher is not None:
                 hasher.update(chunk)
-            if head_pending:
-                buf += chunk
-                if len(buf) < 16 and (length is None or received < length):
+            if head is not None:  # the first bytes decide whether the stream is compressed
+                head += chunk
+                if len(head) < 16 and (length is None or received < length):
                     continue
-                compression = detect_compression(buf)
-                if compression:
-                    decompressor = _Decompressor(compression)
-                chunk, buf, head_pending = buf, b"", False
-            pieces = decompressor.feed(chunk, CHUNK_SIZE * 4) if decompressor else (chunk,)
-            for piece in pieces:
-                written += len(piece)
-                if written > max_bytes:
-                    raise VirtfleetError("the image %s grows beyond %s on disk, more than max_virtual_size allows; "
-                                         "raise max_virtual_size if it is legitimate"
-                                         % (public_url(url), format_size(max_bytes)))
-                _write_all(out, piece)
-        if head_pending and buf:
-            compression = detect_compression(buf)
-            if compression:
-                decompressor = _Decompressor(compression)
-                for piece in decompressor.feed(buf, CHUNK_SIZE * 4):
-                    written += len(piece)
-                    _write_all(out, piece)
-            else:
-                written += len(buf)
-                _write_all(out, buf)
+                chunk, head = head, None
+                compression = detect_compression(chunk)
+                decompressor = _Decompressor(compression) if compression else None
+            _write_through(out, decompressor, chunk)
+        if head:
+            compression = detect_compression(head)
+            decompressor = _Decompressor(compression) if compression else None
+            _write_through(out, decompressor, head)
         if length is not None and received != length:
             raise _TransientError("the server closed the connection after %d of %d bytes" % (received, length))
         if decompressor is not None:
             decompressor.finish()
-    # No fsync here: the file is synced once, before it is renamed to its final name (atomic_output).
-    return {"received": received, "written": written, "compression": compression,
+        out.finish()
+    finally:
+        os.close(fd)
+    return {"received": received, "written": out.offset, "compression": compression,
             "digest": hasher.hexdigest() if hasher else None}
 
 
-def _write_all(out: Any, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        count = out.write(view)
-        view = view[count:]
+def _write_through(out: SparseWriter, decompressor: Optional[_Decompressor], chunk: bytes) -> None:
+    if decompressor is None:
+        out.write(chunk)
+        return
+    for piece in decompressor.feed(chunk, CHUNK_SIZE * 4):
+        out.write(piece)
 
 
 # --------------------------------------------------------------------------------------------------
