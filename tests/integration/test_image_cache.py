@@ -33,6 +33,8 @@ from tests.integration.conftest import SCRATCH, ImageServer
 from tests.support import hostile_images
 from tests.support.runner import COLLECTIONS, PYTHON, REPO, module_path, run_module, run_playbook
 
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import record as image_record
+
 MiB = 1 << 20
 
 
@@ -448,7 +450,9 @@ def test_full_disk_fails_clearly_and_leaves_the_cache_as_it_was(server, raw_imag
         _raw_image(os.path.join(server.root, "small.raw"), MiB)
         small = _ok(run_module("image_cache", {"url": server.url("small.raw"), "instances_path": instances}))
         before = _base_entries(instances)
-        big = _raw_image(os.path.join(server.root, "big.raw"), 16 * MiB)
+        big = os.path.join(server.root, "big.raw")
+        with open(big, "wb") as handle:  # random throughout: the cache is sparse, zeros would take no space
+            handle.write(os.urandom(16 * MiB))
         msg = _failed(run_module("image_cache", {"url": server.url("big.raw"), "instances_path": instances}))
         assert "no space left" in msg and server.url("big.raw") in msg
         assert _base_entries(instances) == before and os.path.exists(small["path"])
@@ -456,6 +460,84 @@ def test_full_disk_fails_clearly_and_leaves_the_cache_as_it_was(server, raw_imag
     finally:
         subprocess.run(["umount", root], check=False)
         os.rmdir(root)
+
+
+@pytest.fixture
+def small_tmpfs():
+    """A 6 MiB tmpfs this test mounts (and unmounts); fails loudly without the privilege to mount."""
+    root = os.path.join(SCRATCH, "image-cache-full-" + uuid.uuid4().hex[:8])
+    os.makedirs(root)
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", root], check=True, capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        os.rmdir(root)
+        pytest.fail("cannot mount a small tmpfs for the full-disk test (needs root): %s" % exc.stderr, pytrace=False)
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", root], check=False)
+        os.rmdir(root)
+
+
+def _leave_free(root: str, free: int) -> str:
+    """Fill the file system of ``root`` until exactly ``free`` bytes are left; returns the filler."""
+    filler = os.path.join(root, "filler")
+    with open(filler, "ab") as handle:
+        handle.write(b"\1" * (shutil.disk_usage(root).free - free))
+    assert shutil.disk_usage(root).free == free
+    return filler
+
+
+def _warnings(result: Dict) -> List[str]:
+    """The texts of a module's warnings (ansible-core 2.19 returns them as structured events)."""
+    return [w["event"]["msg"] if isinstance(w, dict) else w for w in result.get("warnings", [])]
+
+
+def _no_temps(instances: str) -> None:
+    assert not any("virtfleet-tmp" in entry for entry in _base_entries(instances)), _base_entries(instances)
+
+
+def test_a_disk_that_fills_with_the_record_keeps_nothing_under_the_final_name(server, small_tmpfs):
+    """Issue 10 item 7: the image fits, its record does not. Nothing is left under the final name (which
+    every later run would refuse or re-fetch into the same full disk), and the message says which file
+    needed how much."""
+    instances = os.path.join(small_tmpfs, "instances")
+    image = os.path.join(server.root, "full.raw")
+    with open(image, "wb") as handle:
+        handle.write(os.urandom(MiB))  # no zero block: it takes exactly 1 MiB
+    args = {"url": server.url("full.raw"), "instances_path": instances}
+    final = os.path.join(instances, "_base", image_record.base_name(args["url"], None, "raw"))
+    for directory in ("_base", "locks"):
+        os.makedirs(os.path.join(instances, directory))
+    _leave_free(small_tmpfs, MiB)
+    for _attempt in range(2):  # the next run meets the same disk, and says the same
+        msg = _failed(run_module("image_cache", args))
+        assert "no space left" in msg and server.url("full.raw") in msg
+        assert "record" in msg and final + ".info.json" in msg and "needs up to" in msg, msg
+        assert not os.path.exists(final) and not os.path.exists(final + ".info.json")
+        _no_temps(instances)
+        assert shutil.disk_usage(small_tmpfs).free == MiB
+
+
+def test_an_unrecorded_file_left_under_the_final_name_is_replaced_and_reported(server, small_tmpfs):
+    """What an earlier version left after a full disk: a complete file under its final name without a
+    record. It is never served, its space is freed for the new copy, and the run says what it found."""
+    instances = os.path.join(small_tmpfs, "instances")
+    image = os.path.join(server.root, "left.raw")
+    with open(image, "wb") as handle:
+        handle.write(os.urandom(MiB))
+    args = {"url": server.url("left.raw"), "instances_path": instances}
+    final = os.path.join(instances, "_base", image_record.base_name(args["url"], None, "raw"))
+    for directory in ("_base", "locks"):
+        os.makedirs(os.path.join(instances, directory))
+    shutil.copy(image, final)  # the leftover: complete, but no record
+    _leave_free(small_tmpfs, MiB // 2)  # not enough for a second copy beside it
+    result = _ok(run_module("image_cache", args))
+    assert result["fetched"] and _sha256(result["path"]) == _sha256(image)
+    assert any(final in warning and "not usable (no valid record)" in warning for warning in _warnings(result)), \
+        _warnings(result)
+    assert _record(result)["size"] == MiB
+    _no_temps(instances)
 
 
 @pytest.fixture

@@ -25,12 +25,13 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import socket
 import time
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY, VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
     atomic_output, remove_quietly, temp_path_for,
 )
@@ -38,7 +39,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qem
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import format as image_format
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.record import (
     FETCH, RECORD_VERSION, REINSPECT, VERIFY, CachedImage, ImagePlan, Target, cached_format_of, cached_image_result,
-    image_lock, image_result, plan_present, qemu_name, remove_stale_temps, write_record,
+    image_lock, image_result, plan_present, qemu_name, record_bytes, remove_stale_temps, write_record,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import (
     CHECKSUM_ALGORITHMS, Checksum, ImageSpec, Transport, file_name_of, is_hex, local_path_of, public_url, url_scheme,
@@ -410,10 +411,11 @@ class SparseWriter:
 
 
 def stream_to_file(stream: Any, length: Optional[int], dest: str, algo: Optional[str],
-                   max_bytes: int, url: str) -> Dict[str, Any]:
+                   max_bytes: int, url: str, step: Any = None) -> Dict[str, Any]:
     """Copy ``stream`` to ``dest`` (created exclusively) in one pass: hashed as the bytes arrive,
     decompressed on the way, and written sparse (``SparseWriter``). Not synced: the file is synced
-    once, before it is renamed to its final name (``atomic_output``)."""
+    once, before it is renamed to its final name (``atomic_output``). ``step`` (``_fetch``'s) learns the
+    writer, so that a full disk can be reported with what was written."""
     hasher = hashlib.new(algo) if algo else None
     received = 0
     compression: Optional[str] = None
@@ -427,6 +429,8 @@ def stream_to_file(stream: Any, length: Optional[int], dest: str, algo: Optional
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         out = SparseWriter(fd, max_bytes, too_large)
+        if step is not None:
+            step.writer = out
         while True:
             try:
                 chunk = stream.read(CHUNK_SIZE)
@@ -447,6 +451,8 @@ def stream_to_file(stream: Any, length: Optional[int], dest: str, algo: Optional
                 chunk, head = head, None
                 compression = detect_compression(chunk)
                 decompressor = _Decompressor(compression) if compression else None
+                if compression and step is not None:
+                    step.needed = None  # the length was the compressed one
             _write_through(out, decompressor, chunk)
         if head:
             compression = detect_compression(head)
@@ -554,6 +560,8 @@ def _convert(source: str, source_format: str, dest: str, target_format: str, spe
     try:
         qemu_img.convert(source, qemu_name(source_format), dest, qemu_name(target_format))
     except qemu_img.QemuImgError as exc:
+        if "No space left" in (exc.stderr or ""):
+            raise OSError(errno.ENOSPC, "No space left on device", dest)
         raise VirtfleetError("converting %s from %s to %s failed: %s" % (public_url(url), source_format,
                                                                           target_format, exc))
     try:
@@ -565,6 +573,19 @@ def _convert(source: str, source_format: str, dest: str, target_format: str, spe
     if converted.virtual_size != virtual_size:
         raise VirtfleetError("the conversion of %s changed the virtual size from %d to %d bytes"
                              % (public_url(url), virtual_size, converted.virtual_size))
+
+
+class _Step:
+    """What ``_fetch`` is writing, so that a full disk is reported with the file and the space it needed."""
+
+    def __init__(self) -> None:
+        self.writing = "the download"
+        self.path: Optional[str] = None
+        self.needed: Optional[int] = None      # bytes the step needs at most, when known
+        self.writer: Optional[SparseWriter] = None
+
+    def set(self, writing: str, path: str, needed: Optional[int]) -> None:
+        self.writing, self.path, self.needed, self.writer = writing, path, needed, None
 
 
 def _fetch(spec: ImageSpec, target: Target) -> Dict[str, Any]:
@@ -579,6 +600,7 @@ def _fetch(spec: ImageSpec, target: Target) -> Dict[str, Any]:
     max_bytes = spec.max_virtual_size + spec.max_virtual_size // 10 + _DOWNLOAD_SLACK
     source_tmp: Optional[str] = None
     record_written = False
+    step = _Step()
     try:
         with atomic_output(target.path, 0o644) as final_tmp:
             started = time.monotonic()
@@ -586,7 +608,8 @@ def _fetch(spec: ImageSpec, target: Target) -> Dict[str, Any]:
             def attempt() -> Dict[str, Any]:
                 remove_quietly(final_tmp)
                 with open_source(url, spec.transport) as (stream, length):
-                    return stream_to_file(stream, length, final_tmp, algo, max_bytes, url)
+                    step.set("the download", target.path, length)
+                    return stream_to_file(stream, length, final_tmp, algo, max_bytes, url, step)
 
             transfer = _with_retries(attempt, url, spec.transport)
             transfer["seconds"] = time.monotonic() - started
@@ -603,6 +626,7 @@ def _fetch(spec: ImageSpec, target: Target) -> Dict[str, Any]:
             if converted:
                 source_tmp = temp_path_for(target.path)
                 os.rename(final_tmp, source_tmp)
+                step.set("the conversion to %s" % target_format, target.path, inspection.virtual_size)
                 _convert(source_tmp, source_format, final_tmp, target_format, spec, inspection.virtual_size)
                 remove_quietly(source_tmp)
                 actions.append("convert")
@@ -624,29 +648,49 @@ def _fetch(spec: ImageSpec, target: Target) -> Dict[str, Any]:
             }
             if not converted and algo == "sha256" and not transfer["compression"]:
                 record["file_sha256"] = transfer["digest"]
+            # the record takes a block beside the image (the image's temporary file is removed on failure)
+            step.set("its record", target.record_path, stat.st_blocks * 512 + len(record_bytes(record)) + 4095
+                     & ~4095)
             write_record(target.record_path, record)
             record_written = True
+            step.set("the image", target.path, stat.st_blocks * 512)  # synced as it is renamed
         return image_result(target.path, record, os.stat(target.path), changed=True, fetched=True,
                             transfer=transfer, actions=actions)
     except BaseException as exc:
         if record_written:
             remove_quietly(target.record_path)
         if isinstance(exc, OSError):
-            raise _os_error(exc, spec, target)
+            raise _os_error(exc, spec, step)
         raise
     finally:
         remove_quietly(source_tmp)
 
 
-def _os_error(exc: OSError, spec: ImageSpec, target: Target) -> VirtfleetError:
+def _os_error(exc: OSError, spec: ImageSpec, step: _Step) -> VirtfleetError:
+    """A file system failure while caching, said with the file, the space it needed and the space free
+    (after what this run wrote was removed again)."""
     base_dir = spec.layout.base_dir
     url = public_url(spec.url)
-    if exc.errno == errno.ENOSPC:
-        return VirtfleetError("no space left on the device of %s while caching %s; free space or move "
-                              "instances_path" % (base_dir, url))
-    if exc.errno == errno.EDQUOT:
-        return VirtfleetError("disk quota exceeded in %s while caching %s" % (base_dir, url))
-    return VirtfleetError("cannot cache %s in %s: %s" % (url, base_dir, exc))
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return VirtfleetError("cannot cache %s in %s: %s" % (url, base_dir, exc))
+    if step.needed is not None:
+        needed = "up to %s (%d bytes)" % (format_size(step.needed), step.needed)
+    elif step.writer is not None:
+        needed = "more than the %s written when it failed" % format_size(step.writer.offset)
+    else:
+        needed = "an unknown amount"
+    try:
+        available = shutil.disk_usage(base_dir).free
+        free = "%s (%d bytes)" % (format_size(available), available)
+    except OSError:
+        free = "an unknown amount"
+    problem = {errno.ENOSPC: "no space left on the device of %s" % base_dir,
+               errno.EDQUOT: "disk quota exceeded in %s" % base_dir,
+               errno.EFBIG: "the file system of %s does not take a file that large" % base_dir}[exc.errno]
+    return VirtfleetError("%s while writing %s of %s to %s: caching it needs %s there and %s is free now "
+                          "(nothing was kept); free space or move instances_path"
+                          % (problem, step.writing, url, step.path or base_dir, needed, free),
+                          path=step.path, needed_bytes=step.needed)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -654,8 +698,25 @@ def _os_error(exc: OSError, spec: ImageSpec, target: Target) -> VirtfleetError:
 # --------------------------------------------------------------------------------------------------
 
 def _step_fetch(spec: ImageSpec, plan: ImagePlan) -> Dict[str, Any]:
-    remove_stale_temps(plan.target.path)
-    return _fetch(spec, plan.target)
+    """Fetch under the lock. A file under the final name that its record does not describe (left by a run
+    that failed or was killed after writing it, or changed since) is never served: it is removed first,
+    which frees its space for the new copy, and the result says so."""
+    target, cached = plan.target, plan.cached
+    remove_stale_temps(target.path)
+    found = None
+    if cached.stat is not None:
+        found = "the cached file %s was not usable (%s) and was removed before fetching the image again" % (
+            target.path, cached.mismatch)
+        remove_quietly(target.path)
+    try:
+        result = _fetch(spec, target)
+    except VirtfleetError as exc:
+        if found:
+            raise VirtfleetError("%s (%s)" % (exc.msg, found), **exc.details)
+        raise
+    if found:
+        result[WARNINGS_KEY] = [found]
+    return result
 
 
 def _step_inspect(spec: ImageSpec, plan: ImagePlan) -> Dict[str, Any]:
