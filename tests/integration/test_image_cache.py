@@ -737,6 +737,71 @@ def test_absent_removes_an_unused_base(server, raw_image, instances):
     assert _base_entries(instances) == []
 
 
+def _making_an_overlay(instances: str, guest: str, base: str):
+    """What guest_disk does while it makes an overlay: holds the base's lock shared, writes the overlay
+    under a temporary name, then publishes it and its record. Returns (start, publish) callables and the
+    final disk path; the lock is held from start until publish returns."""
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import file_lock
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import cache_layout
+
+    guest_dir = os.path.join(instances, guest)
+    os.makedirs(guest_dir, exist_ok=True)
+    disk = os.path.join(guest_dir, "disk")
+    temp = disk + ".virtfleet-tmp-1-race"
+    lock = file_lock(cache_layout(instances).lock(os.path.basename(base)), 10, "the test's overlay", shared=True)
+
+    def start():
+        lock.__enter__()
+        _qemu("create", "-f", "qcow2", "-b", base, "-F", "raw", temp)
+
+    def publish():
+        os.rename(temp, disk)
+        with open(os.path.join(guest_dir, "disk.info.json"), "w") as handle:
+            json.dump({"disk": {"format": "qcow2", "kind": "root", "base": base}}, handle)
+        lock.__exit__(None, None, None)
+
+    return start, publish, disk
+
+
+@pytest.mark.parametrize("state", ["absent", "pruned"])
+def test_removal_waits_for_an_overlay_being_made_and_then_keeps_the_base(server, raw_image, instances, state):
+    """Issue 10 item 3: an absent or prune run while an overlay is being made on the base waits for the
+    base's lock (guest_disk holds it shared) and decides under it: the new overlay uses the base."""
+    cached = _ok(run_module("image_cache", {"url": raw_image["url"], "instances_path": instances}))
+    start, publish, disk = _making_an_overlay(instances, "race1", cached["path"])
+    args = {"state": state, "instances_path": instances, "lock_timeout": 60}
+    if state == "absent":
+        args["url"] = raw_image["url"]
+    else:
+        args["min_unused_age"] = "0"
+    start()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        removal = pool.submit(run_module, "image_cache", args)
+        time.sleep(2)
+        assert not removal.done(), removal.result()  # it waits for the lock ...
+        assert os.path.exists(cached["path"])
+        publish()
+        result = removal.result(timeout=60)
+    assert os.path.exists(cached["path"]) and os.path.exists(cached["path"] + ".info.json")
+    if state == "absent":  # ... and refuses, naming the overlay made meanwhile
+        assert disk in _failed(result) and "still used" in result["msg"]
+    else:
+        assert _ok(result)["removed"] == [] and result["kept"] == [cached["path"]]
+    assert _info(disk, "qcow2")["backing-filename"] == cached["path"]
+
+
+def test_removal_gives_up_on_a_lock_held_too_long(server, raw_image, instances):
+    cached = _ok(run_module("image_cache", {"url": raw_image["url"], "instances_path": instances}))
+    start, publish, _disk = _making_an_overlay(instances, "race2", cached["path"])
+    start()
+    try:
+        msg = _failed(run_module("image_cache", {"url": raw_image["url"], "state": "absent",
+                                                 "instances_path": instances, "lock_timeout": 1}))
+    finally:
+        publish()
+    assert "timed out" in msg and "lock" in msg and os.path.exists(cached["path"])
+
+
 def _age(path: str, seconds: float) -> None:
     old = time.time() - seconds
     for target in (path, path + ".info.json"):
