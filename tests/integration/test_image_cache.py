@@ -29,7 +29,7 @@ from typing import Dict, List
 
 import pytest
 
-from tests.integration.conftest import SCRATCH, ImageServer
+from tests.integration.conftest import SCRATCH, ImageServer, destroy_domains
 from tests.support import hostile_images
 from tests.support.runner import COLLECTIONS, PYTHON, REPO, module_path, run_module, run_playbook
 
@@ -800,6 +800,45 @@ def test_removal_gives_up_on_a_lock_held_too_long(server, raw_image, instances):
     finally:
         publish()
     assert "timed out" in msg and "lock" in msg and os.path.exists(cached["path"])
+
+
+_DOMAIN = """<domain type='qemu'><name>%(name)s</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+<source file='%(disk)s'/><target dev='vda' bus='virtio'/></disk></devices></domain>"""
+
+
+@pytest.mark.parametrize("where", ["outside", "lock_dir"])
+def test_a_defined_domain_keeps_its_base_wherever_its_disk_lives(sandbox, server, raw_image, where):
+    """Issue 10 item 4: the in-use check asks libvirt, not only the instances tree. A domain whose disk is
+    an overlay outside the tree (an instance_dir elsewhere), or inside the cache's own lock directory
+    (where a guest named ``locks`` put its disks), keeps the base from absent and pruned."""
+    instances = sandbox.instances
+    cached = _ok(run_module("image_cache", {"url": raw_image["url"], "instances_path": instances}))
+    directory = os.path.join(sandbox.root, "elsewhere") if where == "outside" else os.path.join(instances, "locks")
+    os.makedirs(directory, exist_ok=True)
+    disk = os.path.join(directory, "disk.qcow2")
+    _qemu("create", "-f", "qcow2", "-b", cached["path"], "-F", "raw", disk)
+    name = sandbox.guest_name("inuse")
+    sandbox.conn.defineXML(_DOMAIN % {"name": name, "disk": disk})
+    msg = _failed(run_module("image_cache", {"url": raw_image["url"], "state": "absent",
+                                             "instances_path": instances}))
+    assert "still used by domain %s" % name in msg and os.path.exists(cached["path"])
+    pruned = _ok(run_module("image_cache", {"state": "pruned", "instances_path": instances,
+                                            "min_unused_age": "0"}))
+    assert pruned["removed"] == [] and pruned["kept"] == [cached["path"]]
+    destroy_domains(sandbox.conn, [name])
+    removed = _ok(run_module("image_cache", {"url": raw_image["url"], "state": "absent",
+                                             "instances_path": instances}))
+    assert removed["changed"] and not os.path.exists(cached["path"])
+
+
+def test_a_guest_cannot_be_named_after_the_layouts_own_directories(sandbox):
+    """The other half of item 4: no guest can put its disks into the cache's lock (or base) directory."""
+    for name in ("locks", "_base"):
+        msg = _failed(run_module("guest_disk", {"guest": name, "kind": "blank", "size": "1M",
+                                                "instances_path": sandbox.instances}))
+        assert "invalid guest name %r" % name in msg
+    assert not os.path.exists(os.path.join(sandbox.instances, "locks", "disk.blank"))
 
 
 def _age(path: str, seconds: float) -> None:

@@ -45,3 +45,40 @@ def test_unrecorded_disks_are_never_handed_to_qemu_img(tmp_path, monkeypatch):
     assert [os.path.realpath(p) for p in prune._backing_chain(disk, None)] == [
         os.path.realpath(str(tmp_path / "../_base/abc"))]
     assert prune._backing_chain(disk, "raw") == []
+
+
+# ---- what counts as a use -------------------------------------------------------------------------------
+
+def test_bases_in_use_counts_libvirt_domains_wherever_their_disks_live_and_the_tree(tmp_path):
+    """libvirt's test:///default driver stands in for the host's domains (a real libvirt, no daemon)."""
+    import subprocess
+
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import open_hypervisor
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import cache_layout
+
+    layout = cache_layout(str(tmp_path / "instances"))
+    os.makedirs(layout.base_dir)
+    bases = {}
+    for name in ("by-domain", "by-tree", "unused"):
+        bases[name] = layout.base(name)
+        subprocess.run(["qemu-img", "create", "-f", "raw", bases[name], "1M"], check=True, capture_output=True)
+    outside = tmp_path / "elsewhere" / "disk.qcow2"
+    outside.parent.mkdir()
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", bases["by-domain"], "-F", "raw", str(outside)],
+                   check=True, capture_output=True)
+    guest_dir = tmp_path / "instances" / "web1"
+    guest_dir.mkdir()
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", bases["by-tree"], "-F", "raw",
+                    str(guest_dir / "disk")], check=True, capture_output=True)
+    xml = ("<domain type='test'><name>prune-user</name><memory unit='KiB'>65536</memory><os><type>hvm</type></os>"
+           "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>"
+           "<target dev='vda'/></disk></devices></domain>" % outside)
+    with open_hypervisor("test:///default") as hypervisor:
+        domain = hypervisor.define(xml)
+        try:
+            used = prune.bases_in_use(layout, hypervisor)
+        finally:
+            domain.undefine()
+    assert used == {os.path.realpath(bases["by-domain"]): ["domain prune-user"],
+                    os.path.realpath(bases["by-tree"]): [str(guest_dir / "disk")]}
+    assert prune.bases_in_use(layout) == {os.path.realpath(bases["by-tree"]): [str(guest_dir / "disk")]}
