@@ -324,6 +324,20 @@ def test_headers_are_sent(server, raw_image, instances):
     assert server.httpd.headers_seen[0].get("X-Token") == "tok-123"
 
 
+@pytest.mark.parametrize("state", ["present", "absent", "pruned"])
+@pytest.mark.parametrize("relative", ["", "rel-instances-%s" % uuid.uuid4().hex[:6], "./x/../y"])
+def test_a_relative_or_empty_instances_path_is_refused(server, raw_image, state, relative):
+    """Issue 10 item 5: files would land in the playbook's directory; refused as domain_xml refuses it."""
+    args = {"instances_path": relative, "state": state}
+    if state != "pruned":
+        args["url"] = raw_image["url"]
+    msg = _failed(run_module("image_cache", args))
+    assert "instances_path must be an absolute path" in msg
+    assert server.httpd.gets == []
+    if relative:
+        assert not os.path.exists(os.path.join(REPO, relative)), "files landed in the working directory"
+
+
 # ---- failures leave nothing behind --------------------------------------------------------------------
 
 def test_404_fails_clearly_and_leaves_nothing(server, instances):
