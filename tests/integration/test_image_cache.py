@@ -412,6 +412,17 @@ def test_transient_failures_are_retried_with_backoff(server, raw_image, instance
     assert "503" in msg and "after 3 attempts" in msg
 
 
+@pytest.mark.parametrize("option, value", [("retry_delay", -5), ("retry_delay", "nan"), ("timeout", 0),
+                                           ("retries", -1), ("lock_timeout", -3)])
+def test_out_of_range_numbers_are_refused_before_anything_runs(server, raw_image, instances, option, value):
+    """Issue 10 item 11: retry_delay -5 reached time.sleep and ended as 'internal error ... ValueError'."""
+    server.httpd.fail_with["disk.raw"] = (503, 5)
+    msg = _failed(run_module("image_cache", {"url": raw_image["url"], "instances_path": instances,
+                                             "retries": 1, option: value}))
+    assert msg.startswith("%s must be a number" % option) and "got" in msg
+    assert server.httpd.gets == [] and _base_entries(instances) == []
+
+
 def test_a_killed_download_leaves_no_usable_file(server, raw_image, instances, tmp_path):
     big = _raw_image(os.path.join(server.root, "big.raw"), 16 * MiB)
     server.httpd.slow["big.raw"] = (MiB, 0.2)

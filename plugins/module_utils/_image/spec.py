@@ -38,6 +38,9 @@ DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
 DEFAULT_LOCK_TIMEOUT = 1800
 HEX_DIGITS = "0123456789abcdefABCDEF"
+# Ranges of the numeric options (inclusive), checked before anything runs: a value outside would fail
+# deep inside (a negative sleep, a socket timeout that does not fit) or make a run wait for ever.
+RANGES = {"timeout": (1, 86400), "retries": (0, 100), "retry_delay": (0, 3600), "lock_timeout": (0, 7 * 86400)}
 
 ITEM_SPEC = ArgumentSpec({
     "url": {"type": "str"},
@@ -194,13 +197,15 @@ class Transport:
 
     @classmethod
     def from_params(cls, params: Dict[str, Any]) -> "Transport":
+        for name in ("timeout", "retries", "retry_delay"):
+            in_range(params, name)
         return cls(headers=params.get("headers") or None, url_username=params.get("url_username"),
                    url_password=params.get("url_password"), force_basic_auth=bool(params.get("force_basic_auth")),
                    validate_certs=params.get("validate_certs", True) is not False,
                    client_cert=params.get("client_cert"), client_key=params.get("client_key"),
                    use_proxy=params.get("use_proxy", True) is not False,
                    timeout=int(params.get("timeout") or DEFAULT_TIMEOUT), retries=int(params.get("retries") or 0),
-                   retry_delay=float(params.get("retry_delay") or DEFAULT_RETRY_DELAY))
+                   retry_delay=float(_given(params, "retry_delay", DEFAULT_RETRY_DELAY)))
 
 
 @dataclass(frozen=True)
@@ -251,13 +256,30 @@ class ImageSpec:
         except SizeError as exc:
             raise VirtfleetError(str(exc))
         min_age = params.get("min_unused_age")
+        in_range(params, "lock_timeout")
         return cls(state=state, layout=cache_layout(params.get("instances_path")), url=url,
                    checksum=parse_checksum(params.get("checksum")), cache_format=cache_format,
                    declared_format=declared, max_virtual_size=max_virtual_size, verify=verify,
                    force=bool(params.get("force")),
                    min_unused_age=parse_age(DEFAULT_MIN_UNUSED_AGE if min_age is None else min_age),
-                   lock_timeout=float(params.get("lock_timeout") or DEFAULT_LOCK_TIMEOUT),
+                   lock_timeout=float(_given(params, "lock_timeout", DEFAULT_LOCK_TIMEOUT)),
                    transport=Transport.from_params(params), uri=params.get("uri") or CONNECTION.defaults()["uri"])
+
+
+def _given(params: Dict[str, Any], name: str, default: Any) -> Any:
+    value = params.get(name)
+    return default if value is None else value
+
+
+def in_range(params: Dict[str, Any], name: str) -> None:
+    """Refuse a numeric option outside ``RANGES`` (None takes the default later)."""
+    value = params.get(name)
+    if value is None:
+        return
+    low, high = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        unit = "a number" if name == "retries" else "a number of seconds"
+        raise VirtfleetError("%s must be %s from %s to %s, got %r" % (name, unit, low, high, value))
 
 
 def _one_of(choices) -> str:

@@ -154,3 +154,21 @@ def test_passwords_written_into_urls_become_no_log_values():
     module = _Module({"url": "/srv/a.img", "checksum": None})
     spec.hide_url_passwords(module)
     assert module.no_log_values == set()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("retry_delay", -5.0), ("retry_delay", float("nan")), ("retry_delay", float("inf")), ("retry_delay", 1e9),
+    ("timeout", 0), ("timeout", -1), ("timeout", 10 ** 30), ("retries", -1), ("retries", 10 ** 9),
+    ("lock_timeout", -1), ("lock_timeout", 10 ** 400), ("retries", True),
+])
+def test_numeric_options_are_range_checked_up_front(name, value):
+    """Issue 10 item 11: retry_delay -5 ended as a ValueError from time.sleep ('internal error')."""
+    with pytest.raises(VirtfleetError, match=r"^%s must be a number.* from \d+ to \d+, got " % name):
+        spec.ImageSpec.from_params({"url": "/a.img", name: value})
+
+
+def test_the_ends_of_the_ranges_are_accepted():
+    request = spec.ImageSpec.from_params({"url": "/a.img", "retry_delay": 0, "retries": 100, "timeout": 1,
+                                          "lock_timeout": 0})
+    assert (request.transport.retries, request.transport.timeout) == (100, 1)
+    assert (request.transport.retry_delay, request.lock_timeout) == (0, 0)  # zero means zero, not the default
