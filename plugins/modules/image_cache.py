@@ -107,20 +107,20 @@ options:
     default: quick
     choices: [quick, full]
   timeout:
-    description: Seconds an HTTP connection or read may stall before the attempt fails.
+    description: Seconds an HTTP connection or read may stall before the attempt fails (1 to 86400).
     type: int
     default: 60
   retries:
     description: How many times a transient failure (refused or reset connection, timeout, HTTP 5xx, body cut
-      short) is retried, with exponential backoff starting at O(retry_delay).
+      short) is retried (0 to 100), with exponential backoff starting at O(retry_delay).
     type: int
     default: 3
   retry_delay:
-    description: Seconds before the first retry; doubled for each further one (at most 60).
+    description: Seconds before the first retry (0 to 3600); doubled for each further one (at most 60).
     type: float
     default: 1.0
   lock_timeout:
-    description: Seconds to wait for another run that is caching the same image.
+    description: Seconds (0 to 604800) to wait for another run that is caching, using or removing the same image.
     type: int
     default: 1800
   headers:
