@@ -249,6 +249,17 @@ users:
   returned: with state absent
   type: list
   elements: str
+diff:
+  description:
+    - In diff mode, the cached image before and after the task (C(state) C(present), C(absent), or C(unusable)
+      for a file its record does not describe, with what the record says of it); with O(state=pruned) the list
+      of cached files before and after.
+  returned: in diff mode
+  type: dict
+  sample: {before: {path: /var/lib/virtfleet/instances/_base/0b4e1f0a, state: absent},
+           after: {path: /var/lib/virtfleet/instances/_base/0b4e1f0a, state: present, format: raw,
+                   source_format: qcow2, virtual_size: 2147483648, size: 2147483648, checksum: null,
+                   inspector_version: 1}}
 removed:
   description: Cached images removed (in check mode, that would be removed).
   returned: with state pruned

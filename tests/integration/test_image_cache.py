@@ -290,6 +290,23 @@ def test_check_mode_downloads_nothing(server, raw_image, instances):
     assert again["changed"] is False and server.httpd.gets == ["disk.raw"]
 
 
+def test_diff_mode_shows_the_cached_image_before_and_after(server, raw_image, instances):
+    """Issue 13: image_cache claims diff_mode support; it returns the cached image's state before and after."""
+    args = {"url": raw_image["url"], "instances_path": instances}
+    checked = _ok(run_module("image_cache", args, check=True, diff=True))
+    assert checked["diff"]["before"] == {"path": checked["path"], "state": "absent"}
+    assert checked["diff"]["after"]["state"] == "present"
+    first = _ok(run_module("image_cache", args, diff=True))
+    after = first["diff"]["after"]
+    assert first["diff"]["before"]["state"] == "absent" and after["state"] == "present"
+    assert (after["path"], after["format"], after["virtual_size"]) == (first["path"], "raw", 4 * MiB)
+    again = _ok(run_module("image_cache", args, diff=True))
+    assert again["diff"] == {"before": after, "after": after}
+    assert "diff" not in _ok(run_module("image_cache", args))  # only in diff mode
+    removed = _ok(run_module("image_cache", dict(args, state="absent"), diff=True))
+    assert removed["diff"] == {"before": after, "after": {"path": first["path"], "state": "absent"}}
+
+
 def test_file_url_and_plain_path_sources(tmp_path, qemu_img_host, instances):
     raw = _raw_image(str(tmp_path / "local.raw"))
     by_path = _ok(run_module("image_cache", {"url": raw, "instances_path": instances}))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.record import (
-    FETCH, Target, cached_image_result, plan_present, planned_fetch_result, target_of,
+    FETCH, Target, cached_image_result, image_state, plan_present, planned_fetch_result, result_state, target_of,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import ImageSpec
 
@@ -36,7 +36,9 @@ def image_cache_core(params: Dict[str, Any], check_mode: bool = False, diff: boo
 
 def ensure_image(spec: ImageSpec, check_mode: bool = False, diff: bool = False,
                  hypervisor: Any = None) -> Dict[str, Any]:
-    """Bring one image (or, for ``pruned``, the cache) to ``spec.state``."""
+    """Bring one image (or, for ``pruned``, the cache) to ``spec.state``. The result's ``diff`` holds the
+    cached image (or the cache's list of bases) before and after, as ``record.image_state`` shows it;
+    ``run_core`` drops it unless diff mode asked for it."""
     return _STATES[spec.state](spec, check_mode, hypervisor)
 
 
@@ -54,17 +56,22 @@ def ensure_present(spec: ImageSpec, check_mode: bool, hypervisor: Any = None) ->
     """A cached, trustworthy image is answered from its record; anything else is ``fetch``'s."""
     target = resolved_target(spec)
     plan = plan_present(spec, target)
+    before = image_state(plan.cached)
     # Nothing is written on a cached re-run (not even a "last used" touch): an idempotent run only
     # reads. Use is seen by pruning through the disks' backing chains and the base's atime.
     if not plan.steps:
-        return cached_image_result(plan.cached)
-    if check_mode:
-        if plan.steps == [FETCH]:
-            return planned_fetch_result(target.path, spec, target.checksum_text)
-        return cached_image_result(plan.cached, plan.actions)
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.fetch import apply_present
+        result = cached_image_result(plan.cached)
+    elif check_mode and plan.steps == [FETCH]:
+        result = planned_fetch_result(target.path, spec, target.checksum_text)
+    elif check_mode:
+        result = cached_image_result(plan.cached, plan.actions)
+    else:
+        from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.fetch import apply_present
 
-    return apply_present(spec, plan)
+        result = apply_present(spec, plan)
+    after = result_state(result)
+    result["diff"] = {"before": before if result["changed"] else after, "after": after}
+    return result
 
 
 def ensure_absent(spec: ImageSpec, check_mode: bool, hypervisor: Any = None) -> Dict[str, Any]:

@@ -31,7 +31,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import backing_chain, open_hypervisor
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.record import (
-    REMOVE, ImagePlan, Target, image_lock, qemu_name, remove_stale_temps, stat_or_none,
+    REMOVE, ImagePlan, Target, find_cached, image_lock, image_state, qemu_name, remove_stale_temps, stat_or_none,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import ImageSpec, public_url
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import (
@@ -132,7 +132,10 @@ def _exists(target: Target) -> bool:
 
 
 def ensure_absent(spec: ImageSpec, target: Target, check_mode: bool, hypervisor: Any = None) -> Dict[str, Any]:
-    result: Dict[str, Any] = {"changed": False, "path": target.path, "fetched": False, "actions": [], "users": []}
+    before = image_state(find_cached(target, spec.url))
+    absent = {"path": target.path, "state": "absent"}
+    result: Dict[str, Any] = {"changed": False, "path": target.path, "fetched": False, "actions": [], "users": [],
+                              "diff": {"before": before, "after": before}}
     if not _exists(target):
         return result
     with _hypervisor(spec, hypervisor) as hv:
@@ -145,7 +148,7 @@ def ensure_absent(spec: ImageSpec, target: Target, check_mode: bool, hypervisor:
                 # Decided under the lock: an overlay made meanwhile (under the lock, shared) is seen here.
                 plan = plan_absent(spec, target, bases_in_use(spec.layout, hv))
                 _remove_base(spec.layout, target.name)
-    result.update(changed=True, actions=plan.actions, users=plan.users)
+    result.update(changed=True, actions=plan.actions, users=plan.users, diff={"before": before, "after": absent})
     return result
 
 
@@ -183,8 +186,10 @@ def plan_pruned(spec: ImageSpec, names: List[str], used: Dict[str, List[str]], n
 def ensure_pruned(spec: ImageSpec, check_mode: bool, hypervisor: Any = None) -> Dict[str, Any]:
     """Remove bases nothing uses and unused for ``min_unused_age``; decided again under their locks."""
     layout = spec.layout
-    result: Dict[str, Any] = {"changed": False, "removed": [], "kept": [], "actions": [], "fetched": False}
     names = cached_names(layout)
+    bases = {"bases": [layout.base(name) for name in names]}
+    result: Dict[str, Any] = {"changed": False, "removed": [], "kept": [], "actions": [], "fetched": False,
+                              "diff": {"before": bases, "after": bases}}
     if not names:
         return result
     with _hypervisor(spec, hypervisor) as hv:
@@ -198,8 +203,9 @@ def ensure_pruned(spec: ImageSpec, check_mode: bool, hypervisor: Any = None) -> 
                     _remove_base(layout, name)
             plan.kept = sorted(plan.kept + final.kept)
             plan.removals, plan.steps = final.removals, final.steps
-    result.update(changed=bool(plan.removals), removed=[layout.base(name) for name in plan.removals],
-                  kept=plan.kept, actions=plan.actions)
+    removed = [layout.base(name) for name in plan.removals]
+    result.update(changed=bool(removed), removed=removed, kept=plan.kept, actions=plan.actions,
+                  diff={"before": bases, "after": {"bases": [path for path in bases["bases"] if path not in removed]}})
     return result
 
 

@@ -159,6 +159,33 @@ def find_cached(target: Target, url: str) -> CachedImage:
     return CachedImage(target.path, record, stat, record_matches(record, stat, url, target.checksum_text))
 
 
+# What diff mode shows of a cached image: what a guest disk built on it would see.
+STATE_KEYS = ("format", "source_format", "virtual_size", "size", "checksum")
+
+
+def image_state(cached: CachedImage) -> Dict[str, Any]:
+    """The cached image as diff mode shows it: present (with what its record says), unusable (a file its
+    record does not describe, and why), or absent."""
+    state: Dict[str, Any] = {"path": cached.path}
+    if cached.usable:
+        state["state"] = "present"
+        state.update((key, cached.record.get(key)) for key in STATE_KEYS)
+        state["inspector_version"] = cached.record.get("inspector_version")
+    elif cached.stat is not None:
+        state.update(state="unusable", reason=cached.mismatch)
+    else:
+        state["state"] = "absent"
+    return state
+
+
+def result_state(result: Dict[str, Any]) -> Dict[str, Any]:
+    """The cached image a present result describes (predicted in check mode), as ``image_state`` shows it."""
+    state = {"path": result["path"], "state": "present"}
+    state.update((key, result.get(key)) for key in STATE_KEYS)
+    state["inspector_version"] = INSPECTOR_VERSION
+    return state
+
+
 # --------------------------------------------------------------------------------------------------
 # Locking and housekeeping
 # --------------------------------------------------------------------------------------------------

@@ -97,3 +97,29 @@ def test_a_record_from_an_older_inspector_still_gets_the_inspector(tmp_path):
     assert image_record.read_record(record_path)["inspector_version"] == INSPECTOR_VERSION
     _result, loaded = _run_in_fresh_python(tmp_path, args)
     assert loaded.isdisjoint(HEAVY)
+
+
+# ---- diff (issue 13) ---------------------------------------------------------------------------------
+
+def test_diff_shows_the_cached_image_before_and_after(tmp_path):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import image_cache_core
+
+    source = tmp_path / "source.img"
+    source.write_bytes(b"virtfleet" * 1000)
+    params = {"url": str(source), "instances_path": str(tmp_path / "instances"), "uri": "test:///default"}
+    planned = image_cache_core(params, check_mode=True, diff=True)
+    assert planned["diff"]["before"] == {"path": planned["path"], "state": "absent"}
+    assert planned["diff"]["after"]["state"] == "present" and planned["diff"]["after"]["format"] == "raw"
+    fetched = image_cache_core(params, diff=True)
+    after = {"path": fetched["path"], "state": "present", "format": "raw", "source_format": "raw",
+             "virtual_size": 9000, "size": 9000, "checksum": None, "inspector_version": INSPECTOR_VERSION}
+    assert fetched["diff"] == {"before": {"path": fetched["path"], "state": "absent"}, "after": after}
+    again = image_cache_core(params, diff=True)
+    assert not again["changed"] and again["diff"] == {"before": after, "after": after}
+
+    pruned = image_cache_core(dict(params, state="pruned", min_unused_age="0"), check_mode=True, diff=True)
+    assert pruned["diff"] == {"before": {"bases": [fetched["path"]]}, "after": {"bases": []}}
+    removed = image_cache_core(dict(params, state="absent"), diff=True)
+    assert removed["diff"] == {"before": after, "after": {"path": fetched["path"], "state": "absent"}}
+    gone = image_cache_core(dict(params, state="absent"), diff=True)
+    assert not gone["changed"] and gone["diff"]["before"] == gone["diff"]["after"]
