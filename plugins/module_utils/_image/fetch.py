@@ -562,8 +562,8 @@ def _convert(source: str, source_format: str, dest: str, target_format: str, spe
     except qemu_img.QemuImgError as exc:
         if "No space left" in (exc.stderr or ""):
             raise OSError(errno.ENOSPC, "No space left on device", dest)
-        raise VirtfleetError("converting %s from %s to %s failed: %s" % (public_url(url), source_format,
-                                                                          target_format, exc))
+        raise VirtfleetError("converting %s from %s to %s failed: %s"
+                             % (public_url(url), source_format, target_format, exc))
     try:
         converted = image_format.inspect_file(dest, declared_format=target_format,
                                               max_virtual_size=spec.max_virtual_size)

@@ -62,7 +62,8 @@ def test_record_matches_only_the_same_file_and_request(tmp_path):
     assert image_record.record_matches(_record(stat), None, "http://h/a.img", None) == "no cached file"
     assert image_record.record_matches(None, stat, "http://h/a.img", None) == "no valid record"
     assert "another url" in image_record.record_matches(_record(stat), stat, "http://h/b.img", None)
-    assert "another checksum" in image_record.record_matches(_record(stat), stat, "http://h/a.img", "sha256:" + "0" * 64)
+    assert "another checksum" in image_record.record_matches(_record(stat), stat, "http://h/a.img",
+                                                             "sha256:" + "0" * 64)
     assert "changed" in image_record.record_matches(_record(stat, size=4), stat, "http://h/a.img", None)
     assert "changed" in image_record.record_matches(_record(stat, mtime_ns=1), stat, "http://h/a.img", None)
     broken = _record(stat)
@@ -110,8 +111,8 @@ def test_plan_present_fetches_reinspects_or_verifies(tmp_path):
     image_record.write_record(target.record_path, _record(stat, inspector_version=INSPECTOR_VERSION))
     cached = image_record.plan_present(request, target)
     assert cached.steps == [] and cached.cached.usable and cached.actions == []
-    full = image_record.plan_present(ImageSpec.from_params({"url": "http://h/a.img", "verify": "full",
-                                                             "instances_path": str(tmp_path)}), target)
+    full_request = ImageSpec.from_params({"url": "http://h/a.img", "verify": "full", "instances_path": str(tmp_path)})
+    full = image_record.plan_present(full_request, target)
     assert full.steps == ["verify"] and full.actions == []  # a verification is not a change
     image_record.write_record(target.record_path, _record(stat, inspector_version=INSPECTOR_VERSION - 1))
     stale = image_record.plan_present(request, target)

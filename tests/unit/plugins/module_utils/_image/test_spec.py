@@ -79,7 +79,6 @@ def test_is_hex():
         assert not spec.is_hex(value), value
 
 
-
 # ---- durations --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value, seconds", [(0, 0), (90, 90), ("90", 90), ("30m", 1800), ("24h", 86400),
