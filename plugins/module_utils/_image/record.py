@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
     TEMP_MARKER, exclusive_lock, read_json_record, remove_quietly, write_file_atomic,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.qemu_formats import qemu_driver
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.qemu_formats import QEMU_FORMAT_NAMES
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.format_consts import INSPECTOR_VERSION
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import Checksum, ImageSpec, public_url
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import RECORD_SUFFIX, CacheLayout
@@ -52,7 +52,8 @@ def base_name(url: str, checksum: Optional[str], cache_format: str) -> str:
 
 
 def qemu_name(fmt: str) -> str:
-    return qemu_driver(fmt)
+    """qemu's driver name for our format name (a name qemu already uses is returned as it is)."""
+    return QEMU_FORMAT_NAMES.get(fmt, fmt)
 
 
 def cached_format_of(source_format: str, cache_format: str) -> str:

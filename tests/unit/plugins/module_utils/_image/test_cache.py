@@ -105,14 +105,14 @@ def test_diff_shows_the_cached_image_before_and_after(tmp_path):
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import image_cache_core
 
     source = tmp_path / "source.img"
-    source.write_bytes(b"virtfleet" * 1000)
+    source.write_bytes(b"virtfleet" * 1024)  # whole sectors: qemu rounds a raw size up
     params = {"url": str(source), "instances_path": str(tmp_path / "instances"), "uri": "test:///default"}
     planned = image_cache_core(params, check_mode=True, diff=True)
     assert planned["diff"]["before"] == {"path": planned["path"], "state": "absent"}
     assert planned["diff"]["after"]["state"] == "present" and planned["diff"]["after"]["format"] == "raw"
     fetched = image_cache_core(params, diff=True)
     after = {"path": fetched["path"], "state": "present", "format": "raw", "source_format": "raw",
-             "virtual_size": 9000, "size": 9000, "checksum": None, "inspector_version": INSPECTOR_VERSION}
+             "virtual_size": 9216, "size": 9216, "checksum": None, "inspector_version": INSPECTOR_VERSION}
     assert fetched["diff"] == {"before": {"path": fetched["path"], "state": "absent"}, "after": after}
     again = image_cache_core(params, diff=True)
     assert not again["changed"] and again["diff"] == {"before": after, "after": after}
