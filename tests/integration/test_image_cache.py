@@ -479,31 +479,6 @@ def test_concurrent_runs_download_once_and_all_succeed(server, raw_image, instan
     assert len(_base_entries(instances)) == 2
 
 
-def test_full_disk_fails_clearly_and_leaves_the_cache_as_it_was(server, raw_image, qemu_img_host):
-    root = os.path.join(SCRATCH, "image-cache-enospc-" + uuid.uuid4().hex[:8])
-    os.makedirs(root)
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", root], check=True, capture_output=True)
-    except subprocess.CalledProcessError as exc:
-        os.rmdir(root)
-        pytest.fail("cannot mount a small tmpfs for the full-disk test (needs root): %s" % exc.stderr, pytrace=False)
-    try:
-        instances = os.path.join(root, "instances")
-        _raw_image(os.path.join(server.root, "small.raw"), MiB)
-        small = _ok(run_module("image_cache", {"url": server.url("small.raw"), "instances_path": instances}))
-        before = _base_entries(instances)
-        big = os.path.join(server.root, "big.raw")
-        with open(big, "wb") as handle:  # random throughout: the cache is sparse, zeros would take no space
-            handle.write(os.urandom(16 * MiB))
-        msg = _failed(run_module("image_cache", {"url": server.url("big.raw"), "instances_path": instances}))
-        assert "no space left" in msg and server.url("big.raw") in msg
-        assert _base_entries(instances) == before and os.path.exists(small["path"])
-        assert big
-    finally:
-        subprocess.run(["umount", root], check=False)
-        os.rmdir(root)
-
-
 @pytest.fixture
 def small_tmpfs():
     """A 6 MiB tmpfs this test mounts (and unmounts); fails loudly without the privilege to mount."""
@@ -519,6 +494,20 @@ def small_tmpfs():
     finally:
         subprocess.run(["umount", root], check=False)
         os.rmdir(root)
+
+
+def test_full_disk_fails_clearly_and_leaves_the_cache_as_it_was(server, raw_image, small_tmpfs):
+    instances = os.path.join(small_tmpfs, "instances")
+    _raw_image(os.path.join(server.root, "small.raw"), MiB)
+    small = _ok(run_module("image_cache", {"url": server.url("small.raw"), "instances_path": instances}))
+    before = _base_entries(instances)
+    big = os.path.join(server.root, "big.raw")
+    with open(big, "wb") as handle:  # random throughout: the cache is sparse, zeros would take no space
+        handle.write(os.urandom(16 * MiB))
+    msg = _failed(run_module("image_cache", {"url": server.url("big.raw"), "instances_path": instances}))
+    assert "no space left" in msg and server.url("big.raw") in msg
+    assert _base_entries(instances) == before and os.path.exists(small["path"])
+    assert big
 
 
 def _leave_free(root: str, free: int) -> str:

@@ -29,7 +29,7 @@ def test_the_cache_knows_the_inspector_version_without_loading_the_inspector():
 _MODULE_UTILS = "ansible_collections.virtfleet.libvirt.plugins.module_utils."
 # What a cached re-run must not import (under AnsiballZ each is compiled from source on every run).
 HEAVY = (_MODULE_UTILS + "_image.format", _MODULE_UTILS + "_host.qemu_img", _MODULE_UTILS + "_image.fetch",
-         _MODULE_UTILS + "_image.prune", "ansible.module_utils.urls")
+         _MODULE_UTILS + "_image.prune", "ansible.module_utils.urls", _MODULE_UTILS + "_host.guest", "libvirt")
 # Runs the module file as Ansible does and writes the names of the modules it imported to the last argument.
 _PROBE = """
 import atexit, json, runpy, sys
