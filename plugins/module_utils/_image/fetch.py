@@ -35,7 +35,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import W
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
     atomic_output, remove_quietly, temp_path_for,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img as qemu_img
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import format as image_format
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.record import (
     FETCH, RECORD_VERSION, REINSPECT, VERIFY, CachedImage, ImagePlan, Target, cached_format_of, cached_image_result,

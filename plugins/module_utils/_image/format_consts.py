@@ -16,4 +16,6 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.qemu_forma
     QEMU_FORMAT_NAMES,
 )
 
+__all__ = ["INSPECTOR_VERSION", "QEMU_FORMAT_NAMES"]
+
 INSPECTOR_VERSION = 2

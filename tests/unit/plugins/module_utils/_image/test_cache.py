@@ -51,7 +51,7 @@ def _run_in_fresh_python(tmp_path, args, check=False):
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
     modules_file = tmp_path / "modules.json"
     proc = subprocess.run([sys.executable, "-c", _PROBE, module_path("image_cache"), str(args_file),
-                           str(modules_file)], capture_output=True, text=True, timeout=120,
+                           str(modules_file)], capture_output=True, text=True, timeout=120, check=False,
                           env=dict(os.environ, PYTHONPATH=COLLECTIONS, LC_ALL="C.UTF-8"))
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     out = proc.stdout

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import fetch as fetch
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import fetch
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import ImageSpec, Transport
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils import _qcow2 as qcow2
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img as qemu_img
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import prune as prune
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import prune
 
 
 # ---- backing file names without qemu ------------------------------------------------------------------

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import spec as spec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import spec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 
 SHA256_OF_ABC = hashlib.sha256(b"abc").hexdigest()
