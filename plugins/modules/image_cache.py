@@ -28,6 +28,7 @@ description:
 author:
   - virtfleet developers (@virtfleet)
 extends_documentation_fragment:
+  - virtfleet.libvirt.common.connection
   - virtfleet.libvirt.common.instances
   - virtfleet.libvirt.common.attributes
 options:
@@ -68,14 +69,19 @@ options:
   state:
     description:
       - C(present) caches the image.
-      - C(absent) removes the image's cached file and record; refused while a guest disk's backing chain
-        uses it, unless O(force). The image is identified as for C(present), by O(url), O(checksum) and
-        O(cache_format).
-      - C(pruned) removes every cached image that is in no guest disk's backing chain under O(instances_path)
-        and has been unused for O(min_unused_age). O(url) is not used. Every regular file in C(_base) is
-        considered, including bases other modules keep there (ephemeral and swap bases).
-      - A disk's backing chain is read with qemu-img when the disk's format is recorded in its instance's
-        C(disk.info.json); for other files only their own qcow2 header is read, never probed by qemu-img.
+      - C(absent) removes the image's cached file and record; refused while it is in use (see below), unless
+        O(force). The image is identified as for C(present), by O(url), O(checksum) and O(cache_format).
+      - C(pruned) removes every cached image that is not in use and has been unused for O(min_unused_age).
+        O(url) is not used. Every regular file in C(_base) is considered, including bases other modules keep
+        there (ephemeral and swap bases).
+      - An image is in use while a disk of any libvirt domain defined or running on the hypervisor (asked
+        through O(uri), wherever the disk lives), or a file in such a disk's backing chain, is the image; and
+        while a disk under O(instances_path) (of a guest not defined yet) is based on it.
+      - Backing chains are read from the qcow2 headers in Python, never by qemu-img. A disk in the instances
+        tree is followed down its chain when its instance's C(disk.info.json) records it as qcow2; for a file
+        without a record only its own header is read.
+      - Removals take the image's lock exclusively and check again under it that nothing uses the image;
+        M(virtfleet.libvirt.guest_disk) holds the same lock shared while it makes an overlay or copy of it.
     type: str
     default: present
     choices: [present, absent, pruned]
@@ -87,9 +93,9 @@ options:
     description:
       - With O(state=pruned), how long a cached image must have been unused before it is removed; seconds or
         a number with C(s), C(m), C(h), C(d) or C(w).
-      - An image counts as used when it is in the backing chain of any disk under O(instances_path); its
-        last use is the latest of its fetch, its re-inspection and its last read by a guest (access time). A
-        cached re-run with O(state=present) writes nothing, so it does not count as a use.
+      - An image in use (see O(state)) is always kept; otherwise its last use is the latest of its fetch,
+        its re-inspection and its last read by a guest (access time). A cached re-run with O(state=present)
+        writes nothing, so it does not count as a use.
     type: str
     default: 24h
   verify:
@@ -101,20 +107,20 @@ options:
     default: quick
     choices: [quick, full]
   timeout:
-    description: Seconds an HTTP connection or read may stall before the attempt fails.
+    description: Seconds an HTTP connection or read may stall before the attempt fails (1 to 86400).
     type: int
     default: 60
   retries:
     description: How many times a transient failure (refused or reset connection, timeout, HTTP 5xx, body cut
-      short) is retried, with exponential backoff starting at O(retry_delay).
+      short) is retried (0 to 100), with exponential backoff starting at O(retry_delay).
     type: int
     default: 3
   retry_delay:
-    description: Seconds before the first retry; doubled for each further one (at most 60).
+    description: Seconds before the first retry (0 to 3600); doubled for each further one (at most 60).
     type: float
     default: 1.0
   lock_timeout:
-    description: Seconds to wait for another run that is caching the same image.
+    description: Seconds (0 to 604800) to wait for another run that is caching, using or removing the same image.
     type: int
     default: 1800
   headers:
@@ -238,10 +244,22 @@ actions:
   elements: str
   sample: [fetch, convert]
 users:
-  description: Guest disks whose backing chain uses the image.
+  description: What uses the image (removed anyway with O(force)); disks in the instances tree by their path,
+    libvirt domains as C(domain <name>).
   returned: with state absent
   type: list
   elements: str
+diff:
+  description:
+    - In diff mode, the cached image before and after the task (C(state) C(present), C(absent), or C(unusable)
+      for a file its record does not describe, with what the record says of it); with O(state=pruned) the list
+      of cached files before and after.
+  returned: in diff mode
+  type: dict
+  sample: {before: {path: /var/lib/virtfleet/instances/_base/0b4e1f0a, state: absent},
+           after: {path: /var/lib/virtfleet/instances/_base/0b4e1f0a, state: present, format: raw,
+                   source_format: qcow2, virtual_size: 2147483648, size: 2147483648, checksum: null,
+                   inspector_version: 1}}
 removed:
   description: Cached images removed (in check mode, that would be removed).
   returned: with state pruned
@@ -254,64 +272,13 @@ kept:
   elements: str
 """
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import (
-    INSTANCES_ARGS, build_module, merge_specs, run_module,
-)
-
-ARGUMENT_SPEC = merge_specs(INSTANCES_ARGS, {
-    "url": {"type": "str"},
-    "checksum": {"type": "str"},
-    "format": {"type": "str", "choices": ["raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi", "iso"]},
-    "cache_format": {"type": "str", "default": "raw", "choices": ["raw", "qcow2", "source"]},
-    "max_virtual_size": {"type": "str", "default": "1T"},
-    "state": {"type": "str", "default": "present", "choices": ["present", "absent", "pruned"]},
-    "force": {"type": "bool", "default": False},
-    "min_unused_age": {"type": "str", "default": "24h"},
-    "verify": {"type": "str", "default": "quick", "choices": ["quick", "full"]},
-    "timeout": {"type": "int", "default": 60},
-    "retries": {"type": "int", "default": 3},
-    "retry_delay": {"type": "float", "default": 1.0},
-    "lock_timeout": {"type": "int", "default": 1800},
-    "headers": {"type": "dict", "no_log": True},
-    "url_username": {"type": "str"},
-    "url_password": {"type": "str", "no_log": True},
-    "force_basic_auth": {"type": "bool", "default": False},
-    "validate_certs": {"type": "bool", "default": True},
-    "client_cert": {"type": "path"},
-    "client_key": {"type": "path", "no_log": False},
-    "use_proxy": {"type": "bool", "default": True},
-})
-
-
-def _hide_url_passwords(module):
-    """A password written into url (or into a SUMS url in checksum) must not come back in the task's output."""
-    from urllib.parse import unquote, urlsplit
-
-    candidates = [module.params.get("url") or ""]
-    checksum = module.params.get("checksum") or ""
-    if ":" in checksum:
-        candidates.append(checksum.split(":", 1)[1].strip())
-    for value in candidates:
-        if "://" not in value or "@" not in value:
-            continue
-        try:
-            password = urlsplit(value).password
-        except ValueError:
-            continue
-        if password:
-            module.no_log_values.update({password, unquote(password)})
-
-
-def core(module):
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import ensure_image
-
-    _hide_url_passwords(module)
-    return ensure_image(dict(module.params), module.check_mode)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import image_cache_core
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import MODULE_SPEC, hide_url_passwords
 
 
 def main():
-    module = build_module(ARGUMENT_SPEC, required_if=[("state", "present", ["url"]), ("state", "absent", ["url"])])
-    run_module(module, core)
+    run_core(MODULE_SPEC, image_cache_core, prepare=hide_url_passwords)
 
 
 if __name__ == "__main__":

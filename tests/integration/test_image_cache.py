@@ -29,9 +29,11 @@ from typing import Dict, List
 
 import pytest
 
-from tests.integration.conftest import SCRATCH, ImageServer
+from tests.integration.conftest import SCRATCH, ImageServer, destroy_domains
 from tests.support import hostile_images
 from tests.support.runner import COLLECTIONS, PYTHON, REPO, module_path, run_module, run_playbook
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import record as image_record
 
 MiB = 1 << 20
 
@@ -288,6 +290,23 @@ def test_check_mode_downloads_nothing(server, raw_image, instances):
     assert again["changed"] is False and server.httpd.gets == ["disk.raw"]
 
 
+def test_diff_mode_shows_the_cached_image_before_and_after(server, raw_image, instances):
+    """Issue 13: image_cache claims diff_mode support; it returns the cached image's state before and after."""
+    args = {"url": raw_image["url"], "instances_path": instances}
+    checked = _ok(run_module("image_cache", args, check=True, diff=True))
+    assert checked["diff"]["before"] == {"path": checked["path"], "state": "absent"}
+    assert checked["diff"]["after"]["state"] == "present"
+    first = _ok(run_module("image_cache", args, diff=True))
+    after = first["diff"]["after"]
+    assert first["diff"]["before"]["state"] == "absent" and after["state"] == "present"
+    assert (after["path"], after["format"], after["virtual_size"]) == (first["path"], "raw", 4 * MiB)
+    again = _ok(run_module("image_cache", args, diff=True))
+    assert again["diff"] == {"before": after, "after": after}
+    assert "diff" not in _ok(run_module("image_cache", args))  # only in diff mode
+    removed = _ok(run_module("image_cache", dict(args, state="absent"), diff=True))
+    assert removed["diff"] == {"before": after, "after": {"path": first["path"], "state": "absent"}}
+
+
 def test_file_url_and_plain_path_sources(tmp_path, qemu_img_host, instances):
     raw = _raw_image(str(tmp_path / "local.raw"))
     by_path = _ok(run_module("image_cache", {"url": raw, "instances_path": instances}))
@@ -320,6 +339,20 @@ def test_headers_are_sent(server, raw_image, instances):
     _ok(run_module("image_cache", {"url": raw_image["url"], "instances_path": instances,
                                    "headers": {"X-Token": "tok-123"}}))
     assert server.httpd.headers_seen[0].get("X-Token") == "tok-123"
+
+
+@pytest.mark.parametrize("state", ["present", "absent", "pruned"])
+@pytest.mark.parametrize("relative", ["", "rel-instances-%s" % uuid.uuid4().hex[:6], "./x/../y"])
+def test_a_relative_or_empty_instances_path_is_refused(server, raw_image, state, relative):
+    """Issue 10 item 5: files would land in the playbook's directory; refused as domain_xml refuses it."""
+    args = {"instances_path": relative, "state": state}
+    if state != "pruned":
+        args["url"] = raw_image["url"]
+    msg = _failed(run_module("image_cache", args))
+    assert "instances_path must be an absolute path" in msg
+    assert server.httpd.gets == []
+    if relative:
+        assert not os.path.exists(os.path.join(REPO, relative)), "files landed in the working directory"
 
 
 # ---- failures leave nothing behind --------------------------------------------------------------------
@@ -396,6 +429,17 @@ def test_transient_failures_are_retried_with_backoff(server, raw_image, instance
     assert "503" in msg and "after 3 attempts" in msg
 
 
+@pytest.mark.parametrize("option, value", [("retry_delay", -5), ("retry_delay", "nan"), ("timeout", 0),
+                                           ("retries", -1), ("lock_timeout", -3)])
+def test_out_of_range_numbers_are_refused_before_anything_runs(server, raw_image, instances, option, value):
+    """Issue 10 item 11: retry_delay -5 reached time.sleep and ended as 'internal error ... ValueError'."""
+    server.httpd.fail_with["disk.raw"] = (503, 5)
+    msg = _failed(run_module("image_cache", {"url": raw_image["url"], "instances_path": instances,
+                                             "retries": 1, option: value}))
+    assert msg.startswith("%s must be a number" % option) and "got" in msg
+    assert server.httpd.gets == [] and _base_entries(instances) == []
+
+
 def test_a_killed_download_leaves_no_usable_file(server, raw_image, instances, tmp_path):
     big = _raw_image(os.path.join(server.root, "big.raw"), 16 * MiB)
     server.httpd.slow["big.raw"] = (MiB, 0.2)
@@ -435,8 +479,10 @@ def test_concurrent_runs_download_once_and_all_succeed(server, raw_image, instan
     assert len(_base_entries(instances)) == 2
 
 
-def test_full_disk_fails_clearly_and_leaves_the_cache_as_it_was(server, raw_image, qemu_img_host):
-    root = os.path.join(SCRATCH, "image-cache-enospc-" + uuid.uuid4().hex[:8])
+@pytest.fixture
+def small_tmpfs():
+    """A 6 MiB tmpfs this test mounts (and unmounts); fails loudly without the privilege to mount."""
+    root = os.path.join(SCRATCH, "image-cache-full-" + uuid.uuid4().hex[:8])
     os.makedirs(root)
     try:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", root], check=True, capture_output=True)
@@ -444,18 +490,85 @@ def test_full_disk_fails_clearly_and_leaves_the_cache_as_it_was(server, raw_imag
         os.rmdir(root)
         pytest.fail("cannot mount a small tmpfs for the full-disk test (needs root): %s" % exc.stderr, pytrace=False)
     try:
-        instances = os.path.join(root, "instances")
-        _raw_image(os.path.join(server.root, "small.raw"), MiB)
-        small = _ok(run_module("image_cache", {"url": server.url("small.raw"), "instances_path": instances}))
-        before = _base_entries(instances)
-        big = _raw_image(os.path.join(server.root, "big.raw"), 16 * MiB)
-        msg = _failed(run_module("image_cache", {"url": server.url("big.raw"), "instances_path": instances}))
-        assert "no space left" in msg and server.url("big.raw") in msg
-        assert _base_entries(instances) == before and os.path.exists(small["path"])
-        assert big
+        yield root
     finally:
         subprocess.run(["umount", root], check=False)
         os.rmdir(root)
+
+
+def test_full_disk_fails_clearly_and_leaves_the_cache_as_it_was(server, raw_image, small_tmpfs):
+    instances = os.path.join(small_tmpfs, "instances")
+    _raw_image(os.path.join(server.root, "small.raw"), MiB)
+    small = _ok(run_module("image_cache", {"url": server.url("small.raw"), "instances_path": instances}))
+    before = _base_entries(instances)
+    big = os.path.join(server.root, "big.raw")
+    with open(big, "wb") as handle:  # random throughout: the cache is sparse, zeros would take no space
+        handle.write(os.urandom(16 * MiB))
+    msg = _failed(run_module("image_cache", {"url": server.url("big.raw"), "instances_path": instances}))
+    assert "no space left" in msg and server.url("big.raw") in msg
+    assert _base_entries(instances) == before and os.path.exists(small["path"])
+    assert big
+
+
+def _leave_free(root: str, free: int) -> str:
+    """Fill the file system of ``root`` until exactly ``free`` bytes are left; returns the filler."""
+    filler = os.path.join(root, "filler")
+    with open(filler, "ab") as handle:
+        handle.write(b"\1" * (shutil.disk_usage(root).free - free))
+    assert shutil.disk_usage(root).free == free
+    return filler
+
+
+def _warnings(result: Dict) -> List[str]:
+    """The texts of a module's warnings (ansible-core 2.19 returns them as structured events)."""
+    return [w["event"]["msg"] if isinstance(w, dict) else w for w in result.get("warnings", [])]
+
+
+def _no_temps(instances: str) -> None:
+    assert not any("virtfleet-tmp" in entry for entry in _base_entries(instances)), _base_entries(instances)
+
+
+def test_a_disk_that_fills_with_the_record_keeps_nothing_under_the_final_name(server, small_tmpfs):
+    """Issue 10 item 7: the image fits, its record does not. Nothing is left under the final name (which
+    every later run would refuse or re-fetch into the same full disk), and the message says which file
+    needed how much."""
+    instances = os.path.join(small_tmpfs, "instances")
+    image = os.path.join(server.root, "full.raw")
+    with open(image, "wb") as handle:
+        handle.write(os.urandom(MiB))  # no zero block: it takes exactly 1 MiB
+    args = {"url": server.url("full.raw"), "instances_path": instances}
+    final = os.path.join(instances, "_base", image_record.base_name(args["url"], None, "raw"))
+    for directory in ("_base", "locks"):
+        os.makedirs(os.path.join(instances, directory))
+    _leave_free(small_tmpfs, MiB)
+    for _attempt in range(2):  # the next run meets the same disk, and says the same
+        msg = _failed(run_module("image_cache", args))
+        assert "no space left" in msg and server.url("full.raw") in msg
+        assert "record" in msg and final + ".info.json" in msg and "needs up to" in msg, msg
+        assert not os.path.exists(final) and not os.path.exists(final + ".info.json")
+        _no_temps(instances)
+        assert shutil.disk_usage(small_tmpfs).free == MiB
+
+
+def test_an_unrecorded_file_left_under_the_final_name_is_replaced_and_reported(server, small_tmpfs):
+    """What an earlier version left after a full disk: a complete file under its final name without a
+    record. It is never served, its space is freed for the new copy, and the run says what it found."""
+    instances = os.path.join(small_tmpfs, "instances")
+    image = os.path.join(server.root, "left.raw")
+    with open(image, "wb") as handle:
+        handle.write(os.urandom(MiB))
+    args = {"url": server.url("left.raw"), "instances_path": instances}
+    final = os.path.join(instances, "_base", image_record.base_name(args["url"], None, "raw"))
+    for directory in ("_base", "locks"):
+        os.makedirs(os.path.join(instances, directory))
+    shutil.copy(image, final)  # the leftover: complete, but no record
+    _leave_free(small_tmpfs, MiB // 2)  # not enough for a second copy beside it
+    result = _ok(run_module("image_cache", args))
+    assert result["fetched"] and _sha256(result["path"]) == _sha256(image)
+    assert any(final in warning and "not usable (no valid record)" in warning for warning in _warnings(result)), \
+        _warnings(result)
+    assert _record(result)["size"] == MiB
+    _no_temps(instances)
 
 
 @pytest.fixture
@@ -602,6 +715,26 @@ def test_a_changed_cached_file_is_fetched_again(server, raw_image, instances):
     assert server.httpd.gets == ["disk.raw", "disk.raw"]
 
 
+# ---- sparse cache (issue 10 item 15) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["http", "file"])
+def test_the_cache_is_sparse(server, tmp_path, instances, source):
+    """A 256 MiB raw image holding 8 MiB of data takes about 8 MiB in the cache, not 256."""
+    path = os.path.join(server.root, "sparse.raw")
+    with open(path, "wb") as handle:
+        handle.truncate(256 * MiB)
+        for offset in (0, 100 * MiB, 256 * MiB - 4 * MiB):
+            handle.seek(offset)
+            handle.write(os.urandom(2 * MiB + 1000))
+    url = server.url("sparse.raw") if source == "http" else path
+    result = _ok(run_module("image_cache", {"url": url, "instances_path": instances,
+                                            "checksum": "sha256:" + _sha256(path)}))
+    assert result["size"] == 256 * MiB and _sha256(result["path"]) == _sha256(path)
+    allocated = os.stat(result["path"]).st_blocks * 512
+    assert allocated == result["actual_size"] and allocated <= 3 * (2 * MiB + 4096), allocated
+    assert _record(result)["file_sha256"] == _sha256(path)  # hashed as it arrived, holes included
+
+
 # ---- absent and pruned --------------------------------------------------------------------------------
 
 def _overlay(instances: str, guest: str, base: str, base_fmt: str, file_name: str = "disk") -> str:
@@ -633,6 +766,110 @@ def test_absent_removes_an_unused_base(server, raw_image, instances):
     _ok(run_module("image_cache", args))
     assert _ok(run_module("image_cache", dict(args, state="absent")))["changed"] is True
     assert _base_entries(instances) == []
+
+
+def _making_an_overlay(instances: str, guest: str, base: str):
+    """What guest_disk does while it makes an overlay: holds the base's lock shared, writes the overlay
+    under a temporary name, then publishes it and its record. Returns (start, publish) callables and the
+    final disk path; the lock is held from start until publish returns."""
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import file_lock
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import cache_layout
+
+    guest_dir = os.path.join(instances, guest)
+    os.makedirs(guest_dir, exist_ok=True)
+    disk = os.path.join(guest_dir, "disk")
+    temp = disk + ".virtfleet-tmp-1-race"
+    lock = file_lock(cache_layout(instances).lock(os.path.basename(base)), 10, "the test's overlay", shared=True)
+
+    def start():
+        lock.__enter__()
+        _qemu("create", "-f", "qcow2", "-b", base, "-F", "raw", temp)
+
+    def publish():
+        os.rename(temp, disk)
+        with open(os.path.join(guest_dir, "disk.info.json"), "w") as handle:
+            json.dump({"disk": {"format": "qcow2", "kind": "root", "base": base}}, handle)
+        lock.__exit__(None, None, None)
+
+    return start, publish, disk
+
+
+@pytest.mark.parametrize("state", ["absent", "pruned"])
+def test_removal_waits_for_an_overlay_being_made_and_then_keeps_the_base(server, raw_image, instances, state):
+    """Issue 10 item 3: an absent or prune run while an overlay is being made on the base waits for the
+    base's lock (guest_disk holds it shared) and decides under it: the new overlay uses the base."""
+    cached = _ok(run_module("image_cache", {"url": raw_image["url"], "instances_path": instances}))
+    start, publish, disk = _making_an_overlay(instances, "race1", cached["path"])
+    args = {"state": state, "instances_path": instances, "lock_timeout": 60}
+    if state == "absent":
+        args["url"] = raw_image["url"]
+    else:
+        args["min_unused_age"] = "0"
+    start()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        removal = pool.submit(run_module, "image_cache", args)
+        time.sleep(2)
+        assert not removal.done(), removal.result()  # it waits for the lock ...
+        assert os.path.exists(cached["path"])
+        publish()
+        result = removal.result(timeout=60)
+    assert os.path.exists(cached["path"]) and os.path.exists(cached["path"] + ".info.json")
+    if state == "absent":  # ... and refuses, naming the overlay made meanwhile
+        assert disk in _failed(result) and "still used" in result["msg"]
+    else:
+        assert _ok(result)["removed"] == [] and result["kept"] == [cached["path"]]
+    assert _info(disk, "qcow2")["backing-filename"] == cached["path"]
+
+
+def test_removal_gives_up_on_a_lock_held_too_long(server, raw_image, instances):
+    cached = _ok(run_module("image_cache", {"url": raw_image["url"], "instances_path": instances}))
+    start, publish, _disk = _making_an_overlay(instances, "race2", cached["path"])
+    start()
+    try:
+        msg = _failed(run_module("image_cache", {"url": raw_image["url"], "state": "absent",
+                                                 "instances_path": instances, "lock_timeout": 1}))
+    finally:
+        publish()
+    assert "timed out" in msg and "lock" in msg and os.path.exists(cached["path"])
+
+
+_DOMAIN = """<domain type='qemu'><name>%(name)s</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+<source file='%(disk)s'/><target dev='vda' bus='virtio'/></disk></devices></domain>"""
+
+
+@pytest.mark.parametrize("where", ["outside", "lock_dir"])
+def test_a_defined_domain_keeps_its_base_wherever_its_disk_lives(sandbox, server, raw_image, where):
+    """Issue 10 item 4: the in-use check asks libvirt, not only the instances tree. A domain whose disk is
+    an overlay outside the tree (an instance_dir elsewhere), or inside the cache's own lock directory
+    (where a guest named ``locks`` put its disks), keeps the base from absent and pruned."""
+    instances = sandbox.instances
+    cached = _ok(run_module("image_cache", {"url": raw_image["url"], "instances_path": instances}))
+    directory = os.path.join(sandbox.root, "elsewhere") if where == "outside" else os.path.join(instances, "locks")
+    os.makedirs(directory, exist_ok=True)
+    disk = os.path.join(directory, "disk.qcow2")
+    _qemu("create", "-f", "qcow2", "-b", cached["path"], "-F", "raw", disk)
+    name = sandbox.guest_name("inuse")
+    sandbox.conn.defineXML(_DOMAIN % {"name": name, "disk": disk})
+    msg = _failed(run_module("image_cache", {"url": raw_image["url"], "state": "absent",
+                                             "instances_path": instances}))
+    assert "still used by domain %s" % name in msg and os.path.exists(cached["path"])
+    pruned = _ok(run_module("image_cache", {"state": "pruned", "instances_path": instances,
+                                            "min_unused_age": "0"}))
+    assert pruned["removed"] == [] and pruned["kept"] == [cached["path"]]
+    destroy_domains(sandbox.conn, [name])
+    removed = _ok(run_module("image_cache", {"url": raw_image["url"], "state": "absent",
+                                             "instances_path": instances}))
+    assert removed["changed"] and not os.path.exists(cached["path"])
+
+
+def test_a_guest_cannot_be_named_after_the_layouts_own_directories(sandbox):
+    """The other half of item 4: no guest can put its disks into the cache's lock (or base) directory."""
+    for name in ("locks", "_base"):
+        msg = _failed(run_module("guest_disk", {"guest": name, "kind": "blank", "size": "1M",
+                                                "instances_path": sandbox.instances}))
+        assert "invalid guest name %r" % name in msg
+    assert not os.path.exists(os.path.join(sandbox.instances, "locks", "disk.blank"))
 
 
 def _age(path: str, seconds: float) -> None:

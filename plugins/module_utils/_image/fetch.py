@@ -10,8 +10,9 @@ An image from someone we do not control is checked here before anything else rea
 * the downloaded file is inspected by our pure-Python inspector before qemu-img ever opens it
   (a hostile header must not reach qemu-img's probing), and qemu-img is always told the format;
 * a conversion is written to another temporary file and inspected again;
-* the result appears under its final name only complete and fsync'ed (rename), followed by its
-  record (see ``_image_cache``, which holds the cache's layout and the cached re-run).
+* its record is written first and the file then appears under its final name complete and
+  fsync'ed (``_fileutil.atomic_output``), so a final name never holds a file without its record
+  (``record`` names both; ``cache`` is the cached re-run, which never loads this file).
 
 HTTP goes through ``ansible.module_utils.urls``. Loaded only when an image is not cached yet, or
 its record asks for a re-inspection.
@@ -24,22 +25,26 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import socket
 import time
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY, VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import (
-    fsync_dir, remove_quietly, temp_path_for,
+    atomic_output, remove_quietly, temp_path_for,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import (
-    CHECKSUM_ALGORITHMS, RECORD_VERSION, cached_format_of, cached_result, file_name_of, image_lock, image_result,
-    is_hex, local_path_of, public_url, qemu_name, remove_stale_temps, url_scheme, write_record,
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import format as image_format
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.record import (
+    FETCH, RECORD_VERSION, REINSPECT, VERIFY, CachedImage, ImagePlan, Target, cached_format_of, cached_image_result,
+    image_lock, image_result, plan_present, qemu_name, record_bytes, remove_stale_temps, write_record,
+)
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import (
+    CHECKSUM_ALGORITHMS, Checksum, ImageSpec, Transport, file_name_of, is_hex, local_path_of, public_url, url_scheme,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import format_size
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import format as image_format
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img as qemu_img
 
 try:  # zstd is optional: only used when the python module is installed.
     import zstandard as _zstd  # type: ignore[import-not-found]
@@ -47,6 +52,10 @@ except ImportError:  # pragma: no cover - depends on the host
     _zstd = None
 
 CHUNK_SIZE = 1 << 20
+# Granularity of the holes a download leaves for its all-zero blocks (the usual filesystem block).
+HOLE_BLOCK = 4096
+_ZERO_BLOCK = bytes(HOLE_BLOCK)
+_ZEROS = bytes(CHUNK_SIZE * 4)  # as large as the largest piece written (a decompressor's output)
 # Formats a downloaded image may have when the user did not declare one. Everything else (luks, qed,
 # unknown) is refused by the inspector; this list is the second fence.
 SAFE_SOURCE_FORMATS = ("raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi", "iso", "gpt", "mbr")
@@ -213,7 +222,7 @@ def _describe_tls(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def open_source(url: str, params: Dict[str, Any]) -> Iterator[Tuple[Any, Optional[int]]]:
+def open_source(url: str, transport: Transport) -> Iterator[Tuple[Any, Optional[int]]]:
     """A readable stream of the source and its length when known."""
     scheme = url_scheme(url)
     if scheme == "file":
@@ -230,15 +239,15 @@ def open_source(url: str, params: Dict[str, Any]) -> Iterator[Tuple[Any, Optiona
     try:
         response = open_url(
             url,
-            headers=params.get("headers") or None,
-            timeout=params.get("timeout") or 60,
-            validate_certs=params.get("validate_certs", True),
-            url_username=params.get("url_username"),
-            url_password=params.get("url_password"),
-            force_basic_auth=bool(params.get("force_basic_auth")),
-            client_cert=params.get("client_cert"),
-            client_key=params.get("client_key"),
-            use_proxy=params.get("use_proxy", True),
+            headers=transport.headers,
+            timeout=transport.timeout,
+            validate_certs=transport.validate_certs,
+            url_username=transport.url_username,
+            url_password=transport.url_password,
+            force_basic_auth=transport.force_basic_auth,
+            client_cert=transport.client_cert,
+            client_key=transport.client_key,
+            use_proxy=transport.use_proxy,
             http_agent="virtfleet.libvirt-image_cache",
         )
     except Exception as exc:  # pylint: disable=broad-except
@@ -254,10 +263,10 @@ def open_source(url: str, params: Dict[str, Any]) -> Iterator[Tuple[Any, Optiona
         response.close()
 
 
-def read_small(url: str, params: Dict[str, Any], limit: int = 4 << 20) -> str:
+def read_small(url: str, transport: Transport, limit: int = 4 << 20) -> str:
     """The text of a small document (a SUMS file), with the same transport options as the image."""
     def attempt() -> str:
-        with open_source(url, params) as (stream, _length):
+        with open_source(url, transport) as (stream, _length):
             try:
                 data = stream.read(limit + 1)
             except Exception as exc:  # pylint: disable=broad-except
@@ -270,7 +279,7 @@ def read_small(url: str, params: Dict[str, Any], limit: int = 4 << 20) -> str:
                                  % (public_url(url), format_size(limit)))
         return data.decode("utf-8", "replace")
 
-    return _with_retries(attempt, url, params)
+    return _with_retries(attempt, url, transport)
 
 
 def retry_delays(retries: int, first_delay: float) -> List[float]:
@@ -278,9 +287,9 @@ def retry_delays(retries: int, first_delay: float) -> List[float]:
     return [min(60.0, first_delay * (2 ** n)) for n in range(max(0, retries))]
 
 
-def _with_retries(attempt: Callable[[], Any], url: str, params: Dict[str, Any]) -> Any:
+def _with_retries(attempt: Callable[[], Any], url: str, transport: Transport) -> Any:
     """Run ``attempt``, retrying transient failures with exponential backoff."""
-    delays = retry_delays(int(params.get("retries") or 0), float(params.get("retry_delay") or 1.0))
+    delays = retry_delays(transport.retries, transport.retry_delay)
     tries = 0
     while True:
         try:
@@ -289,8 +298,7 @@ def _with_retries(attempt: Callable[[], Any], url: str, params: Dict[str, Any]) 
             if tries >= len(delays):
                 cause = exc.cause
                 if cause == "timed out":
-                    cause = ("timed out (no data for %s s; raise timeout if the server is slow)"
-                             % (params.get("timeout") or 60))
+                    cause = "timed out (no data for %s s; raise timeout if the server is slow)" % transport.timeout
                 suffix = " (after %d attempts)" % (tries + 1) if tries else ""
                 raise VirtfleetError("cannot fetch %s: %s%s" % (public_url(url), cause, suffix))
             time.sleep(delays[tries])
@@ -301,16 +309,24 @@ def _with_retries(attempt: Callable[[], Any], url: str, params: Dict[str, Any]) 
 # Checksums from SUMS files
 # --------------------------------------------------------------------------------------------------
 
-def digest_from_sums(params: Dict[str, Any], algo: str, sums_url: str) -> Tuple[str, str]:
+def resolve_checksum(spec: ImageSpec) -> Optional[Checksum]:
+    """The checksum to verify against: as given, or the image's line of the SUMS file it names."""
+    checksum = spec.checksum
+    if checksum is None or not checksum.is_sums:
+        return checksum
+    return digest_from_sums(spec, checksum.algorithm, checksum.value)
+
+
+def digest_from_sums(spec: ImageSpec, algo: str, sums_url: str) -> Checksum:
     """``(algorithm, hex digest)`` from the image's line in the SUMS file at ``sums_url``."""
     url_scheme(sums_url)
-    text = read_small(sums_url, params)
-    name = file_name_of(params["url"])
+    text = read_small(sums_url, spec.transport)
+    name = file_name_of(spec.url)
     digest = find_in_sums(text, name, algo)
     if digest is None:
         raise VirtfleetError("the checksum file %s has no %s line for %r (the image %s); check the url and the "
-                             "algorithm" % (public_url(sums_url), algo, name, public_url(params["url"])))
-    return algo, digest
+                             "algorithm" % (public_url(sums_url), algo, name, public_url(spec.url)))
+    return Checksum(algo, digest)
 
 
 def find_in_sums(text: str, file_name: str, algo: str) -> Optional[str]:
@@ -343,18 +359,78 @@ def find_in_sums(text: str, file_name: str, algo: str) -> Optional[str]:
 # Streaming download
 # --------------------------------------------------------------------------------------------------
 
+class SparseWriter:
+    """Writes a new file leaving every all-zero block as a hole, as ``cp --sparse=always`` and ``qemu-img
+    convert`` do: a block of ``HOLE_BLOCK`` bytes (aligned in the file) that holds only zeros is seeked
+    over instead of written, so a mostly empty image takes only its data on disk and costs only its data
+    to sync. The file gets its length when it is finished."""
+
+    def __init__(self, fd: int, limit: int, too_large: Callable[[], VirtfleetError]) -> None:
+        self.fd = fd
+        self.offset = 0
+        self.limit = limit
+        self.too_large = too_large
+
+    def write(self, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        size = len(data)
+        if self.offset + size > self.limit:
+            raise self.too_large()
+        if size <= len(_ZEROS) and _ZEROS.startswith(data):  # the common case of an empty stretch
+            self.offset += size
+            return
+        view = memoryview(data)
+        run = -1  # where the current run of blocks with data starts in ``data``
+        pos = 0
+        end = min(size, HOLE_BLOCK - self.offset % HOLE_BLOCK)
+        while pos < size:
+            if end - pos == HOLE_BLOCK:
+                zero = data.startswith(_ZERO_BLOCK, pos)
+            else:
+                zero = _ZERO_BLOCK.startswith(view[pos:end])
+            if not zero:
+                if run < 0:
+                    run = pos
+            elif run >= 0:
+                self._pwrite(view[run:pos], self.offset + run)
+                run = -1
+            pos, end = end, min(size, end + HOLE_BLOCK)
+        if run >= 0:
+            self._pwrite(view[run:size], self.offset + run)
+        self.offset += size
+
+    def _pwrite(self, view: memoryview, offset: int) -> None:
+        while view:
+            count = os.pwrite(self.fd, view, offset)
+            view, offset = view[count:], offset + count
+
+    def finish(self) -> None:
+        """Give the file its length (a trailing hole is not written)."""
+        os.ftruncate(self.fd, self.offset)
+
+
 def stream_to_file(stream: Any, length: Optional[int], dest: str, algo: Optional[str],
-                   max_bytes: int, url: str) -> Dict[str, Any]:
-    """Copy ``stream`` to ``dest`` (created exclusively), hashing and decompressing on the way; one pass."""
+                   max_bytes: int, url: str, step: Any = None) -> Dict[str, Any]:
+    """Copy ``stream`` to ``dest`` (created exclusively) in one pass: hashed as the bytes arrive,
+    decompressed on the way, and written sparse (``SparseWriter``). Not synced: the file is synced
+    once, before it is renamed to its final name (``atomic_output``). ``step`` (``_fetch``'s) learns the
+    writer, so that a full disk can be reported with what was written."""
     hasher = hashlib.new(algo) if algo else None
     received = 0
-    written = 0
     compression: Optional[str] = None
     decompressor: Optional[_Decompressor] = None
-    head_pending = True
+    head = b""
+
+    def too_large() -> VirtfleetError:
+        return VirtfleetError("the image %s grows beyond %s on disk, more than max_virtual_size allows; raise "
+                              "max_virtual_size if it is legitimate" % (public_url(url), format_size(max_bytes)))
+
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-    with os.fdopen(fd, "wb", buffering=0) as out:
-        buf = b""
+    try:
+        out = SparseWriter(fd, max_bytes, too_large)
+        if step is not None:
+            step.writer = out
         while True:
             try:
                 chunk = stream.read(CHUNK_SIZE)
@@ -368,46 +444,37 @@ def stream_to_file(stream: Any, length: Optional[int], dest: str, algo: Optional
             received += len(chunk)
             if hasher is not None:
                 hasher.update(chunk)
-            if head_pending:
-                buf += chunk
-                if len(buf) < 16 and (length is None or received < length):
+            if head is not None:  # the first bytes decide whether the stream is compressed
+                head += chunk
+                if len(head) < 16 and (length is None or received < length):
                     continue
-                compression = detect_compression(buf)
-                if compression:
-                    decompressor = _Decompressor(compression)
-                chunk, buf, head_pending = buf, b"", False
-            pieces = decompressor.feed(chunk, CHUNK_SIZE * 4) if decompressor else (chunk,)
-            for piece in pieces:
-                written += len(piece)
-                if written > max_bytes:
-                    raise VirtfleetError("the image %s grows beyond %s on disk, more than max_virtual_size allows; "
-                                         "raise max_virtual_size if it is legitimate"
-                                         % (public_url(url), format_size(max_bytes)))
-                _write_all(out, piece)
-        if head_pending and buf:
-            compression = detect_compression(buf)
-            if compression:
-                decompressor = _Decompressor(compression)
-                for piece in decompressor.feed(buf, CHUNK_SIZE * 4):
-                    written += len(piece)
-                    _write_all(out, piece)
-            else:
-                written += len(buf)
-                _write_all(out, buf)
+                chunk, head = head, None
+                compression = detect_compression(chunk)
+                decompressor = _Decompressor(compression) if compression else None
+                if compression and step is not None:
+                    step.needed = None  # the length was the compressed one
+            _write_through(out, decompressor, chunk)
+        if head:
+            compression = detect_compression(head)
+            decompressor = _Decompressor(compression) if compression else None
+            _write_through(out, decompressor, head)
         if length is not None and received != length:
             raise _TransientError("the server closed the connection after %d of %d bytes" % (received, length))
         if decompressor is not None:
             decompressor.finish()
-        os.fsync(out.fileno())
-    return {"received": received, "written": written, "compression": compression,
+        out.finish()
+    finally:
+        os.close(fd)
+    return {"received": received, "written": out.offset, "compression": compression,
             "digest": hasher.hexdigest() if hasher else None}
 
 
-def _write_all(out: Any, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        count = out.write(view)
-        view = view[count:]
+def _write_through(out: SparseWriter, decompressor: Optional[_Decompressor], chunk: bytes) -> None:
+    if decompressor is None:
+        out.write(chunk)
+        return
+    for piece in decompressor.feed(chunk, CHUNK_SIZE * 4):
+        out.write(piece)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -420,38 +487,37 @@ def _ensure_dir(path: str) -> None:
         os.chmod(path, 0o755)
 
 
-def reinspect(paths: Dict[str, str], record: Dict[str, Any], req: Dict[str, Any],
-              stat: os.stat_result, full: bool) -> Dict[str, Any]:
+def reinspect(cached: CachedImage, target: Target, spec: ImageSpec, full: bool) -> Dict[str, Any]:
     """Inspect a cached file again (new inspector version, or verify: full); an unsafe one is removed."""
+    record, path = cached.record, cached.path
     try:
-        inspection = image_format.inspect_file(paths["path"], declared_format=record["format"],
-                                               max_virtual_size=req["max_virtual_size"])
+        inspection = image_format.inspect_file(path, declared_format=record["format"],
+                                               max_virtual_size=spec.max_virtual_size)
     except VirtfleetError as exc:
-        remove_quietly(paths["record"])
-        remove_quietly(paths["path"])
+        remove_quietly(target.record_path)
+        remove_quietly(path)
         raise VirtfleetError("the cached image %s (from %s) failed re-inspection and was removed: %s"
-                             % (paths["path"], record.get("url"), exc.msg))
+                             % (path, record.get("url"), exc.msg))
     if full and record.get("file_sha256"):
-        digest = _hash_file(paths["path"], "sha256")
+        digest = _hash_file(path, "sha256")
         if digest != record["file_sha256"]:
             raise VirtfleetError("the cached image %s does not match its record: sha256 %s, recorded %s; remove it "
-                                 "with state: absent and fetch it again"
-                                 % (paths["path"], digest, record["file_sha256"]))
+                                 "with state: absent and fetch it again" % (path, digest, record["file_sha256"]))
     if full and qemu_name(record["format"]) != "raw":
         try:
-            report = qemu_img.check(paths["path"], record["format"])
+            report = qemu_img.check(path, record["format"])
         except qemu_img.QemuImgError as exc:
-            raise VirtfleetError("the cached image %s fails qemu-img check: %s" % (paths["path"], exc.msg))
+            raise VirtfleetError("the cached image %s fails qemu-img check: %s" % (path, exc.msg))
         problems = {key: report.get(key) for key in ("corruptions", "check-errors") if report.get(key)}
         if problems:
             raise VirtfleetError("qemu-img check finds the cached image %s damaged (%s); remove it with state: "
-                                 "absent and fetch it again" % (paths["path"], ", ".join(
+                                 "absent and fetch it again" % (path, ", ".join(
                                      "%s: %s" % item for item in sorted(problems.items()))))
     updated = dict(record)
     updated["inspector_version"] = image_format.INSPECTOR_VERSION
     updated["virtual_size"] = inspection.virtual_size
-    updated["size"] = stat.st_size
-    updated["mtime_ns"] = stat.st_mtime_ns
+    updated["size"] = cached.stat.st_size
+    updated["mtime_ns"] = cached.stat.st_mtime_ns
     return updated
 
 
@@ -474,132 +540,209 @@ def _name_the_source(exc: VirtfleetError, temp: str, url: str) -> VirtfleetError
     return VirtfleetError(msg, **details)
 
 
-def _fetch(paths: Dict[str, str], req: Dict[str, Any], params: Dict[str, Any],
-           checksum: Optional[Tuple[str, str]]) -> Dict[str, Any]:
-    """Download, verify, inspect, convert and publish one image; leaves no temporary file on failure."""
-    url = req["url"]
-    # Without a checksum to verify we still hash (sha256) what arrives, so verify: full can compare later.
-    algo = checksum[0] if checksum else "sha256"
-    max_bytes = req["max_virtual_size"] + req["max_virtual_size"] // 10 + _DOWNLOAD_SLACK
-    temps: List[str] = []
+def _inspect_download(path: str, spec: ImageSpec) -> Any:
+    """The inspector's verdict on a downloaded file; refusals name the URL and a format we do not cache."""
     try:
-        download = temp_path_for(paths["path"])
-        temps.append(download)
-        started = time.monotonic()
+        inspection = image_format.inspect_file(path, declared_format=spec.declared_format,
+                                               max_virtual_size=spec.max_virtual_size)
+    except VirtfleetError as exc:
+        raise _name_the_source(exc, path, spec.url)
+    if spec.declared_format is None and inspection.format not in SAFE_SOURCE_FORMATS:
+        raise VirtfleetError("refusing image %s: detected format %r is not one we cache; declare format if "
+                             "this is intended" % (public_url(spec.url), inspection.format))
+    return inspection
 
-        def attempt() -> Dict[str, Any]:
-            remove_quietly(download)
-            with open_source(url, params) as (stream, length):
-                return stream_to_file(stream, length, download, algo, max_bytes, url)
 
-        transfer = _with_retries(attempt, url, params)
-        transfer["seconds"] = time.monotonic() - started
-        if checksum and transfer["digest"] != checksum[1]:
-            raise VirtfleetError("checksum mismatch for %s: expected %s:%s, got %s:%s; nothing was kept"
-                                 % (public_url(url), algo, checksum[1], algo, transfer["digest"]))
-        try:
-            inspection = image_format.inspect_file(download, declared_format=req["declared"],
-                                                   max_virtual_size=req["max_virtual_size"])
-        except VirtfleetError as exc:
-            raise _name_the_source(exc, download, url)
-        source_format = inspection.format
-        if req["declared"] is None and source_format not in SAFE_SOURCE_FORMATS:
-            raise VirtfleetError("refusing image %s: detected format %r is not one we cache; declare format if "
-                                 "this is intended" % (public_url(url), source_format))
-        target = cached_format_of(source_format, req["cache_format"])
-        final_tmp = download
-        actions = ["fetch"]
-        if transfer["compression"]:
-            actions.append("decompress")
-        if qemu_name(target) != qemu_name(source_format):
-            final_tmp = temp_path_for(paths["path"])
-            temps.append(final_tmp)
-            try:
-                qemu_img.convert(download, qemu_name(source_format), final_tmp, qemu_name(target))
-            except qemu_img.QemuImgError as exc:
-                raise VirtfleetError("converting %s from %s to %s failed: %s"
-                                     % (public_url(url), source_format, target, exc))
-            remove_quietly(download)
-            try:
-                converted = image_format.inspect_file(final_tmp, declared_format=target,
-                                                      max_virtual_size=req["max_virtual_size"])
-            except VirtfleetError as exc:
-                raise VirtfleetError("the conversion of %s to %s produced an image we refuse: %s"
-                                     % (public_url(url), target, _name_the_source(exc, final_tmp, url).msg))
-            if converted.virtual_size != inspection.virtual_size:
-                raise VirtfleetError("the conversion of %s changed the virtual size from %d to %d bytes"
-                                     % (public_url(url), inspection.virtual_size, converted.virtual_size))
-            actions.append("convert")
-        os.chmod(final_tmp, 0o644)
-        fd = os.open(final_tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(final_tmp, paths["path"])
-        temps.remove(final_tmp)
-        fsync_dir(paths["base_dir"])
-        stat = os.stat(paths["path"])
-        record = {
-            "record_version": RECORD_VERSION,
-            "url": public_url(url),
-            "checksum": "%s:%s" % checksum if checksum else None,
-            "format": target,
-            "source_format": source_format,
-            "compression": transfer["compression"],
-            "virtual_size": inspection.virtual_size,
-            "size": stat.st_size,
-            "mtime": stat.st_mtime,
-            "mtime_ns": stat.st_mtime_ns,
-            "inspector_version": image_format.INSPECTOR_VERSION,
-            "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "bytes": transfer["received"],
-        }
-        if final_tmp == download and algo == "sha256" and not transfer["compression"]:
-            record["file_sha256"] = transfer["digest"]
-        write_record(paths["record"], record)
-        return image_result(paths["path"], record, stat, changed=True, fetched=True, transfer=transfer,
-                            actions=actions)
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise VirtfleetError("no space left on the device of %s while caching %s; free space or move "
-                                 "instances_path" % (paths["base_dir"], public_url(url)))
-        if exc.errno == errno.EDQUOT:
-            raise VirtfleetError("disk quota exceeded in %s while caching %s" % (paths["base_dir"], public_url(url)))
-        raise VirtfleetError("cannot cache %s in %s: %s" % (public_url(url), paths["base_dir"], exc))
+def _convert(source: str, source_format: str, dest: str, target_format: str, spec: ImageSpec,
+             virtual_size: int) -> None:
+    """Convert ``source`` into ``dest`` with qemu-img (formats given), then inspect the result again."""
+    url = spec.url
+    try:
+        qemu_img.convert(source, qemu_name(source_format), dest, qemu_name(target_format))
+    except qemu_img.QemuImgError as exc:
+        if "No space left" in (exc.stderr or ""):
+            raise OSError(errno.ENOSPC, "No space left on device", dest)
+        raise VirtfleetError("converting %s from %s to %s failed: %s"
+                             % (public_url(url), source_format, target_format, exc))
+    try:
+        converted = image_format.inspect_file(dest, declared_format=target_format,
+                                              max_virtual_size=spec.max_virtual_size)
+    except VirtfleetError as exc:
+        raise VirtfleetError("the conversion of %s to %s produced an image we refuse: %s"
+                             % (public_url(url), target_format, _name_the_source(exc, dest, url).msg))
+    if converted.virtual_size != virtual_size:
+        raise VirtfleetError("the conversion of %s changed the virtual size from %d to %d bytes"
+                             % (public_url(url), virtual_size, converted.virtual_size))
+
+
+class _Step:
+    """What ``_fetch`` is writing, so that a full disk is reported with the file and the space it needed."""
+
+    def __init__(self) -> None:
+        self.writing = "the download"
+        self.path: Optional[str] = None
+        self.needed: Optional[int] = None      # bytes the step needs at most, when known
+        self.writer: Optional[SparseWriter] = None
+
+    def set(self, writing: str, path: str, needed: Optional[int]) -> None:
+        self.writing, self.path, self.needed, self.writer = writing, path, needed, None
+
+
+def _fetch(spec: ImageSpec, target: Target) -> Dict[str, Any]:
+    """Download, verify, inspect, convert and publish one image; leaves no temporary file on failure.
+
+    The record is written first, then the file is renamed to its final name: a final name never holds a
+    file without its record (a record without its file only makes the next run fetch again)."""
+    url = spec.url
+    checksum = target.checksum
+    # Without a checksum to verify we still hash (sha256) what arrives, so verify: full can compare later.
+    algo = checksum.algorithm if checksum else "sha256"
+    max_bytes = spec.max_virtual_size + spec.max_virtual_size // 10 + _DOWNLOAD_SLACK
+    source_tmp: Optional[str] = None
+    record_written = False
+    step = _Step()
+    try:
+        with atomic_output(target.path, 0o644) as final_tmp:
+            started = time.monotonic()
+
+            def attempt() -> Dict[str, Any]:
+                remove_quietly(final_tmp)
+                with open_source(url, spec.transport) as (stream, length):
+                    step.set("the download", target.path, length)
+                    return stream_to_file(stream, length, final_tmp, algo, max_bytes, url, step)
+
+            transfer = _with_retries(attempt, url, spec.transport)
+            transfer["seconds"] = time.monotonic() - started
+            if checksum and transfer["digest"] != checksum.value:
+                raise VirtfleetError("checksum mismatch for %s: expected %s:%s, got %s:%s; nothing was kept"
+                                     % (public_url(url), algo, checksum.value, algo, transfer["digest"]))
+            inspection = _inspect_download(final_tmp, spec)
+            source_format = inspection.format
+            target_format = cached_format_of(source_format, spec.cache_format)
+            actions = [FETCH]
+            if transfer["compression"]:
+                actions.append("decompress")
+            converted = qemu_name(target_format) != qemu_name(source_format)
+            if converted:
+                source_tmp = temp_path_for(target.path)
+                os.rename(final_tmp, source_tmp)
+                step.set("the conversion to %s" % target_format, target.path, inspection.virtual_size)
+                _convert(source_tmp, source_format, final_tmp, target_format, spec, inspection.virtual_size)
+                remove_quietly(source_tmp)
+                actions.append("convert")
+            stat = os.stat(final_tmp)
+            record = {
+                "record_version": RECORD_VERSION,
+                "url": public_url(url),
+                "checksum": target.checksum_text,
+                "format": target_format,
+                "source_format": source_format,
+                "compression": transfer["compression"],
+                "virtual_size": inspection.virtual_size,
+                "size": stat.st_size,
+                "mtime": stat.st_mtime,
+                "mtime_ns": stat.st_mtime_ns,
+                "inspector_version": image_format.INSPECTOR_VERSION,
+                "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "bytes": transfer["received"],
+            }
+            if not converted and algo == "sha256" and not transfer["compression"]:
+                record["file_sha256"] = transfer["digest"]
+            # the record takes a block beside the image (the image's temporary file is removed on failure)
+            step.set("its record", target.record_path, stat.st_blocks * 512 + len(record_bytes(record)) + 4095
+                     & ~4095)
+            write_record(target.record_path, record)
+            record_written = True
+            step.set("the image", target.path, stat.st_blocks * 512)  # synced as it is renamed
+        return image_result(target.path, record, os.stat(target.path), changed=True, fetched=True,
+                            transfer=transfer, actions=actions)
+    except BaseException as exc:
+        if record_written:
+            remove_quietly(target.record_path)
+        if isinstance(exc, OSError):
+            raise _os_error(exc, spec, step)
+        raise
     finally:
-        for temp in temps:
-            remove_quietly(temp)
+        remove_quietly(source_tmp)
 
 
-def _planned_fetch(path: str, req: Dict[str, Any], checksum: Optional[str]) -> Dict[str, Any]:
-    """Check mode: what a fetch would do, as far as it is known without downloading anything."""
-    declared = req["declared"]
-    actions = ["fetch"]
-    if declared:
-        fmt: Optional[str] = cached_format_of(declared, req["cache_format"])
-        if qemu_name(fmt) != qemu_name(declared):
-            actions.append("convert")
+def _os_error(exc: OSError, spec: ImageSpec, step: _Step) -> VirtfleetError:
+    """A file system failure while caching, said with the file, the space it needed and the space free
+    (after what this run wrote was removed again)."""
+    base_dir = spec.layout.base_dir
+    url = public_url(spec.url)
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return VirtfleetError("cannot cache %s in %s: %s" % (url, base_dir, exc))
+    if step.needed is not None:
+        needed = "up to %s (%d bytes)" % (format_size(step.needed), step.needed)
+    elif step.writer is not None:
+        needed = "more than the %s written when it failed" % format_size(step.writer.offset)
     else:
-        fmt = None if req["cache_format"] == "source" else req["cache_format"]
-    return {"changed": True, "path": path, "format": fmt, "source_format": declared, "virtual_size": None,
-            "actual_size": None, "size": None, "checksum": checksum, "fetched": False, "bytes": 0,
-            "seconds": 0.0, "throughput": 0, "compression": None, "actions": actions}
+        needed = "an unknown amount"
+    try:
+        available = shutil.disk_usage(base_dir).free
+        free = "%s (%d bytes)" % (format_size(available), available)
+    except OSError:
+        free = "an unknown amount"
+    problem = {errno.ENOSPC: "no space left on the device of %s" % base_dir,
+               errno.EDQUOT: "disk quota exceeded in %s" % base_dir,
+               errno.EFBIG: "the file system of %s does not take a file that large" % base_dir}[exc.errno]
+    return VirtfleetError("%s while writing %s of %s to %s: caching it needs %s there and %s is free now "
+                          "(nothing was kept); free space or move instances_path"
+                          % (problem, step.writing, url, step.path or base_dir, needed, free),
+                          path=step.path, needed_bytes=step.needed)
 
 
-def fetch_present(paths: Dict[str, str], req: Dict[str, Any], params: Dict[str, Any],
-                  checksum: Optional[Tuple[str, str]], check_mode: bool) -> Dict[str, Any]:
-    """The image is not cached, or its record asks for a re-inspection: plan it (check mode), or do it
-    under the image's lock, where another run may have cached it meanwhile."""
-    checksum_text = "%s:%s" % checksum if checksum else None
-    if check_mode:
-        return _planned_fetch(paths["path"], req, checksum_text)
+# --------------------------------------------------------------------------------------------------
+# Carrying out a present plan, under the image's lock
+# --------------------------------------------------------------------------------------------------
 
-    _ensure_dir(params["instances_path"])
-    _ensure_dir(paths["base_dir"])
-    with image_lock(paths["lock"], float(params.get("lock_timeout") or 1800), public_url(req["url"])):
-        cached = cached_result(paths, req, checksum_text, check_mode, locked=True)
-        if cached is not None:
-            return cached
-        remove_stale_temps(paths["path"])
-        return _fetch(paths, req, params, checksum)
+def _step_fetch(spec: ImageSpec, plan: ImagePlan) -> Dict[str, Any]:
+    """Fetch under the lock. A file under the final name that its record does not describe (left by a run
+    that failed or was killed after writing it, or changed since) is never served: it is removed first,
+    which frees its space for the new copy, and the result says so."""
+    target, cached = plan.target, plan.cached
+    remove_stale_temps(target.path)
+    found = None
+    if cached.stat is not None:
+        found = "the cached file %s was not usable (%s) and was removed before fetching the image again" % (
+            target.path, cached.mismatch)
+        remove_quietly(target.path)
+    try:
+        result = _fetch(spec, target)
+    except VirtfleetError as exc:
+        if found:
+            raise VirtfleetError("%s (%s)" % (exc.msg, found), **exc.details)
+        raise
+    if found:
+        result[WARNINGS_KEY] = [found]
+    return result
+
+
+def _step_inspect(spec: ImageSpec, plan: ImagePlan) -> Dict[str, Any]:
+    """Re-inspect a file an older inspector passed (the record is rewritten), or verify one (verify: full)."""
+    cached = plan.cached
+    record = reinspect(cached, plan.target, spec, full=spec.verify == "full")
+    if cached.stale_inspector:
+        write_record(plan.target.record_path, record)
+    return cached_image_result(CachedImage(cached.path, record, cached.stat, None), plan.actions)
+
+
+_PRESENT_STEPS: Dict[str, Callable[[ImageSpec, ImagePlan], Dict[str, Any]]] = {
+    FETCH: _step_fetch,
+    REINSPECT: _step_inspect,
+    VERIFY: _step_inspect,
+}
+
+
+def apply_present(spec: ImageSpec, plan: ImagePlan) -> Dict[str, Any]:
+    """Carry out a present plan under the image's lock, where it is decided again: another run may have
+    cached the image meanwhile."""
+    target = plan.target
+    _ensure_dir(spec.instances_path)
+    _ensure_dir(spec.layout.base_dir)
+    with image_lock(target.lock_path, spec.lock_timeout, public_url(spec.url)):
+        plan = plan_present(spec, target)
+        if not plan.steps:
+            return cached_image_result(plan.cached)
+        return _PRESENT_STEPS[plan.steps[0]](spec, plan)

@@ -4,24 +4,18 @@
 """Private to virtfleet.libvirt: the inspector's version and format names, without the inspector.
 
 A cached re-run compares a record's inspector version with the current one and must not load
-``_image_format`` (38 KB of source, compiled on every run under AnsiballZ) to learn a number.
-``_image_format`` takes both from here: bump ``INSPECTOR_VERSION`` here whenever an inspection rule
-changes.
+``_image.format`` (38 KB of source, compiled on every run under AnsiballZ) to learn a number.
+``_image.format`` takes both from here: bump ``INSPECTOR_VERSION`` here whenever an inspection rule
+changes. The format-name table itself belongs to the host layer (``_host.qemu_formats``: qemu's
+driver names are qemu-img's concern); it is named here for the inspector.
 """
 
-INSPECTOR_VERSION = 2
+from __future__ import annotations
 
-# Our format names -> qemu-img driver names. iso/gpt/mbr are raw bytes with a recognised layout.
-QEMU_FORMAT_NAMES = {
-    "raw": "raw",
-    "qcow2": "qcow2",
-    "vmdk": "vmdk",
-    "vhd": "vpc",
-    "vhdx": "vhdx",
-    "vdi": "vdi",
-    "qed": "qed",
-    "luks": "luks",
-    "iso": "raw",
-    "gpt": "raw",
-    "mbr": "raw",
-}
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.qemu_formats import (  # noqa: F401
+    QEMU_FORMAT_NAMES,
+)
+
+__all__ = ["INSPECTOR_VERSION", "QEMU_FORMAT_NAMES"]
+
+INSPECTOR_VERSION = 2

@@ -11,8 +11,9 @@ import os
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import fetch as fetch
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import fetch
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import ImageSpec, Transport
 
 SHA256_OF_ABC = hashlib.sha256(b"abc").hexdigest()
 
@@ -36,6 +37,16 @@ def test_find_in_sums_gnu_format():
     assert fetch.find_in_sums(text, "missing.img", "sha256") is None
     # a sha256 line is not taken for a sha512 request
     assert fetch.find_in_sums(text, "other.img", "sha512") is None
+
+
+def test_resolve_checksum_reads_a_local_sums_file(tmp_path):
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text("%s  image.raw\n" % SHA256_OF_ABC)
+    params = {"url": "http://h/x/image.raw", "checksum": "sha256:%s" % sums}
+    assert fetch.resolve_checksum(ImageSpec.from_params(params)) == ("sha256", SHA256_OF_ABC)
+    params["url"] = "http://h/x/other.raw"
+    with pytest.raises(VirtfleetError, match="no sha256 line for 'other.raw'"):
+        fetch.resolve_checksum(ImageSpec.from_params(params))
 
 
 def test_find_in_sums_bsd_format_matches_algorithm():
@@ -165,7 +176,7 @@ def test_with_retries_retries_transient_failures_then_names_the_attempts(monkeyp
         raise fetch._TransientError("connection refused")
 
     with pytest.raises(VirtfleetError, match=r"cannot fetch http://h/a: connection refused \(after 4 attempts\)"):
-        fetch._with_retries(always_refused, "http://u:p@h/a", {"retries": 3, "retry_delay": 0.5})
+        fetch._with_retries(always_refused, "http://u:p@h/a", Transport(retries=3, retry_delay=0.5))
     assert len(calls) == 4 and sleeps == [0.5, 1.0, 2.0]
 
     outcomes = [fetch._TransientError("timed out"), "done"]
@@ -176,7 +187,7 @@ def test_with_retries_retries_transient_failures_then_names_the_attempts(monkeyp
             raise outcome
         return outcome
 
-    assert fetch._with_retries(flaky, "http://h/a", {"retries": 1, "retry_delay": 0}) == "done"
+    assert fetch._with_retries(flaky, "http://h/a", Transport(retries=1, retry_delay=0)) == "done"
 
 
 def test_with_retries_explains_a_timeout():
@@ -184,4 +195,51 @@ def test_with_retries_explains_a_timeout():
         raise fetch._TransientError("timed out")
 
     with pytest.raises(VirtfleetError, match=r"no data for 7 s; raise timeout"):
-        fetch._with_retries(slow, "http://h/a", {"retries": 0, "timeout": 7})
+        fetch._with_retries(slow, "http://h/a", Transport(retries=0, timeout=7))
+
+
+# ---- sparse writing (issue 10 item 15) ---------------------------------------------------------------
+
+class _Trickle(io.RawIOBase):
+    """A stream that hands out ``step`` bytes per read, whatever is asked (like a slow socket)."""
+
+    def __init__(self, data, step):
+        self._data, self._pos, self._step = data, 0, step
+
+    def read(self, size=-1):
+        piece = self._data[self._pos:self._pos + self._step]
+        self._pos += len(piece)
+        return piece
+
+
+def _allocated(path):
+    return os.stat(path).st_blocks * 512
+
+
+def test_stream_to_file_leaves_all_zero_blocks_as_holes(tmp_path):
+    data = os.urandom(1 << 16) + b"\0" * (8 << 20) + os.urandom(5000) + b"\0" * (3 << 20)
+    result, written = _stream_through(tmp_path, data)
+    assert written == data and result["written"] == len(data)
+    assert result["digest"] == hashlib.sha256(data).hexdigest()
+    # 64 KiB + 5000 bytes of data (5000 bytes touch two 4 KiB blocks); the zeros, and the tail, are holes
+    assert _allocated(str(tmp_path / "out")) <= (1 << 16) + 3 * 4096
+
+
+@pytest.mark.parametrize("step", [1000, 4096, 4097, 70000])
+def test_stream_to_file_is_sparse_and_exact_whatever_the_read_sizes(tmp_path, step):
+    block = 4096
+    data = b"".join(os.urandom(block) if n % 3 == 0 else b"\0" * block for n in range(64)) + b"\0\0x"
+    dest = str(tmp_path / ("out-%d" % step))
+    result = fetch.stream_to_file(_Trickle(data, step), len(data), dest, "sha256", 1 << 30, "http://h/a")
+    with open(dest, "rb") as handle:
+        assert handle.read() == data
+    assert result["digest"] == hashlib.sha256(data).hexdigest()
+    data_blocks = len([n for n in range(64) if n % 3 == 0]) + 1  # the last, partial block holds an x
+    assert _allocated(dest) <= (data_blocks + 2) * block
+
+
+def test_stream_to_file_writes_decompressed_zeros_as_holes(tmp_path):
+    data = os.urandom(1 << 16) + b"\0" * (16 << 20)
+    result, written = _stream_through(tmp_path, gzip.compress(data))
+    assert written == data and result["compression"] == "gzip"
+    assert _allocated(str(tmp_path / "out")) <= (1 << 16) + 4096
