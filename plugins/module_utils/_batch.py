@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import ArgumentSpec
@@ -30,12 +29,12 @@ MAX_CONCURRENCY = 64
 _BATCH_KEYS = ("changed", "failed", "msg", "diff", WARNINGS_KEY)
 
 
-def list_form_spec(shared: ArgumentSpec, item: ArgumentSpec, key: str) -> ArgumentSpec:
+def list_form_spec(shared: ArgumentSpec, item: ArgumentSpec, key: str, key_required: bool = True) -> ArgumentSpec:
     """The module spec of a core that has a list form: the shared options, the item options at the top
     level (the single form, and the defaults of the list), and ``items``.
 
     ``key`` is the option that names an item (``name``, ``guest``, ``url``): required in each element, and
-    at the top level unless ``items`` is given.
+    at the top level unless ``items`` is given (with ``key_required``; an image_cache ``pruned`` has no url).
     """
     top = copy.deepcopy(item.argument_spec)
     top[key] = dict(top[key])
@@ -43,13 +42,16 @@ def list_form_spec(shared: ArgumentSpec, item: ArgumentSpec, key: str) -> Argume
     elements = copy.deepcopy(item.argument_spec)
     for option in elements.values():
         option.pop("default", None)  # an element that leaves an option out takes the top-level value
-    elements[key]["required"] = True
+    if key_required:
+        elements[key]["required"] = True
     items = {"type": "list", "elements": "dict", "options": elements}
     items.update(item.constraints())
     batch = ArgumentSpec({ITEMS: items, CONCURRENCY: {"type": "int", "default": DEFAULT_CONCURRENCY}},
-                         mutually_exclusive=[(key, ITEMS)], required_one_of=[(key, ITEMS)])
-    single = ArgumentSpec(top, item.mutually_exclusive, item.required_together, None, item.required_if,
-                          item.required_by)
+                         mutually_exclusive=[(key, ITEMS)],
+                         required_one_of=[(key, ITEMS)] if key_required else None)
+    # At the top level only the exclusions hold: a requirement (required_if, ...) would apply to a call that
+    # lists its items instead; each element keeps them all, and the core checks the single form's.
+    single = ArgumentSpec(top, item.mutually_exclusive)
     return shared.merge(single, batch)
 
 
@@ -69,7 +71,8 @@ def _concurrency(params: Dict[str, Any]) -> int:
     return value
 
 
-def _one(run: Callable[[Dict[str, Any]], Dict[str, Any]], params: Dict[str, Any], label: str) -> Dict[str, Any]:
+def _one(run: Callable[[Dict[str, Any]], Dict[str, Any]], params: Dict[str, Any], label: str,
+         described: str) -> Dict[str, Any]:
     """The item's result, or its failure as data (never an exception: the other items go on)."""
     try:
         result = dict(run(params))
@@ -84,11 +87,13 @@ def _one(run: Callable[[Dict[str, Any]], Dict[str, Any]], params: Dict[str, Any]
                   "msg": "internal error: %s: %s (please report this with the 'exception' output)"
                          % (type(exc).__name__, exc)}
     result["item"] = label
+    result["_described"] = described
     return result
 
 
 def run_items(params: Dict[str, Any], item: ArgumentSpec, key: str, run: Callable[[Dict[str, Any]], Dict[str, Any]],
-              diff: bool = False, serial: Optional[Callable[[Dict[str, Any]], Any]] = None) -> Dict[str, Any]:
+              diff: bool = False, serial: Optional[Callable[[Dict[str, Any]], Any]] = None,
+              describe: Optional[Callable[[Dict[str, Any]], str]] = None) -> Dict[str, Any]:
     """Run ``run`` (the plain core, bound to what the batch shares) for every element of ``params['items']``.
 
     ``serial`` maps an item's parameters to a key; items with equal keys run one after the other, in order
@@ -98,6 +103,7 @@ def run_items(params: Dict[str, Any], item: ArgumentSpec, key: str, run: Callabl
     workers = _concurrency(params)
     prepared = [item_params(params, item, element) for element in elements]
     labels = [str(p.get(key)) for p in prepared]
+    described = [describe(p) if describe is not None else label for p, label in zip(prepared, labels)]
     groups: Dict[Any, List[int]] = {}
     for index, one in enumerate(prepared):
         groups.setdefault(serial(one) if serial is not None else index, []).append(index)
@@ -105,12 +111,14 @@ def run_items(params: Dict[str, Any], item: ArgumentSpec, key: str, run: Callabl
 
     def run_group(indices: List[int]) -> None:
         for index in indices:
-            results[index] = _one(run, prepared[index], labels[index])
+            results[index] = _one(run, prepared[index], labels[index], described[index])
 
     if len(groups) <= 1 or workers == 1:
         for indices in groups.values():
             run_group(indices)
     else:
+        from concurrent.futures import ThreadPoolExecutor  # only a batch with work for several threads needs it
+
         with ThreadPoolExecutor(max_workers=min(workers, len(groups))) as pool:
             list(pool.map(run_group, groups.values()))
     return batch_result(results, diff)
@@ -121,14 +129,16 @@ def batch_result(results: List[Dict[str, Any]], diff: bool) -> Dict[str, Any]:
     warnings: List[str] = []
     diffs: List[Dict[str, Any]] = []
     for result in results:
+        name = result.pop("_described", None) or result["item"]
+        result["_name"] = name
         for warning in result.pop(WARNINGS_KEY, None) or []:
-            warnings.append("%s: %s" % (result["item"], warning))
+            warnings.append("%s: %s" % (name, warning))
         item_diff = result.pop("diff", None) if not diff else result.get("diff")
         if diff and item_diff and result.get("changed"):
             for one in item_diff if isinstance(item_diff, list) else [item_diff]:
                 one = dict(one)
                 for header in ("before_header", "after_header"):
-                    one[header] = "%s: %s" % (result["item"], one.get(header) or "")
+                    one[header] = "%s: %s" % (name, one.get(header) or "")
                 diffs.append(one)
     failed = [r for r in results if r.get("failed")]
     out: Dict[str, Any] = {"changed": any(r.get("changed") for r in results), "results": results,
@@ -138,5 +148,7 @@ def batch_result(results: List[Dict[str, Any]], diff: bool) -> Dict[str, Any]:
     if failed:
         out["failed"] = True
         out["msg"] = "%d of %d items failed: %s" % (len(failed), len(results), "; ".join(
-            "%s: %s" % (r["item"], r.get("msg", "failed")) for r in failed))
+            "%s: %s" % (r["_name"], r.get("msg", "failed")) for r in failed))
+    for result in results:
+        result.pop("_name", None)
     return out

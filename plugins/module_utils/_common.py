@@ -125,6 +125,9 @@ def run_module(module: AnsibleModule, core: Callable[[AnsibleModule], Dict[str, 
         module.warn(warning)
     if not module._diff:
         result.pop("diff", None)
+    if result.get("failed"):
+        result.pop("failed")
+        module.fail_json(**result)  # a list form with failed items: the task fails, naming them
     module.exit_json(**result)
 
 

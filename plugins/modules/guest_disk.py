@@ -57,11 +57,13 @@ extends_documentation_fragment:
   - virtfleet.libvirt.common.connection
   - virtfleet.libvirt.common.instances
   - virtfleet.libvirt.common.attributes
+  - virtfleet.libvirt.items.guest_disk
 options:
   guest:
-    description: Name of the guest; its files live in C(<instances_path>/<guest>/).
+    description:
+      - Name of the guest; its files live in C(<instances_path>/<guest>/).
+      - Required, unless O(items) lists the disks.
     type: str
-    required: true
   kind:
     description: What the disk is for.
     type: str
@@ -292,19 +294,26 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+results:
+  description:
+    - With O(items), one result per element, in order, with the keys below plus C(item) (the element's
+      O(guest)), C(failed) and, for a failed element, C(msg).
+  returned: with O(items)
+  type: list
+  elements: dict
 kind:
   description: The kind of disk.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: str
   sample: root
 path:
   description: Path of the disk file.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: str
   sample: /var/lib/virtfleet/instances/web1/disk
 format:
   description: Format of the disk file, as recorded in C(disk.info.json) (C(raw) for a config drive).
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: str
   sample: qcow2
 virtual_size:
@@ -318,7 +327,7 @@ actions:
       C(create), C(grow), C(rebuild) (config drive content changed, or the drive was damaged), C(chmod),
       C(chown), C(remove), C(forget) (a stale record was dropped), C(adopt) (an existing file was recorded, see
       O(adopt)).
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: list
   elements: str
   sample: [create]
@@ -371,12 +380,12 @@ referenced_by:
 """
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.core import ensure_disk
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.core import ensure_disks
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.spec import MODULE_SPEC
 
 
 def main():
-    run_core(MODULE_SPEC, ensure_disk)
+    run_core(MODULE_SPEC, ensure_disks)
 
 
 if __name__ == "__main__":

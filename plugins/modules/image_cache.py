@@ -31,12 +31,13 @@ extends_documentation_fragment:
   - virtfleet.libvirt.common.connection
   - virtfleet.libvirt.common.instances
   - virtfleet.libvirt.common.attributes
+  - virtfleet.libvirt.items.image_cache
 options:
   url:
     description:
       - Where the image comes from. C(http://), C(https://), C(file://) or an absolute path on the hypervisor.
       - Credentials in the URL are used for the request but never appear in names, records or messages.
-      - Required with O(state=present) and O(state=absent).
+      - Required with O(state=present) and O(state=absent), unless O(items) lists the images.
     type: str
   checksum:
     description:
@@ -182,6 +183,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+results:
+  description:
+    - With O(items), one result per element, in order, with the keys below plus C(item) (the element's O(url)),
+      C(failed) and, for a failed element, C(msg).
+  returned: with O(items)
+  type: list
+  elements: dict
 path:
   description: Path of the cached image on the hypervisor (use it as the base of guest disks).
   returned: with state present or absent
@@ -273,12 +281,12 @@ kept:
 """
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import image_cache_core
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import image_cache_items
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import MODULE_SPEC, hide_url_passwords
 
 
 def main():
-    run_core(MODULE_SPEC, image_cache_core, prepare=hide_url_passwords)
+    run_core(MODULE_SPEC, image_cache_items, prepare=hide_url_passwords)
 
 
 if __name__ == "__main__":

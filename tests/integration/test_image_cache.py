@@ -1057,3 +1057,28 @@ def test_pruned_reads_unrecorded_disks_by_their_header_and_keeps_ephemeral_bases
     pruned = _ok(run_module("image_cache", {"state": "pruned", "instances_path": instances}))
     assert pruned["removed"] == [unused_swap] and pruned["kept"] == [used_eph]
     assert os.path.exists(used_eph) and not os.path.exists(unused_swap)
+
+
+# ---- the list form -----------------------------------------------------------------------------------
+
+def test_the_list_form_fetches_each_image_once_and_a_bad_one_fails_alone(tmp_path, server, instances):
+    raw = _raw_image(str(tmp_path / "www" / "a.raw"))
+    _qcow2_from(_raw_image(str(tmp_path / "b.raw")), str(tmp_path / "www" / "b.qcow2"))
+    items = [{"url": server.url("a.raw"), "checksum": "sha256:" + _sha256(raw)},
+             {"url": server.url("b.qcow2"), "format": "qcow2"},
+             {"url": server.url("a.raw"), "checksum": "sha256:" + _sha256(raw)},
+             {"url": server.url("missing.raw")}]
+    args = {"instances_path": instances, "items": items, "retries": 0}
+    predicted = run_module("image_cache", args, check=True)
+    assert [r["actions"] for r in predicted["results"][:2]] == [["fetch"], ["fetch", "convert"]]
+    assert not os.path.exists(instances)
+    result = run_module("image_cache", args)
+    assert result["_rc"] != 0 and result["msg"].startswith("1 of 4 items failed: %s: cannot fetch"
+                                                           % server.url("missing.raw"))
+    fetched = [r["fetched"] for r in result["results"][:3]]
+    assert sorted(fetched) == [False, True, True]  # a.raw once, whichever of its two items ran first
+    assert result["results"][0]["path"] == result["results"][2]["path"]
+    assert [g for g in server.httpd.gets if g.endswith("a.raw")] == ["a.raw"]
+    assert len(_base_entries(instances)) == 4  # two images and their records
+    again = run_module("image_cache", dict(args, items=items[:3]))
+    assert again["_rc"] == 0 and again["changed"] is False

@@ -97,8 +97,8 @@ def _code_lines(path: str) -> int:
     tree = ast.parse(source)
     doc_lines: Set[int] = set()
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in ("DOCUMENTATION", "EXAMPLES",
-                                                                                       "RETURN") for t in node.targets):
+        names = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+        if isinstance(node, ast.Assign) and set(names) & {"DOCUMENTATION", "EXAMPLES", "RETURN"}:
             doc_lines.update(range(node.lineno, node.end_lineno + 1))
     count = 0
     for number, line in enumerate(source.splitlines(), 1):

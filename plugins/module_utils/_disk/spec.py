@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import CONNECTION, DEFAULT_URI, INSTANCES
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import ArgumentSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._batch import list_form_spec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout, guest_layout
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, parse_size
@@ -92,7 +93,8 @@ ITEM_SPEC = ArgumentSpec({
     }},
     "extra_files": {"type": "dict", "no_log": False},
 })
-MODULE_SPEC = CONNECTION.merge(INSTANCES, ITEM_SPEC)
+# The module: one disk (the options above at the top level), or many in ``items`` (see _batch).
+MODULE_SPEC = list_form_spec(CONNECTION.merge(INSTANCES), ITEM_SPEC, "guest")
 
 
 def _choice(params: Mapping[str, Any], name: str, choices: Tuple[str, ...], default: Optional[str]) -> Optional[str]:

@@ -218,8 +218,8 @@ class Guest:
 
     @staticmethod
     def _affect(live: bool, config: bool) -> int:
-        return (_flag("VIR_DOMAIN_AFFECT_LIVE", 1) if live else 0) | (_flag("VIR_DOMAIN_AFFECT_CONFIG", 2)
-                                                                       if config else 0)
+        live_flag = _flag("VIR_DOMAIN_AFFECT_LIVE", 1) if live else 0
+        return live_flag | (_flag("VIR_DOMAIN_AFFECT_CONFIG", 2) if config else 0)
 
     def set_vcpus(self, count: int, live: bool = True, config: bool = True, maximum: bool = False) -> None:
         flags = self._affect(live, config) | (_flag("VIR_DOMAIN_VCPU_MAXIMUM", 4) if maximum else 0)

@@ -83,20 +83,24 @@ def explain_libvirt_failure(text: str, log_lines: int = 4) -> str:
     return text
 
 
-@contextlib.contextmanager
-def connect(uri: str) -> Iterator["libvirt.virConnect"]:
-    """An open connection to ``uri``, closed afterwards."""
+def open_connection(uri: str) -> "libvirt.virConnect":
+    """An open connection to ``uri`` (the caller closes it), or a message saying what to check."""
     if libvirt is None:
         raise VirtfleetError(missing_required_lib("libvirt-python"))
     try:
-        conn = libvirt.open(uri)
+        return libvirt.open(uri)
     except libvirt.libvirtError as exc:
         raise VirtfleetError(
             "cannot connect to libvirt at %s: %s. Is libvirtd running on the hypervisor, and may this user "
             "use it (root or the libvirt group)?" % (uri, libvirt_error_text(exc)))
+
+
+@contextlib.contextmanager
+def connect(uri: str) -> Iterator["libvirt.virConnect"]:
+    """An open connection to ``uri``, closed afterwards."""
+    conn = open_connection(uri)
     try:
         yield conn
     finally:
         with contextlib.suppress(Exception):
             conn.close()
-

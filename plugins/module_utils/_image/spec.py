@@ -19,6 +19,7 @@ from typing import Any, Dict, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import CONNECTION, INSTANCES, ArgumentSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._batch import list_form_spec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import CacheLayout, cache_layout
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, parse_size
@@ -66,7 +67,8 @@ ITEM_SPEC = ArgumentSpec({
     "use_proxy": {"type": "bool", "default": True},
 }, required_if=[("state", "present", ["url"]), ("state", "absent", ["url"])])
 
-MODULE_SPEC = CONNECTION.merge(INSTANCES, ITEM_SPEC)
+# The module: one image (the options above at the top level), or many in ``items`` (see _batch).
+MODULE_SPEC = list_form_spec(CONNECTION.merge(INSTANCES), ITEM_SPEC, "url", key_required=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,10 +291,12 @@ def _one_of(choices) -> str:
 def hide_url_passwords(module) -> None:
     """run_core's ``prepare``: a password written into url (or into a SUMS url in checksum) must not come
     back in the task's output, so it joins the module's no_log values."""
-    candidates = [module.params.get("url") or ""]
-    checksum = module.params.get("checksum") or ""
-    if ":" in checksum:
-        candidates.append(checksum.split(":", 1)[1].strip())
+    candidates = []
+    for params in [module.params] + list(module.params.get("items") or []):
+        candidates.append(params.get("url") or "")
+        checksum = params.get("checksum") or ""
+        if ":" in checksum:
+            candidates.append(checksum.split(":", 1)[1].strip())
     for value in candidates:
         if "://" not in value or "@" not in value:
             continue

@@ -14,11 +14,12 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.apply impo
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.spec import DiskSpec
 
 
-def test_module_spec_is_the_shared_options_and_the_item_spec():
+def test_module_spec_is_the_shared_options_the_item_spec_and_its_list_form():
     spec = disk_spec.MODULE_SPEC.argument_spec
     assert spec["uri"] == CONNECTION.argument_spec["uri"]
     assert spec["instances_path"] == INSTANCES.argument_spec["instances_path"]
-    assert set(spec) == {"uri", "instances_path"} | set(disk_spec.ITEM_SPEC.argument_spec)
+    assert set(spec) == {"uri", "instances_path", "items", "batch_concurrency"} | set(disk_spec.ITEM_SPEC.argument_spec)
+    assert set(spec["items"]["options"]) == set(disk_spec.ITEM_SPEC.argument_spec)
     assert disk_spec.ITEM_SPEC.as_list_option()["options"]["kind"]["choices"] == list(disk_spec.KINDS)
 
 
