@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the Debian test guest: a minimal Debian 12 (bookworm) disk image with sshd and python3 that
-# Ansible can manage. On every boot a small unit (virtfleet-firstboot) takes the hostname and the SSH
+# Ansible can manage. On every boot a small unit (virtfleet-firstboot.service) takes the hostname and the SSH
 # keys from the config drive (OpenStack config-2: openstack/latest/meta_data.json), so molecule
 # scenarios and tests reach it over SSH. See tests/guest-debian/README.md.
 #
@@ -11,7 +11,7 @@
 # and `qemu-img convert` makes the compressed qcow2.
 #
 # Usage: build-image.sh OUTDIR   -> OUTDIR/virtfleet-debian-guest.qcow2 (and build.stamp)
-# Rebuilds only when this script, a file it copies into the guest, or the kernel package changed.
+# Rebuilds only when this script, a hook, a file it copies into the guest, or the kernel package changed.
 set -euo pipefail
 
 OUT=${1:?usage: build-image.sh OUTDIR}
@@ -35,7 +35,7 @@ kernel_package() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '
 KPKG=$(kernel_package)
 [ -n "$KPKG" ] || { apt-get update -qq >/dev/null 2>&1 || true; KPKG=$(kernel_package); }
 [ -n "$KPKG" ] || { echo "build-image: cannot resolve the Debian cloud kernel package (apt-get update?)" >&2; exit 1; }
-STAMP=$(cat "$0" "$HERE"/hooks/* "$HERE/virtfleet-firstboot" "$HERE/virtfleet-firstboot.service" "$HERE/ssh-ready.conf" | sha256sum | cut -d' ' -f1)-$KPKG
+STAMP=$(cat "$0" "$HERE"/hooks/* "$HERE/virtfleet_firstboot.py" "$HERE/virtfleet-firstboot.service" "$HERE/ssh-ready.conf" | sha256sum | cut -d' ' -f1)-$KPKG
 if [ -f "$OUT/build.stamp" ] && [ "$(cat "$OUT/build.stamp")" = "$STAMP" ] && [ -f "$OUT/$IMAGE" ]; then
     echo "build-image: up to date ($OUT)"
     exit 0

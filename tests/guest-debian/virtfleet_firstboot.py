@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Take this guest's hostname and SSH keys from its config drive (OpenStack config-2), before sshd starts.
 
 Runs on every boot and acts once per instance (the drive's uuid): a cloned disk booted as another
@@ -46,6 +45,7 @@ def find_drive():
 
 
 def read_meta(device):
+    """meta_data.json of the config drive on ``device`` (mounted read-only for the read)."""
     with tempfile.TemporaryDirectory() as mountpoint:
         subprocess.run(["mount", "-o", "ro", device, mountpoint], check=True)
         try:
@@ -56,6 +56,7 @@ def read_meta(device):
 
 
 def set_hostname(name):
+    """The hostname now and after reboots, and the 127.0.1.1 line that resolves it."""
     with open("/etc/hostname", "w") as handle:
         handle.write(name + "\n")
     subprocess.run(["hostname", name], check=True)
@@ -70,6 +71,7 @@ def set_hostname(name):
 
 
 def install_keys(keys):
+    """The drive's keys are the only authorized keys of root and of the debian user."""
     for user in USERS:
         entry = pwd.getpwnam(user)
         ssh_dir = os.path.join(entry.pw_dir, ".ssh")
@@ -84,6 +86,7 @@ def install_keys(keys):
 
 
 def ensure_host_key():
+    """This guest's own host key (the image has none), announced on the console."""
     if not os.path.exists(HOST_KEY):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", HOST_KEY], check=True)
     with open(HOST_KEY + ".pub") as handle:
@@ -91,6 +94,7 @@ def ensure_host_key():
 
 
 def main():
+    """Apply the config drive once per instance."""
     ensure_host_key()
     device = find_drive()
     if device is None:
@@ -121,6 +125,7 @@ def main():
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except Exception as exc:  # the console line is the only way the host learns why
+    except (OSError, ValueError, subprocess.CalledProcessError) as exc:
+        # The console line is the only way the host learns why.
         say("firstboot failed %s: %s" % (type(exc).__name__, exc))
         raise
