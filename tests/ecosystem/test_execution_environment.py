@@ -16,6 +16,7 @@ TEST_TOOLS = {"pytest", "pytest-xdist", "hypothesis", "molecule", "ansible-core"
 
 
 def install_tarball(eco_tools, tarball: str, root: str) -> str:
+    os.makedirs(root, exist_ok=True)
     proc = eco_tools.run(["ansible-galaxy", "collection", "install", "--offline", "-p", root, tarball], cwd=root)
     assert proc.returncode == 0, tail(proc)
     return root

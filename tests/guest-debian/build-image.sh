@@ -31,11 +31,17 @@ MBR=/usr/lib/syslinux/mbr/mbr.bin
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-kernel_package() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
-KPKG=$(kernel_package)
-[ -n "$KPKG" ] || { apt-get update -qq >/dev/null 2>&1 || true; KPKG=$(kernel_package); }
-[ -n "$KPKG" ] || { echo "build-image: cannot resolve the Debian cloud kernel package (apt-get update?)" >&2; exit 1; }
-STAMP=$(cat "$0" "$HERE"/hooks/* "$HERE/virtfleet_firstboot.py" "$HERE/virtfleet-firstboot.service" "$HERE/ssh-ready.conf" | sha256sum | cut -d' ' -f1)-$KPKG
+# The cloud kernel metapackage's version moves with every kernel update: part of the stamp, so a new kernel
+# (security fixes) means a new image.
+kernel_version() { apt-cache show --no-all-versions linux-image-cloud-amd64 2>/dev/null | sed -n 's/^Version: //p'; }
+KERNEL_VERSION=$(kernel_version)
+if [ -z "$KERNEL_VERSION" ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    KERNEL_VERSION=$(kernel_version)
+fi
+[ -n "$KERNEL_VERSION" ] || { echo "build-image: linux-image-cloud-amd64 is unknown to apt (apt-get update?)" >&2; exit 1; }
+INPUTS=("$0" "$HERE"/hooks/* "$HERE/virtfleet_firstboot.py" "$HERE/virtfleet-firstboot.service" "$HERE/ssh-ready.conf")
+STAMP=$(cat "${INPUTS[@]}" | sha256sum | cut -d' ' -f1)-kernel-$KERNEL_VERSION
 if [ -f "$OUT/build.stamp" ] && [ "$(cat "$OUT/build.stamp")" = "$STAMP" ] && [ -f "$OUT/$IMAGE" ]; then
     echo "build-image: up to date ($OUT)"
     exit 0
