@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 
 import pytest
@@ -44,9 +45,12 @@ def test_molecule_test_converges_a_role_in_real_guests_and_cleans_up(virt_host, 
     os.chmod(root, 0o755)
     os.chmod(instances, 0o755)
     checkout = copy_collection(str(tmp_path / "checkout"))
+    # A HOME of its own (molecule installs the collection under test into ~/.ansible/collections), short enough
+    # for ssh's ControlPath socket under ~/.ansible/cp (at most 108 bytes).
+    home = tempfile.mkdtemp(prefix="vfmol-")
     env = molecule_env(str(tmp_path / "checkout"), VIRTFLEET_MOLECULE_IMAGE=debian_guest_image,
                        VIRTFLEET_MOLECULE_INSTANCES=instances, VIRTFLEET_MOLECULE_PREFIX=prefix,
-                       VIRTFLEET_MOLECULE_VIRT_TYPE="qemu", HOME=str(tmp_path / "home"))
+                       VIRTFLEET_MOLECULE_VIRT_TYPE="qemu", HOME=home)
     try:
         proc = subprocess.run([os.path.join(os.path.dirname(PYTHON), "molecule"), "test", "-s", "default"],
                               cwd=checkout, env=env, capture_output=True, text=True, timeout=1500, check=False)
@@ -70,3 +74,4 @@ def test_molecule_test_converges_a_role_in_real_guests_and_cleans_up(virt_host, 
     finally:
         destroy_domains(virt_host, names)
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
