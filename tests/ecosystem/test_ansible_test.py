@@ -31,6 +31,6 @@ def test_ansible_test_units_passes(core):
                            "--python", "3.11"], capture_output=True, text=True, timeout=1500, env=env, check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-8000:]
-    # ansible-test runs pytest twice (module_utils, controller); both must pass.
+    # ansible-test runs pytest once per kind of test (modules, module_utils, controller); every run must pass.
     summaries = re.findall(r"^=+ (\d+ passed.*|.*failed.*) in [\d.]+s", output, re.M)
-    assert len(summaries) == 2 and not [s for s in summaries if "failed" in s or "error" in s], summaries
+    assert summaries and not [s for s in summaries if "failed" in s or "error" in s], summaries
