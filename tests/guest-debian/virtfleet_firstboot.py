@@ -35,7 +35,8 @@ def find_drive():
     """The device labelled config-2, waiting a little for udev to bring up the CD-ROM."""
     deadline = time.monotonic() + DRIVE_WAIT_S
     while True:
-        found = subprocess.run(["blkid", "-t", "LABEL=config-2", "-o", "device"], capture_output=True, text=True)
+        found = subprocess.run(["blkid", "-t", "LABEL=config-2", "-o", "device"], capture_output=True, text=True,
+                               check=False)
         devices = found.stdout.split()
         if devices:
             return devices[0]
