@@ -25,7 +25,8 @@ trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
 
 export VIRTFLEET_IMAGE_URL="http://127.0.0.1:$port/virtfleet-test-guest.img"
-export VIRTFLEET_IMAGE_CHECKSUM="sha256:$(sha256sum "$image_dir/virtfleet-test-guest.img" | cut -d' ' -f1)"
+image_sha256=$(sha256sum "$image_dir/virtfleet-test-guest.img" | cut -d' ' -f1)
+export VIRTFLEET_IMAGE_CHECKSUM="sha256:$image_sha256"
 export ANSIBLE_CONFIG="$repo/ansible.cfg"
 
 echo "== ansible-playbook playbooks/boot.yml (first run)"

@@ -9,12 +9,16 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${VIRTFLEET_VENV:-$repo/.venv}
 log() { printf '[setup-host] %s\n' "$*" >&2; }
 
+# The last two lines: ansible-test's shellcheck sanity test; the Debian test guest (tests/guest-debian) and
+# molecule's SSH keys.
 packages=(
   libvirt-daemon-system libvirt-clients libxml2-utils qemu-system-x86 qemu-utils ovmf
   libvirt-dev pkg-config gcc python3-dev python3-venv
   dosfstools mtools e2fsprogs xfsprogs util-linux iproute2 cpio xz-utils zstd bzip2 gzip
   busybox-static syslinux syslinux-common genisoimage curl ca-certificates
   dnsmasq-base swtpm swtpm-tools
+  shellcheck
+  mmdebstrap uidmap fdisk openssh-client
 )
 
 missing=()
@@ -32,7 +36,7 @@ fi
 # QEMU on every domain start (~4 s each).
 if [ -e /dev/kvm ]; then
   getent group kvm >/dev/null || groupadd -r kvm
-  chgrp kvm /dev/kvm && chmod 0660 /dev/kvm || log "could not set /dev/kvm permissions"
+  if ! { chgrp kvm /dev/kvm && chmod 0660 /dev/kvm; }; then log "could not set /dev/kvm permissions"; fi
 fi
 
 # swtpm: libvirt runs swtpm_setup as qemu.conf's swtpm_user (default tss), which must own the local CA
