@@ -352,7 +352,7 @@ def test_rerun_check_mode_writes_no_record(dx):
 def test_the_fast_paths_output_path_equals_the_specs(extra):
     """One function finds the file for the fast path; the full path's typed spec must name the same file."""
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_file as dxm
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DomainXmlSpec
 
     params = dict({"name": "g1"}, **extra)
     assert dxm.output_path(params) == DomainXmlSpec.from_params(params).path

@@ -5,10 +5,10 @@
 
 All policy lives here, none in the model: an hvm guest of the resolved virt type, virtio disks and
 NICs, deterministic MAC addresses, disk names per bus, a serial console logged to the instance
-directory, host-model CPU on KVM, BIOS or OVMF firmware. The spec (``_domain.spec.DomainXmlSpec``)
-is already validated with the same choice constants. ``design_domain`` is pure: what it needs from
-the hypervisor (virt type, canonical machine name, firmware paths) comes in ``HostFacts``, which
-``resolve_host_facts`` reads through the ``Hypervisor`` wrapper.
+directory, host-model CPU on KVM, BIOS or OVMF firmware. The spec (``_domain.xml_spec.DomainXmlSpec``)
+is already validated against the choice constants of ``_domain.spec``. ``design_domain`` is pure: what
+it needs from the hypervisor (virt type, canonical machine name, firmware paths) comes in
+``HostFacts``, which ``resolve_host_facts`` reads through the ``Hypervisor`` wrapper.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DiskSpec, DomainXmlSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DiskSpec, DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import LibvirtError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import libvirt_error_text
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.virt_probe import resolve_virt_type

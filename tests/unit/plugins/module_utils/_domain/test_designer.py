@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer as designer
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import spec as spec_mod
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout
 
