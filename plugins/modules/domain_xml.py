@@ -58,7 +58,8 @@ options:
     type: int
   memory:
     description:
-      - Memory of the guest. A size with a binary unit (C(160M), C(2G), C(512MiB)) or an integer number of MiB.
+      - Memory of the guest, a whole number of MiB. A size with a binary unit (C(160M), C(2G), C(512MiB)); a number
+        without a unit is bytes, as for every size of this collection (C(536870912) is 512 MiB, C(512) is refused).
     type: raw
     default: 512M
   max_memory:

@@ -204,12 +204,19 @@ NIC_SOURCE_ATTRIBUTE = {"network": "network", "bridge": "bridge", "direct": "dev
 
 def _nics(spec: DomainXmlSpec, _facts: HostFacts, _layout: GuestLayout) -> List[model.Device]:
     devices: List[model.Device] = []
+    seen: Dict[str, int] = {}
     for index, nic in enumerate(spec.nics):
+        mac = nic.mac or derive_mac(spec.name, index)
+        if mac in seen:
+            _fail("nics[%d] and nics[%d] both have MAC %s%s; each NIC of a guest needs its own" % (
+                seen[mac], index, mac, "" if nic.mac and spec.nics[seen[mac]].mac else
+                " (one of them derived from the guest name and NIC index)"))
+        seen[mac] = index
         source = {NIC_SOURCE_ATTRIBUTE[nic.type]: nic.source}
         if nic.type == "direct":
             source["mode"] = nic.mode
-        devices.append(model.Interface(type=nic.type, mac=nic.mac or derive_mac(spec.name, index),
-                                       source=source, model=nic.model, boot_order=nic.boot_order))
+        devices.append(model.Interface(type=nic.type, mac=mac, source=source, model=nic.model,
+                                       boot_order=nic.boot_order))
     return devices
 
 

@@ -79,9 +79,21 @@ def _parse_desired(xml: Optional[str], source: str, name: str) -> "model.Domain"
                              "<name> must agree" % (source, parsed.name, name))
     if parsed.uuid:
         try:
-            uuidlib.UUID(parsed.uuid)
+            nil = uuidlib.UUID(parsed.uuid).int == 0
         except ValueError:
             raise VirtfleetError("the domain XML from %s has an invalid UUID %r" % (source, parsed.uuid))
+        if nil:
+            raise VirtfleetError("the domain XML from %s has the nil UUID %s, which names no domain; leave <uuid> "
+                                 "out to keep the defined one or have libvirt make one" % (source, parsed.uuid))
+    seen: List[str] = []
+    for nic in parsed.devices_of(model.Interface):
+        mac = (nic.mac or "").lower()
+        if mac and mac.replace(":", "").strip("0") == "":
+            raise VirtfleetError("the domain XML from %s gives a NIC the all-zero MAC %s" % (source, nic.mac))
+        if mac and mac in seen:
+            raise VirtfleetError("the domain XML from %s gives two NICs the MAC %s; each needs its own"
+                                 % (source, nic.mac))
+        seen.append(mac)
     return parsed
 
 

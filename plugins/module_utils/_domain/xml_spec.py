@@ -39,27 +39,27 @@ def _fail(msg: str) -> None:
     raise VirtfleetError(msg)
 
 
+UNIT_RULE = "a number without a unit is bytes, as for every size here; K, M, G, T are binary (512M, 2G, 1536MiB)"
+
+
 def memory_kib(value: Any, what: str = "memory") -> int:
-    """KiB for a memory size: a size string such as ``160M`` or ``2G`` (binary), or an integer in MiB."""
-    if isinstance(value, bool) or value is None:
-        _fail("%s: expected a size such as 512M or 2G, or an integer number of MiB, got %r" % (what, value))
-    if isinstance(value, int):
-        size = value * (1 << 20)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            size = int(text) * (1 << 20) if text.isdigit() else parse_size(text, what)
-        except SizeError as exc:
-            raise VirtfleetError(str(exc))
-    else:
-        _fail("%s: expected a size string or an integer number of MiB, got %s" % (what, type(value).__name__))
+    """KiB for a memory size such as ``160M``, ``2G`` or ``1536MiB``; a bare number (string or integer) is bytes,
+    like every other size of the collection (``_sizes``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        _fail("%s: expected a size such as 512M or 2G, got %r (%s)" % (what, value, UNIT_RULE))
+    try:
+        size = parse_size(value, what)
+    except SizeError as exc:
+        raise VirtfleetError("%s (%s)" % (exc, UNIT_RULE))
+    bare = isinstance(value, int) or value.strip().isdigit()
     if size < (1 << 20):
-        _fail("%s must be at least 1 MiB, got %r" % (what, value))
+        hint = "; for %s MiB write %sM" % (str(value).strip(), str(value).strip()) if bare else ""
+        _fail("%s must be at least 1 MiB, got %r, which is %d bytes (%s)%s" % (what, value, size, UNIT_RULE, hint))
     if size > (1 << 50):
         _fail("%s is larger than 1 PiB: %r" % (what, value))
     if size % (1 << 20):
         # QEMU rounds guest RAM to whole MiB at start; refusing odd sizes keeps the file equal to the guest.
-        _fail("%s must be a whole number of MiB, got %r" % (what, value))
+        _fail("%s must be a whole number of MiB, got %r (%s)" % (what, value, UNIT_RULE))
     return size // 1024
 
 
@@ -161,6 +161,8 @@ class NicSpec:
             MAC.check(mac, what + ".mac")
             if int(mac[:2], 16) & 1:
                 _fail("%s.mac %s is a multicast address" % (what, mac))
+            if int(mac.replace(":", ""), 16) == 0:
+                _fail("%s.mac %s is the all-zero address, which no NIC may have" % (what, mac))
             mac = mac.lower()
         return cls(
             type=nic_type, source=source, mac=mac,
@@ -293,6 +295,8 @@ class DomainXmlSpec:
                 uuid = str(uuidlib.UUID(text_value(uuid, "uuid", allow_empty=False, max_len=64)))
             except ValueError:
                 _fail("uuid %r is not a UUID" % (uuid,))
+            if uuidlib.UUID(uuid).int == 0:
+                _fail("uuid %s is the nil UUID, which names no domain; leave uuid out to keep or make one" % uuid)
         title = optional(get("title"), text_value, "title")
         if title is not None and ("\n" in title or "\r" in title):
             _fail("title must be a single line (libvirt refuses line breaks there)")

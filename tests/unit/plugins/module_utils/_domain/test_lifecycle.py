@@ -464,3 +464,36 @@ def test_a_pending_restart_says_which_differences_wait_for_it_and_changes_are_cl
     again = ensure(conn, params(xml=guest_xml(vcpus=2)), False)
     assert again["changes"] == [] and again["restart_pending"] is True
     assert "vcpus: 1 -> 2 (restart)" in again[WARNINGS_KEY][0]
+
+
+# Issue 10 item 10: one guest-name rule; domain took names domain_xml refuses (the 255-character rule is gone).
+NAMES_DOMAIN_XML_REFUSES = ["a b", "caf\u00e9", "cafe\u0301", "x<y>&", "g" * 65, "_base", "locks", "g1\n", "-x", ".."]
+
+
+@pytest.mark.parametrize("name", NAMES_DOMAIN_XML_REFUSES)
+def test_domain_accepts_only_the_one_guest_name_rule(name):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DomainXmlSpec
+
+    with pytest.raises(VirtfleetError, match="invalid guest name") as by_domain_xml:
+        DomainXmlSpec.from_params({"name": name})
+    with pytest.raises(VirtfleetError, match="invalid guest name") as by_domain:
+        ensure(FakeConn(), params(name=name, xml=guest_xml(name="g1")), True)
+    assert by_domain.value.msg == by_domain_xml.value.msg
+
+
+def test_the_module_refuses_such_a_name_before_touching_libvirt(tmp_path):
+    result = run_module("domain", {"name": "web 1", "uri": "test:///default", "instances_path": str(tmp_path),
+                                   "xml": guest_xml(name="web 1")}, check=True)
+    assert result.get("failed") and "invalid guest name 'web 1'" in result["msg"], result
+
+
+@pytest.mark.parametrize("xml, message", [
+    (guest_xml(uuid="00000000-0000-0000-0000-000000000000"), "has the nil UUID"),
+    (guest_xml(mac="00:00:00:00:00:00"), "the all-zero MAC"),
+    (guest_xml().replace("</devices>", "<interface type='network'><mac address='52:54:00:00:00:01'/>"
+                         "<source network='default'/></interface></devices>"), "two NICs the MAC 52:54:00:00:00:01"),
+])
+def test_a_desired_definition_with_a_nil_uuid_or_clashing_macs_is_refused(xml, message):
+    """Issue 10 item 12, for definitions given to domain directly."""
+    with pytest.raises(VirtfleetError, match=message):
+        ensure(FakeConn(), params(xml=xml), True)
