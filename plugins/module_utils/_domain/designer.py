@@ -212,12 +212,25 @@ def _nics(spec: DomainXmlSpec, _facts: HostFacts, _layout: GuestLayout) -> List[
                 seen[mac], index, mac, "" if nic.mac and spec.nics[seen[mac]].mac else
                 " (one of them derived from the guest name and NIC index)"))
         seen[mac] = index
-        source = {NIC_SOURCE_ATTRIBUTE[nic.type]: nic.source}
+        source = {NIC_SOURCE_ATTRIBUTE[nic.type]: nic.source} if nic.type in NIC_SOURCE_ATTRIBUTE else {}
         if nic.type == "direct":
             source["mode"] = nic.mode
         devices.append(model.Interface(type=nic.type, mac=mac, source=source, model=nic.model,
-                                       boot_order=nic.boot_order))
+                                       boot_order=nic.boot_order, extra=_user_networking(nic)))
     return devices
+
+
+def _user_networking(nic) -> List:
+    """For a user NIC: the passt backend (libvirt runs it; the guest gets the host's addresses by DHCP) and its
+    port forwards, each host address:port to the guest's port."""
+    if nic.type != "user":
+        return []
+    elements = [model.etree.Element("backend", {"type": "passt"})]
+    for forward in nic.port_forwards:
+        element = model.etree.Element("portForward", {"proto": forward.proto, "address": forward.address})
+        model.etree.SubElement(element, "range", {"start": str(forward.host_port), "to": str(forward.guest_port)})
+        elements.append(element)
+    return elements
 
 
 def _consoles(spec: DomainXmlSpec, _facts: HostFacts, layout: GuestLayout) -> List[model.Device]:

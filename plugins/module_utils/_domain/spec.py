@@ -35,7 +35,10 @@ DISK_BUSES = ("virtio", "scsi", "sata", "ide", "usb")
 DISK_CACHE_MODES = ("none", "writethrough", "writeback", "directsync", "unsafe", "default")
 DISK_IO_MODES = ("native", "threads", "io_uring")
 DISK_DISCARD = ("unmap", "ignore")
-NIC_TYPES = ("network", "bridge", "direct")
+NIC_SHORTHANDS = ("network", "bridge", "direct")  # also options naming the source: {network: default}
+NIC_TYPES = NIC_SHORTHANDS + ("user",)            # user: user-mode networking (passt), with port forwards
+PORT_PROTOCOLS = ("tcp", "udp")
+DEFAULT_FORWARD_ADDRESS = "127.0.0.1"
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
 DIRECT_MODES = ("bridge", "vepa", "private", "passthrough")
 CPU_MODES = ("host-model", "host-passthrough", "maximum", "custom")
@@ -86,6 +89,12 @@ NIC_OPTIONS = ArgumentSpec({
     "mac": {"type": "str"},
     "model": {"type": "str", "default": "virtio", "choices": list(NIC_MODELS)},
     "boot_order": {"type": "int"},
+    "port_forwards": {"type": "list", "elements": "dict", "options": {
+        "host_port": {"type": "int", "required": True},
+        "guest_port": {"type": "int"},
+        "address": {"type": "str", "default": DEFAULT_FORWARD_ADDRESS},
+        "proto": {"type": "str", "default": "tcp", "choices": list(PORT_PROTOCOLS)},
+    }},
 })
 
 METADATA_OPTIONS = ArgumentSpec({

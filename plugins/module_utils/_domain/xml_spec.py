@@ -11,6 +11,7 @@ the re-run fast path takes its answer from the file's record without it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import G
     validate_guest_name
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, parse_size
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import (
-    CPU_MODES, DEFAULT_DIRECT_MODE, DEFAULT_MEMORY_SLOTS, DEFAULT_NETWORK, DEFAULT_NIC_TYPE, DIRECT_MODES,
+    CPU_MODES, DEFAULT_DIRECT_MODE, DEFAULT_FORWARD_ADDRESS, NIC_SHORTHANDS, PORT_PROTOCOLS, DEFAULT_MEMORY_SLOTS, DEFAULT_NETWORK, DEFAULT_NIC_TYPE, DIRECT_MODES,
     DISK_BUSES, DISK_CACHE_MODES, DISK_DEVICES, DISK_DISCARD, DISK_FORMATS, DISK_IO_MODES, DISK_KEYS, DISK_OPTIONS,
     DOMAIN_XML_ITEM_SPEC, FIRMWARES, GRAPHICS, MAX_BOOT_ORDER, MAX_MEMORY_SLOTS, MAX_VCPUS, METADATA_KEYS,
     NIC_KEYS, NIC_MODELS, NIC_OPTIONS, NIC_TYPES, TPM_MODELS, VIRT_TYPES, WATCHDOG_ACTIONS, WATCHDOG_MODELS,
@@ -127,6 +128,31 @@ class DiskSpec:
 
 
 @dataclass(frozen=True)
+class PortForward:
+    """One forwarded port of a user-mode NIC: host ``address:host_port`` reaches the guest's ``guest_port``."""
+
+    host_port: int
+    guest_port: int
+    address: str
+    proto: str
+
+    @classmethod
+    def from_params(cls, value: Any, what: str) -> "PortForward":
+        forward = _dict(value, what, ("host_port", "guest_port", "address", "proto"))
+        if "host_port" not in forward:
+            _fail("%s: host_port is required" % what)
+        host_port = int_value(forward["host_port"], what + ".host_port", 1, 65535)
+        address = forward.get("address", DEFAULT_FORWARD_ADDRESS)
+        try:
+            address = str(ipaddress.ip_address(address if isinstance(address, str) else ""))
+        except ValueError:
+            _fail("%s.address must be an IP address of the host, such as 127.0.0.1, got %r" % (what, address))
+        return cls(host_port=host_port, address=address,
+                   guest_port=int_value(forward.get("guest_port", host_port), what + ".guest_port", 1, 65535),
+                   proto=choice_value(forward.get("proto", "tcp"), PORT_PROTOCOLS, what + ".proto"))
+
+
+@dataclass(frozen=True)
 class NicSpec:
     """One entry of ``nics``: its kind, where it attaches, and how the guest sees it."""
 
@@ -136,11 +162,12 @@ class NicSpec:
     mode: Optional[str]           # direct (macvtap) NICs only
     model: str
     boot_order: Optional[int]
+    port_forwards: Tuple[PortForward, ...] = ()
 
     @classmethod
     def from_params(cls, value: Any, index: int) -> "NicSpec":
         what, nic = _entry(value, "nics", index, NIC_KEYS)
-        shorthand = [k for k in NIC_TYPES if k in nic]
+        shorthand = [k for k in NIC_SHORTHANDS if k in nic]
         if len(shorthand) > 1 or (shorthand and ("type" in nic or "source" in nic)):
             _fail("%s: give either type and source, or exactly one of network, bridge, direct" % what)
         if shorthand:
@@ -148,11 +175,18 @@ class NicSpec:
         else:
             nic_type = choice_value(nic.get("type", DEFAULT_NIC_TYPE), NIC_TYPES, what + ".type")
             source = nic.get("source", DEFAULT_NETWORK if nic_type == "network" else None)
+        forwards = _list(nic.get("port_forwards"), what + ".port_forwards")
+        if nic_type == "user":
+            if source is not None:
+                _fail("%s: a user interface has no source (passt gives the guest the host's addresses)" % what)
+            source = ""
+        elif forwards:
+            _fail("%s: port_forwards apply to user interfaces only (type: user)" % what)
         if source is None:
             _fail("%s: a %s interface needs a source (the %s)"
                   % (what, nic_type, "bridge" if nic_type == "bridge" else "host interface"))
         rule = NETWORK_NAME if nic_type == "network" else HOST_INTERFACE
-        if not rule.matches(source):
+        if nic_type != "user" and not rule.matches(source):
             _fail("%s: invalid %s name %r: %s" % (what, nic_type, source, rule.looks_like))
         if "mode" in nic and nic_type != "direct":
             _fail("%s: mode applies to direct interfaces only" % what)
@@ -169,7 +203,19 @@ class NicSpec:
             model=choice_value(option_value(nic, NIC_OPTIONS, "model"), NIC_MODELS, what + ".model"),
             mode=choice_value(nic.get("mode", DEFAULT_DIRECT_MODE), DIRECT_MODES, what + ".mode")
             if nic_type == "direct" else None,
-            boot_order=optional(nic.get("boot_order"), int_value, what + ".boot_order", 1, MAX_BOOT_ORDER))
+            boot_order=optional(nic.get("boot_order"), int_value, what + ".boot_order", 1, MAX_BOOT_ORDER),
+            port_forwards=_port_forwards(forwards, what))
+
+
+def _port_forwards(values: List[Any], what: str) -> Tuple[PortForward, ...]:
+    forwards = tuple(PortForward.from_params(v, "%s.port_forwards[%d]" % (what, i)) for i, v in enumerate(values))
+    seen: Dict[Tuple[str, str, int], int] = {}
+    for index, forward in enumerate(forwards):
+        key = (forward.proto, forward.address, forward.host_port)
+        if key in seen:
+            _fail("%s.port_forwards[%d] and [%d] both forward %s %s:%d" % (what, seen[key], index, *key))
+        seen[key] = index
+    return forwards
 
 
 @dataclass(frozen=True)

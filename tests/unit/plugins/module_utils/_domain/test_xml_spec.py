@@ -67,3 +67,39 @@ def test_a_bare_memory_number_is_bytes_like_every_size(value, kib):
 def test_a_bare_memory_number_below_a_mib_says_the_unit_rule(value):
     with pytest.raises(VirtfleetError, match="a number without a unit is bytes, as for every size here"):
         DomainXmlSpec.from_params({"name": "g1", "memory": value})
+
+
+# Issue 13 item 2 (domain_xml part): user-mode networking with port forwards bound to loopback.
+
+def test_a_user_nic_renders_the_passt_backend_and_its_port_forwards():
+    dom = design(nics=[{"type": "user", "port_forwards": [{"host_port": 2222, "guest_port": 22},
+                                                          {"host_port": 8053, "proto": "udp", "address": "::1"}]}])
+    [nic] = dom.devices_of(designer.model.Interface)
+    text = designer.model.etree.tostring(nic.to_element(), encoding="unicode")
+    assert nic.type == "user" and nic.source == {} and nic.mac == designer.derive_mac("g1", 0)
+    assert '<backend type="passt"/>' in text
+    assert '<portForward proto="tcp" address="127.0.0.1"><range start="2222" to="22"/></portForward>' in text
+    assert '<portForward proto="udp" address="::1"><range start="8053" to="8053"/></portForward>' in text
+
+
+@pytest.mark.parametrize("nic, message", [
+    ({"type": "user", "source": "default"}, "a user interface has no source"),
+    ({"network": "default", "port_forwards": [{"host_port": 22}]}, "port_forwards apply to user interfaces only"),
+    ({"type": "user", "port_forwards": [{"guest_port": 22}]}, "host_port is required"),
+    ({"type": "user", "port_forwards": [{"host_port": 70000}]}, r"host_port must be between 1 and 65535"),
+    ({"type": "user", "port_forwards": [{"host_port": 22, "address": "localhost"}]}, "must be an IP address"),
+    ({"type": "user", "port_forwards": [{"host_port": 22, "proto": "sctp"}]}, "proto must be one of tcp, udp"),
+    ({"type": "user", "port_forwards": [{"host_port": 22}, {"host_port": 22, "guest_port": 23}]},
+     r"port_forwards\[0\] and \[1\] both forward tcp 127.0.0.1:22"),
+    ({"type": "user", "mode": "vepa"}, "mode applies to direct interfaces only"),
+])
+def test_a_user_nic_is_validated(nic, message):
+    with pytest.raises(VirtfleetError, match=message):
+        DomainXmlSpec.from_params({"name": "g1", "nics": [nic]})
+
+
+def test_a_libvirt_that_cannot_run_passt_is_explained():
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import explain_libvirt_failure
+
+    text = explain_libvirt_failure("XML error: Invalid value for attribute 'type' in element 'backend': 'passt'.")
+    assert "cannot run the passt backend" in text and "network, bridge or direct NIC" in text
