@@ -227,8 +227,8 @@ options:
           - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
           - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no
             source. The guest gets the host's addresses by DHCP from passt, reaches what the host reaches, and is
-            reached only through O(nics[].port_forwards). libvirt 9.0.0 as in Debian 12 cannot run passt; defining such a
-            domain there fails with that reason.
+            reached only through O(nics[].port_forwards). libvirt 9.0.0 as in Debian 12 cannot run passt;
+            defining such a domain there fails with that reason.
           - Not together with the shorthands O(nics[].network), O(nics[].bridge), O(nics[].direct).
         type: str
         choices: [network, bridge, direct, user]
