@@ -95,8 +95,16 @@ options:
     default: 300
   remove_storage:
     description:
-      - With O(state=absent), also delete the files the collection created for this guest, as recorded in
-        the domain's virtfleet metadata. Other paths, even when attached to the guest, are never deleted.
+      - With O(state=absent), also delete the files the collection created for this guest, and then its instance
+        directory C(<instances_path>/<name>) when nothing else is left in it.
+      - Only files the collection recorded making are removed. These are the disks in the guest's
+        C(disk.info.json) (written by M(virtfleet.libvirt.guest_disk)) with their digest records, and the
+        instance directory's own files (C(domain.xml), C(console.log), C(nvram.fd), C(disk.info.json)).
+      - Each must be a regular file directly inside the guest's own instance directory, reached through no
+        symbolic link below O(instances_path), and no other defined or running domain may use it as a disk or
+        in a disk's backing chain. Anything else is kept with a warning, including what the domain's metadata
+        lists as C(owned_files) and every other path attached to the guest.
+      - Also works when the domain is gone already (a run that undefined it and then failed is finished).
     type: bool
     default: false
 notes:
@@ -181,9 +189,8 @@ restart_pending:
   type: bool
 removed_files:
   description:
-    - With O(state=absent) and O(remove_storage=true), the owned files deleted (in check mode, that would be
-      deleted). Owned paths that are not regular files or links, or that another domain uses, are kept with
-      a warning.
+    - With O(state=absent) and O(remove_storage=true), the files deleted (in check mode, that would be deleted),
+      and last the instance directory when it was left empty. What is kept is said in a warning.
   returned: when O(state=absent) and O(remove_storage=true)
   type: list
   elements: str

@@ -58,7 +58,8 @@ options:
     type: int
   memory:
     description:
-      - Memory of the guest. A size with a binary unit (C(160M), C(2G), C(512MiB)) or an integer number of MiB.
+      - Memory of the guest, a whole number of MiB. A size with a binary unit (C(160M), C(2G), C(512MiB)); a number
+        without a unit is bytes, as for every size of this collection (C(536870912) is 512 MiB, C(512) is refused).
     type: raw
     default: 512M
   max_memory:
@@ -224,9 +225,13 @@ options:
       type:
         description:
           - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
+          - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no
+            source. The guest gets the host's addresses by DHCP from passt, reaches what the host reaches, and is
+            reached only through O(nics[].port_forwards). libvirt 9.0.0 as in Debian 12 cannot run passt;
+            defining such a domain there fails with that reason.
           - Not together with the shorthands O(nics[].network), O(nics[].bridge), O(nics[].direct).
         type: str
-        choices: [network, bridge, direct]
+        choices: [network, bridge, direct, user]
       source:
         description: The libvirt network, host bridge or host interface. Default C(default) for networks.
         type: str
@@ -254,6 +259,29 @@ options:
       boot_order:
         description: Boot priority, as for disks.
         type: int
+      port_forwards:
+        description:
+          - With O(nics[].type=user), host ports that reach the guest (passt listens on them).
+        type: list
+        elements: dict
+        suboptions:
+          host_port:
+            description: Port on the host (1 to 65535).
+            type: int
+            required: true
+          guest_port:
+            description: Port in the guest the connections go to. Defaults to O(nics[].port_forwards[].host_port).
+            type: int
+          address:
+            description:
+              - Host address passt listens on. The default keeps the guest reachable from the host only.
+            type: str
+            default: 127.0.0.1
+          proto:
+            description: Protocol.
+            type: str
+            default: tcp
+            choices: [tcp, udp]
   extra_devices:
     description:
       - Further devices as libvirt XML fragments, one element each (for example a C(<hostdev>)), added as written.
@@ -286,6 +314,11 @@ EXAMPLES = r"""
         format: qcow2
     nics:
       - network: default
+      # reachable from the hypervisor itself only, at 127.0.0.1:2222 (needs libvirt with passt)
+      - type: user
+        port_forwards:
+          - host_port: 2222
+            guest_port: 22
     fw_cfg:
       opt/org.virtfleet/role: web
     metadata:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import libvirt
 import pytest
@@ -23,9 +22,12 @@ def guest(sandbox, guest_image):
     def make(mode="stay", vcpus=1, memory="160M", label="d"):
         name = sandbox.guest_name(label)
         instance_dir = os.path.join(sandbox.instances, name)
-        os.makedirs(instance_dir)
-        disk = os.path.join(instance_dir, "disk")
-        shutil.copyfile(guest_image["path"], disk)
+        # a flat copy of the test image, made (and recorded) by guest_disk as the boot role makes disks
+        made = run_module("guest_disk", {"guest": name, "kind": "root", "base": guest_image["path"],
+                                         "base_format": "raw", "backing": "flat", "format": "raw",
+                                         "instances_path": sandbox.instances})
+        assert made["_rc"] == 0, made
+        disk = made["path"]
         args = {"name": name, "vcpus": vcpus, "memory": memory, "virt_type": "qemu",
                 "instances_path": sandbox.instances, "fw_cfg": {"opt/org.virtfleet/mode": mode},
                 "disks": [{"path": disk, "format": "raw"}],
@@ -95,7 +97,8 @@ def test_shutdown_waits_and_absent_twice_is_ok(sandbox, guest):
     gone = domain(g["name"], sandbox, state="absent", remove_storage=True)
     assert gone["changed"] and gone["state"] == "absent"
     assert not os.path.exists(g["disk"])
-    assert os.path.exists(g["xml_file"]), "files not recorded as owned are never removed"
+    # issue 10: the files the collection recorded making are removed, the layout's own ones included
+    assert not os.path.exists(g["xml_file"]) and not os.path.exists(g["dir"]), gone
     again = domain(g["name"], sandbox, state="absent")
     assert again["changed"] is False and again["_rc"] == 0
 

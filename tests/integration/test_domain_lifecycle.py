@@ -248,7 +248,10 @@ def test_absent_removes_uefi_nvram_and_only_owned_storage(sandbox, writer):
     probe = os.path.join(sandbox.root, "probe")
     os.makedirs(probe)
     box = writer("uefi", mode="once", boot_disk=False, firmware="uefi", memory="128M")
-    owned = blank(os.path.join(box["dir"], "owned.raw"), 4 * MIB)
+    made = run_module("guest_disk", {"guest": box["name"], "kind": "blank", "size": "4M", "file_name": "owned.raw",
+                                     "format": "raw", "instances_path": sandbox.instances})
+    assert made["_rc"] == 0, made
+    owned = made["path"]  # recorded in disk.info.json: the collection made it
     foreign = blank(os.path.join(probe, "foreign.raw"), 4 * MIB)
     box["args"]["disks"] = [{"path": owned, "format": "raw"}, {"path": foreign, "format": "raw"}]
     # a directory listed as owned is never deleted (only regular files and links are)
@@ -262,12 +265,14 @@ def test_absent_removes_uefi_nvram_and_only_owned_storage(sandbox, writer):
     assert started["_rc"] == 0 and started["state"] == "running", started
     assert os.path.exists(nvram), "libvirt creates the NVRAM from its template at start"
 
-    _p, gone = predicted_then_done(sandbox, box["name"], state="absent", remove_storage=True)
+    predicted, gone = predicted_then_done(sandbox, box["name"], state="absent", remove_storage=True)
     assert gone["actions"] == ["destroy", "undefine", "remove_storage"], gone
-    assert gone["removed_files"] == [owned], gone
+    # issue 10: what the collection recorded making, and the layout's own files (the NVRAM goes with undefine)
+    assert gone["removed_files"] == predicted["removed_files"] == [
+        owned, box["xml_file"], box["console"], os.path.join(box["dir"], "disk.info.json"), box["dir"]], gone
     assert lv_state(sandbox.conn, box["name"])[0] == "absent"
     assert not os.path.exists(nvram), "undefine removes the NVRAM"
     assert not os.path.exists(owned)
     assert os.path.exists(foreign) and os.path.isdir(probe), "paths not owned (or not files) stay"
-    assert os.path.exists(box["xml_file"])
+    assert not os.path.exists(box["xml_file"])
     assert domain(sandbox, box["name"], state="absent", remove_storage=True)["changed"] is False

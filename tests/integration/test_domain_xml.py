@@ -352,7 +352,7 @@ def test_rerun_check_mode_writes_no_record(dx):
 def test_the_fast_paths_output_path_equals_the_specs(extra):
     """One function finds the file for the fast path; the full path's typed spec must name the same file."""
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_file as dxm
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DomainXmlSpec
 
     params = dict({"name": "g1"}, **extra)
     assert dxm.output_path(params) == DomainXmlSpec.from_params(params).path
@@ -488,3 +488,37 @@ def test_guest_on_a_bridge_and_a_macvtap_sees_both_nics(sandbox, guest_image, ho
     gone = run_module("domain", {"name": name, "instances_path": sandbox.instances, "state": "absent"})
     assert gone["_rc"] == 0 and gone["changed"], gone
     assert not os.path.exists("/sys/class/net/%s" % tap) and not os.path.exists("/sys/class/net/%s" % macvtap)
+
+
+# ------------------------------------------------------------------ user-mode networking (issue 13 item 2)
+
+def _libvirt_parses_passt(conn) -> bool:
+    """Whether this libvirt accepts <backend type='passt'/> (Debian 12's 9.0.0 does not)."""
+    import libvirt
+
+    probe = libvirt.open("test:///default")
+    try:
+        probe.defineXML("<domain type='test'><name>vft-passt-probe</name><memory>65536</memory><os><type>hvm</type>"
+                        "</os><devices><interface type='user'><backend type='passt'/></interface></devices></domain>")
+        return True
+    except libvirt.libvirtError:
+        return False
+    finally:
+        probe.close()
+
+
+def test_a_user_nic_with_loopback_port_forwards(dx):
+    """domain_xml writes what libvirt's schema takes; on a libvirt that cannot run passt, domain fails saying so
+    and defines nothing."""
+    name = dx.name("user")
+    args = _args(dx, name, nics=[{"type": "user", "port_forwards": [{"host_port": 22222, "guest_port": 22}]}])
+    written = run_module("domain_xml", args)
+    assert written["_rc"] == 0, written
+    assert "<portForward proto=\"tcp\" address=\"127.0.0.1\">" in written["xml"]
+    _validate(written["xml"], dx.root)
+    if _libvirt_parses_passt(dx.conn):
+        raise AssertionError("this host's libvirt now runs passt: replace this test with one in which the guest is "
+                             "reached through 127.0.0.1:22222")
+    defined = run_module("domain", {"name": name, "state": "running", "instances_path": dx.instances})
+    assert defined.get("failed") and "cannot run the passt backend" in defined["msg"], defined
+    assert name not in [d.name() for d in dx.conn.listAllDomains()]

@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.plan import DomainPlan
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.record import locked
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.plan import DomainPlan, removable_files
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Guest, Hypervisor, LibvirtError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import (
@@ -73,15 +75,23 @@ def _undefine(run: Run, action: str) -> List[str]:
 
 
 def _remove_storage(run: Run, action: str) -> List[str]:
-    for path in run.plan.remove_files:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise VirtfleetError("domain %s is undefined but its file %s cannot be removed: %s" % (
-                run.plan.name, path, exc.strerror or exc), actions=run.done, removed_files=run.removed_files)
-        run.removed_files.append(path)
+    """Remove the planned files under the guest's lock (no disk of it is being built meanwhile), each only if
+    it is still the guest's own and no other domain has started to use it; then the emptied instance directory."""
+    layout = run.spec.layout
+    with locked(layout):
+        still, _kept = removable_files(run.hypervisor, layout, run.plan.remove_files)
+        for path in still:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise VirtfleetError("the files of domain %s cannot all be removed: %s: %s" % (
+                    run.plan.name, path, exc.strerror or exc), actions=run.done, removed_files=run.removed_files)
+            run.removed_files.append(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(layout.instance_dir)  # only when nothing else is left in it
+            run.removed_files.append(layout.instance_dir)
     return [action]
 
 

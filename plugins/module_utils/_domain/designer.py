@@ -5,10 +5,10 @@
 
 All policy lives here, none in the model: an hvm guest of the resolved virt type, virtio disks and
 NICs, deterministic MAC addresses, disk names per bus, a serial console logged to the instance
-directory, host-model CPU on KVM, BIOS or OVMF firmware. The spec (``_domain.spec.DomainXmlSpec``)
-is already validated with the same choice constants. ``design_domain`` is pure: what it needs from
-the hypervisor (virt type, canonical machine name, firmware paths) comes in ``HostFacts``, which
-``resolve_host_facts`` reads through the ``Hypervisor`` wrapper.
+directory, host-model CPU on KVM, BIOS or OVMF firmware. The spec (``_domain.xml_spec.DomainXmlSpec``)
+is already validated against the choice constants of ``_domain.spec``. ``design_domain`` is pure: what
+it needs from the hypervisor (virt type, canonical machine name, firmware paths) comes in
+``HostFacts``, which ``resolve_host_facts`` reads through the ``Hypervisor`` wrapper.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DiskSpec, DomainXmlSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DiskSpec, DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import LibvirtError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import libvirt_error_text
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.virt_probe import resolve_virt_type
@@ -204,13 +204,33 @@ NIC_SOURCE_ATTRIBUTE = {"network": "network", "bridge": "bridge", "direct": "dev
 
 def _nics(spec: DomainXmlSpec, _facts: HostFacts, _layout: GuestLayout) -> List[model.Device]:
     devices: List[model.Device] = []
+    seen: Dict[str, int] = {}
     for index, nic in enumerate(spec.nics):
-        source = {NIC_SOURCE_ATTRIBUTE[nic.type]: nic.source}
+        mac = nic.mac or derive_mac(spec.name, index)
+        if mac in seen:
+            _fail("nics[%d] and nics[%d] both have MAC %s%s; each NIC of a guest needs its own" % (
+                seen[mac], index, mac, "" if nic.mac and spec.nics[seen[mac]].mac else
+                " (one of them derived from the guest name and NIC index)"))
+        seen[mac] = index
+        source = {NIC_SOURCE_ATTRIBUTE[nic.type]: nic.source} if nic.type in NIC_SOURCE_ATTRIBUTE else {}
         if nic.type == "direct":
             source["mode"] = nic.mode
-        devices.append(model.Interface(type=nic.type, mac=nic.mac or derive_mac(spec.name, index),
-                                       source=source, model=nic.model, boot_order=nic.boot_order))
+        devices.append(model.Interface(type=nic.type, mac=mac, source=source, model=nic.model,
+                                       boot_order=nic.boot_order, extra=_user_networking(nic)))
     return devices
+
+
+def _user_networking(nic) -> List:
+    """For a user NIC: the passt backend (libvirt runs it; the guest gets the host's addresses by DHCP) and its
+    port forwards, each host address:port to the guest's port."""
+    if nic.type != "user":
+        return []
+    elements = [model.etree.Element("backend", {"type": "passt"})]
+    for forward in nic.port_forwards:
+        element = model.etree.Element("portForward", {"proto": forward.proto, "address": forward.address})
+        model.etree.SubElement(element, "range", {"start": str(forward.host_port), "to": str(forward.guest_port)})
+        elements.append(element)
+    return elements
 
 
 def _consoles(spec: DomainXmlSpec, _facts: HostFacts, layout: GuestLayout) -> List[model.Device]:

@@ -100,9 +100,9 @@ def converge(hypervisor: Hypervisor, spec: DomainSpec, check_mode: bool) -> Dict
     }
     warnings: List[str] = []
     if spec.state == "absent" and spec.remove_storage:
-        result["removed_files"] = list(plan.remove_files)
+        result["removed_files"] = plan.remove_files + ([plan.removed_dir] if plan.removed_dir else [])
         for path, why in plan.kept_files:
-            warnings.append("domain %s: owned file %s is kept: %s" % (spec.name, path, why))
+            warnings.append("domain %s: %s is kept: %s" % (spec.name, path, why))
     if not check_mode and plan.actions:
         from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.actions import apply_plan
 

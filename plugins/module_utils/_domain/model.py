@@ -17,6 +17,7 @@ business of ``_domain.normalize``.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
@@ -170,35 +171,45 @@ class Metadata:
     def from_element(cls, element) -> "Metadata":
         meta = cls()
         for child in element:
-            if child.tag == "{%s}instance" % VIRTFLEET_NS:
-                for item in child:
-                    local = etree.QName(item).localname if item.tag.startswith("{%s}" % VIRTFLEET_NS) else None
-                    if local == "flavor":
-                        meta.flavor = item.text or ""
-                    elif local == "image":
-                        meta.image = item.text or ""
-                    elif local == "owned-files":
-                        meta.owned_files = [f.text or "" for f in item
-                                            if f.tag == "{%s}file" % VIRTFLEET_NS]
-                    else:
-                        meta.own_extra.append(copy.deepcopy(item))
+            own = cls() if child.tag == "{%s}instance" % VIRTFLEET_NS and not meta.has_own() else None
+            if own is not None:
+                own._read_own(child)
+            if own is not None and own.has_own() and _lossless(own._own_element(), child):
+                meta.flavor, meta.image, meta.owned_files, meta.own_extra = \
+                    own.flavor, own.image, own.owned_files, own.own_extra
             else:
-                meta.extra.append(copy.deepcopy(child))
+                meta.extra.append(copy.deepcopy(child))  # another application's, or ours in a shape we do not type
         return meta
+
+    def _read_own(self, element) -> None:
+        for item in element:
+            local = etree.QName(item).localname if str(item.tag).startswith("{%s}" % VIRTFLEET_NS) else None
+            if local == "flavor" and self.flavor is None:
+                self.flavor = item.text or ""
+            elif local == "image" and self.image is None:
+                self.image = item.text or ""
+            elif local == "owned-files" and not self.owned_files:
+                self.owned_files = [f.text or "" for f in item if f.tag == "{%s}file" % VIRTFLEET_NS]
+            else:
+                self.own_extra.append(copy.deepcopy(item))
+
+    def _own_element(self):
+        own = etree.Element("{%s}instance" % VIRTFLEET_NS, nsmap={VIRTFLEET_PREFIX: VIRTFLEET_NS})
+        if self.flavor is not None:
+            etree.SubElement(own, "{%s}flavor" % VIRTFLEET_NS).text = self.flavor
+        if self.image is not None:
+            etree.SubElement(own, "{%s}image" % VIRTFLEET_NS).text = self.image
+        if self.owned_files:
+            files = etree.SubElement(own, "{%s}owned-files" % VIRTFLEET_NS)
+            for path in self.owned_files:
+                etree.SubElement(files, "{%s}file" % VIRTFLEET_NS).text = path
+        _append(own, self.own_extra)
+        return own
 
     def to_element(self):
         element = etree.Element("metadata")
         if self.has_own():
-            own = etree.SubElement(element, "{%s}instance" % VIRTFLEET_NS, nsmap={VIRTFLEET_PREFIX: VIRTFLEET_NS})
-            if self.flavor is not None:
-                etree.SubElement(own, "{%s}flavor" % VIRTFLEET_NS).text = self.flavor
-            if self.image is not None:
-                etree.SubElement(own, "{%s}image" % VIRTFLEET_NS).text = self.image
-            if self.owned_files:
-                files = etree.SubElement(own, "{%s}owned-files" % VIRTFLEET_NS)
-                for path in self.owned_files:
-                    etree.SubElement(files, "{%s}file" % VIRTFLEET_NS).text = path
-            _append(own, self.own_extra)
+            element.append(self._own_element())
         _append(element, self.extra)
         return element
 
@@ -235,9 +246,10 @@ class Cpu:
         known, extra_attrs = _take_attrs(element, ("mode", "match", "check", "migratable"))
         cpu = cls(extra_attrs=extra_attrs, **known)
         for child in element:
-            if child.tag == "model" and not set(child.attrib) - {"fallback"}:
+            if child.tag == "model" and not set(child.attrib) - {"fallback"} and child.text and not len(child) \
+                    and cpu.model is None:
                 cpu.model, cpu.model_fallback = child.text, child.get("fallback")
-            elif child.tag == "vendor" and not child.attrib:
+            elif child.tag == "vendor" and not child.attrib and child.text and cpu.vendor is None:
                 cpu.vendor = child.text
             elif child.tag == "topology" and not set(child.attrib) - {"sockets", "dies", "cores", "threads"}:
                 for key in ("sockets", "dies", "cores", "threads"):
@@ -295,26 +307,30 @@ class Os:
     kernel: Optional[str] = None
     initrd: Optional[str] = None
     cmdline: Optional[str] = None
+    has_type: bool = False                                        # whether there is a <type> at all
+    type_extra_attrs: Dict[str, str] = field(default_factory=dict)
+    extra_attrs: Dict[str, str] = field(default_factory=dict)
     extra: List = field(default_factory=list)
 
     @classmethod
     def from_element(cls, element) -> "Os":
-        os_ = cls()
-        os_.firmware = element.get("firmware")
-        if set(element.attrib) - {"firmware"}:
-            raise ModelError("unsupported attributes on <os>: %s" % sorted(set(element.attrib) - {"firmware"}))
+        known, extra_attrs = _take_attrs(element, ("firmware",))
+        os_ = cls(firmware=known["firmware"], extra_attrs=extra_attrs)
         for child in element:
-            if child.tag == "type" and not set(child.attrib) - {"arch", "machine"}:
-                os_.type, os_.arch, os_.machine = (child.text or "").strip(), child.get("arch"), child.get("machine")
+            if child.tag == "type" and not os_.has_type and not len(child):
+                known, os_.type_extra_attrs = _take_attrs(child, ("arch", "machine"))
+                os_.type, os_.arch, os_.machine = (child.text or "").strip() or None, known["arch"], known["machine"]
+                os_.has_type = True
             elif child.tag == "boot" and list(child.attrib) == ["dev"]:
                 os_.boot_devs.append(child.get("dev"))
-            elif child.tag == "loader" and os_.loader is None:
+            elif child.tag == "loader" and os_.loader is None and not len(child):
                 known, extra = _take_attrs(child, ("readonly", "type", "secure"))
                 os_.loader = Loader(child.text, _yes(known["readonly"]), known["type"], _yes(known["secure"]), extra)
             elif child.tag == "nvram" and os_.nvram is None and not len(child):
                 known, extra = _take_attrs(child, ("template",))
                 os_.nvram = Nvram(child.text, known["template"], extra)
-            elif child.tag in ("kernel", "initrd", "cmdline") and not child.attrib and not len(child):
+            elif child.tag in ("kernel", "initrd", "cmdline") and not child.attrib and not len(child) \
+                    and getattr(os_, child.tag) is None:
                 setattr(os_, child.tag, child.text or "")
             else:
                 os_.extra.append(copy.deepcopy(child))
@@ -322,9 +338,10 @@ class Os:
 
     def to_element(self):
         element = etree.Element("os")
-        if self.firmware is not None:
-            element.set("firmware", self.firmware)
-        _sub(element, "type", [("arch", self.arch), ("machine", self.machine)], self.type)
+        _set_attrs(element, [("firmware", self.firmware)], self.extra_attrs)
+        if self.has_type or self.type is not None or self.arch is not None or self.machine is not None:
+            kind = _sub(element, "type", [("arch", self.arch), ("machine", self.machine)], self.type)
+            _set_attrs(kind, [], self.type_extra_attrs)
         if self.loader is not None:
             loader = _sub(element, "loader", [("readonly", _yesno(self.loader.readonly)), ("secure",
                           _yesno(self.loader.secure)), ("type", self.loader.type)], self.loader.path)
@@ -357,7 +374,7 @@ class Features:
         for child in element:
             if child.tag in cls.SIMPLE and not child.attrib and not len(child) and child.tag not in features.flags:
                 features.flags.append(child.tag)
-            elif child.tag == "smm" and not set(child.attrib) - {"state"} and not len(child):
+            elif child.tag == "smm" and list(child.attrib) == ["state"] and not len(child) and features.smm is None:
                 features.smm = child.get("state", "on") == "on"
             else:
                 features.extra.append(copy.deepcopy(child))
@@ -937,24 +954,33 @@ def parse_device(element) -> Device:
         device = cls.from_element(element)
     except ModelError:
         return RawDevice.from_element(element)
-    if _canonical(device.to_element()) != _canonical(element):
+    if not _lossless(device.to_element(), element):
         return RawDevice.from_element(element)  # lossy for this shape: keep what was written
     return device
 
 
-def _canonical(element) -> tuple:
-    """Fingerprint of an element that ignores the order of attributes and children.
-
-    Used only to check that a typed device holds everything its element says; the order of a
-    device's children carries no meaning for libvirt.
-    """
+def canonical(element) -> tuple:
+    """Fingerprint of an element: its tag, attributes (in any order), stripped text and children, the
+    children grouped by tag with the order among those of one tag kept (``<boot dev>`` order counts,
+    the order of different kinds of children carries no meaning for libvirt)."""
     text = (element.text or "").strip()
-    tail = ""
-    children = sorted(_canonical(child) for child in element if isinstance(child.tag, str))
-    return (str(element.tag), tuple(sorted(element.attrib.items())), text, tail, tuple(children))
+    children = [canonical(child) for child in element if isinstance(child.tag, str)]
+    children.sort(key=lambda child: child[0])  # stable: same-tag order kept
+    return (str(element.tag), tuple(sorted(element.attrib.items())), text, tuple(children))
+
+
+def _lossless(rendered, element) -> bool:
+    """Whether ``rendered`` (what a typed part renders) says everything ``element`` says."""
+    return canonical(rendered) == canonical(element)
+
 
 
 # --------------------------------------------------------------------------------------------- domain
+
+# Domain-level parts typed by a class: tag -> (class, attribute of Domain).
+TYPED_PARTS = {"metadata": (Metadata, "metadata"), "cpu": (Cpu, "cpu"), "os": (Os, "os"),
+               "features": (Features, "features"), "clock": (Clock, "clock"), "sysinfo": (Sysinfo, "sysinfo")}
+MEMORY_TAGS = {"memory": "memory_kib", "currentMemory": "current_memory_kib", "maxMemory": "max_memory_kib"}
 
 _TOP_KNOWN = ("name", "uuid", "title", "description", "metadata", "memory", "currentMemory", "maxMemory", "vcpu",
               "cpu", "os", "features", "clock", "on_poweroff", "on_reboot", "on_crash", "sysinfo", "devices")
@@ -992,6 +1018,9 @@ class Domain:
     devices_present: bool = True
     extra_attrs: Dict[str, str] = field(default_factory=dict)
     extra: List = field(default_factory=list)   # unknown top-level elements, verbatim and in order
+    # {tag: (KiB, text, unit)} of the memory elements as read: rendered alike while the size is unchanged
+    written_memory: Dict[str, Tuple[int, str, Optional[str]]] = field(default_factory=dict, repr=False,
+                                                                      compare=False)
 
     # ---- parsing
 
@@ -1019,40 +1048,37 @@ class Domain:
         return dom
 
     def _parse_top(self, child) -> bool:
+        """Type ``child`` when that is lossless; False leaves it to be kept verbatim."""
         tag = child.tag
         simple_text = not child.attrib and not len(child)
         if tag in ("name", "uuid", "title", "description", "on_poweroff", "on_reboot", "on_crash") and simple_text:
             value = child.text or ""
             setattr(self, tag, value.strip() if tag in ("name", "uuid", "on_poweroff", "on_reboot", "on_crash")
                     else value)
-        elif tag == "metadata" and not child.attrib:
-            self.metadata = Metadata.from_element(child)
-        elif tag == "memory" and not len(child):
-            known, self.memory_extra_attrs = _take_attrs(child, ("unit",))
-            self.memory_kib = memory_to_kib(child.text or "", known["unit"], "memory")
-        elif tag == "currentMemory" and not len(child) and not set(child.attrib) - {"unit"}:
-            self.current_memory_kib = memory_to_kib(child.text or "", child.get("unit"), "currentMemory")
-        elif tag == "maxMemory" and not len(child) and not set(child.attrib) - {"unit", "slots"}:
-            self.max_memory_kib = memory_to_kib(child.text or "", child.get("unit"), "maxMemory")
-            self.max_memory_slots = _int(child.get("slots"), "maxMemory slots")
+        elif tag in MEMORY_TAGS and not len(child):
+            return self._parse_memory(child)
         elif tag == "vcpu" and not len(child):
+            if not re.fullmatch(r"\s*[0-9]+\s*", child.text or ""):
+                _int(child.text or "", "vcpu")  # not a number: refused; another way of writing one: kept raw
+                return False
             known, self.vcpu_extra_attrs = _take_attrs(child, ("current", "placement"))
+            if known["current"] is not None and not re.fullmatch(r"[0-9]+", known["current"]):
+                return False
             self.vcpus = _int(child.text or "", "vcpu")
             self.vcpu_current = _int(known["current"], "vcpu current")
             self.vcpu_placement = known["placement"]
-        elif tag == "cpu":
-            self.cpu = Cpu.from_element(child)
-        elif tag == "os":
+        elif tag in TYPED_PARTS and not (tag in ("metadata", "features") and child.attrib):
+            cls, attribute = TYPED_PARTS[tag]
             try:
-                self.os = Os.from_element(child)
+                part = cls.from_element(child)
             except ModelError:
                 return False
-        elif tag == "features" and not child.attrib:
-            self.features = Features.from_element(child)
-        elif tag == "clock":
-            self.clock = Clock.from_element(child)
-        elif tag == "sysinfo":
-            self.sysinfo.append(Sysinfo.from_element(child))
+            if not _lossless(part.to_element(), child):
+                return False  # a shape the typed part cannot hold: kept as written
+            if attribute == "sysinfo":
+                self.sysinfo.append(part)
+            else:
+                setattr(self, attribute, part)
         elif tag == "devices" and not child.attrib:
             self.devices_present = True
             self.devices = [parse_device(dev) for dev in child if isinstance(dev.tag, str)]
@@ -1061,6 +1087,30 @@ class Domain:
         return True
 
     # ---- convenience
+
+    def _parse_memory(self, child) -> bool:
+        """``<memory>``, ``<currentMemory>``, ``<maxMemory>``: the size in KiB, and how it was written."""
+        attribute = MEMORY_TAGS[child.tag]
+        known, extra = _take_attrs(child, ("unit", "slots") if child.tag == "maxMemory" else ("unit",))
+        if extra and child.tag != "memory":
+            return False
+        if known.get("slots") is not None and not re.fullmatch(r"[0-9]+", known["slots"]):
+            return False
+        kib = memory_to_kib(child.text or "", known["unit"], child.tag)
+        setattr(self, attribute, kib)
+        self.written_memory[child.tag] = (kib, (child.text or "").strip(), known["unit"])
+        if child.tag == "memory":
+            self.memory_extra_attrs = extra
+        if child.tag == "maxMemory":
+            self.max_memory_slots = _int(known["slots"], "maxMemory slots")
+        return True
+
+    def _memory_element(self, root, tag: str, kib: int, attrs: Sequence[Tuple[str, Optional[str]]] = ()):
+        """The memory element ``tag``, in the unit it was written in while its size is unchanged."""
+        kib_written, text, unit = self.written_memory.get(tag, (None, None, None))
+        if kib_written != kib:
+            text, unit = str(kib), "KiB"
+        return _sub(root, tag, list(attrs) + [("unit", unit)], text)
 
     def devices_of(self, cls: Type[Device]) -> List[Device]:
         return [d for d in self.devices if isinstance(d, cls)]
@@ -1087,12 +1137,12 @@ class Domain:
         if self.metadata is not None and not self.metadata.is_empty():
             root.append(self.metadata.to_element())
         if self.max_memory_kib is not None:
-            _sub(root, "maxMemory", [("slots", self.max_memory_slots), ("unit", "KiB")], self.max_memory_kib)
+            self._memory_element(root, "maxMemory", self.max_memory_kib, [("slots", self.max_memory_slots)])
         if self.memory_kib is not None:
-            memory = _sub(root, "memory", [("unit", "KiB")], self.memory_kib)
+            memory = self._memory_element(root, "memory", self.memory_kib)
             _set_attrs(memory, [], self.memory_extra_attrs)
         if self.current_memory_kib is not None:
-            _sub(root, "currentMemory", [("unit", "KiB")], self.current_memory_kib)
+            self._memory_element(root, "currentMemory", self.current_memory_kib)
         if self.vcpus is not None:
             vcpu = _sub(root, "vcpu", [("placement", self.vcpu_placement), ("current", self.vcpu_current)],
                         self.vcpus)

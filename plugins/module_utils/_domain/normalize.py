@@ -309,6 +309,17 @@ def _normalize_metadata(norm: model.Domain) -> None:
             norm.metadata = None
 
 
+def _normalize_features(norm: model.Domain) -> None:
+    """``<smm/>`` is ``<smm state='on'/>``, as libvirt writes it."""
+    features = norm.features
+    if features is None:
+        return
+    for element in list(features.extra):
+        if element.tag == "smm" and not element.attrib and not len(element) and features.smm is None:
+            features.extra.remove(element)
+            features.smm = True
+
+
 def is_memo(element) -> bool:
     """Whether a metadata element is the ``domain`` module's re-run memo: a cache about the definition,
     not part of it, so comparisons never see it."""
@@ -351,4 +362,6 @@ def normalize_for_compare(domain: model.Domain, runtime: bool = False) -> model.
     if norm.os is not None and norm.os.type == "hvm" and not norm.os.boot_devs and not has_device_boot:
         norm.os.boot_devs = ["hd"]
     _normalize_metadata(norm)
+    _normalize_features(norm)
+    norm.written_memory = {}  # sizes in KiB, however they were written
     return model.Domain.from_element(norm.to_element())

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._identifiers import FILE_NAME
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.record import read_disk_records
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.differences import Difference, compare
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.normalize import normalize_for_compare
@@ -50,6 +53,7 @@ class DomainPlan:
     live_text: Optional[str] = None
     remove_files: List[str] = field(default_factory=list)
     kept_files: List[Tuple[str, str]] = field(default_factory=list)
+    removed_dir: Optional[str] = None            # the instance directory, when removing the files empties it
 
     @property
     def settled(self) -> bool:
@@ -75,9 +79,21 @@ def _parse_desired(xml: Optional[str], source: str, name: str) -> "model.Domain"
                              "<name> must agree" % (source, parsed.name, name))
     if parsed.uuid:
         try:
-            uuidlib.UUID(parsed.uuid)
+            nil = uuidlib.UUID(parsed.uuid).int == 0
         except ValueError:
             raise VirtfleetError("the domain XML from %s has an invalid UUID %r" % (source, parsed.uuid))
+        if nil:
+            raise VirtfleetError("the domain XML from %s has the nil UUID %s, which names no domain; leave <uuid> "
+                                 "out to keep the defined one or have libvirt make one" % (source, parsed.uuid))
+    seen: List[str] = []
+    for nic in parsed.devices_of(model.Interface):
+        mac = (nic.mac or "").lower()
+        if mac and mac.replace(":", "").strip("0") == "":
+            raise VirtfleetError("the domain XML from %s gives a NIC the all-zero MAC %s" % (source, nic.mac))
+        if mac and mac in seen:
+            raise VirtfleetError("the domain XML from %s gives two NICs the MAC %s; each needs its own"
+                                 % (source, nic.mac))
+        seen.append(mac)
     return parsed
 
 
@@ -128,17 +144,29 @@ def plan_domain(hypervisor: Hypervisor, spec: DomainSpec) -> DomainPlan:
     guest = hypervisor.lookup(spec.name)
     plan = DomainPlan(spec.name, spec.state, guest.status() if guest is not None else "absent")
     if spec.state == "absent":
+        listed: List[str] = []
+        candidates = recorded_files(spec.layout) if spec.remove_storage else []
+        undefined_with: List[str] = []  # files libvirt removes when it undefines the domain
         if guest is not None:
             inactive = guest.inactive_xml()
-            plan.before_xml = normalize_for_compare(_parse(inactive, "libvirt")).to_string()
+            parsed = _parse(inactive, "libvirt")
+            plan.before_xml = normalize_for_compare(parsed).to_string()
+            listed = list(parsed.metadata.owned_files) if parsed.metadata is not None else []
             if plan.before_state != "shutoff":
                 plan.actions.append("destroy")
             if guest.is_persistent():
                 plan.actions.append("undefine")  # a transient domain is gone once destroyed
-            if spec.remove_storage:
-                plan.remove_files, plan.kept_files = removable_files(hypervisor, spec.name, owned_files(inactive))
-                if plan.remove_files:
-                    plan.actions.append("remove_storage")
+                if parsed.os is not None and parsed.os.nvram is not None and parsed.os.nvram.path and \
+                        os.path.normpath(parsed.os.nvram.path) == spec.layout.nvram:
+                    candidates.remove(spec.layout.nvram)  # undefining removes it (with the TPM state)
+                    undefined_with.append(spec.layout.nvram)
+        if spec.remove_storage:
+            # Also when the domain is gone already: a run that undefined it and then failed is finished.
+            plan.remove_files, plan.kept_files = removable_files(hypervisor, spec.layout, candidates)
+            plan.kept_files += _listed_but_not_recorded(listed, plan, spec.layout)
+            if plan.remove_files:
+                plan.actions.append("remove_storage")
+                plan.removed_dir = _emptied(spec.layout, plan.remove_files + undefined_with)
         plan.after_state = "absent"
         return plan
 
@@ -194,40 +222,95 @@ def _plan_live(plan: DomainPlan, spec: DomainSpec, guest, desired: "model.Domain
         plan.restart_pending = True
 
 
-def owned_files(xml: str) -> List[str]:
-    """Files the collection created for this guest, as recorded in its metadata (never anything else)."""
-    parsed = model.Domain.from_xml(xml)
-    files = list(getattr(parsed.metadata, "owned_files", None) or []) if parsed.metadata else []
-    seen: List[str] = []
-    for path in files:
-        if path and os.path.isabs(path) and "\0" not in path and os.path.normpath(path) not in seen:
-            seen.append(os.path.normpath(path))
-    return seen
+def recorded_files(layout: GuestLayout) -> List[str]:
+    """What the collection recorded creating for the guest, in the order of removal: the disks its disk record
+    (``disk.info.json``) lists, each with its digest record, then the layout's own files, the disk record last.
+
+    Never what the domain's metadata says (anyone who can define a domain can write that)."""
+    try:
+        records = read_disk_records(layout)
+    except VirtfleetError as exc:
+        raise VirtfleetError("cannot tell which files of guest %s to remove: %s. Nothing was changed."
+                             % (layout.name, exc.msg))
+    files: List[str] = []
+    for file_name in sorted(records):
+        if FILE_NAME.matches(file_name):  # a record naming anything but a plain file name is never followed
+            files += [layout.file(file_name), layout.digest_of(file_name)]
+    return files + [layout.domain_xml, layout.console_log, layout.nvram, layout.resize_record, layout.disk_info]
 
 
-def removable_files(hypervisor: Hypervisor, name: str, owned: List[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
-    """(files to delete, [(file, why it is kept)]): existing regular files or links, used by no other domain
-    (its disks and their backing chains, as ``Hypervisor.disks_in_use`` sees them)."""
+def own_instance_dir(layout: GuestLayout) -> Optional[str]:
+    """None when the instance directory is the guest's own: ``<instances_path>/<name>``, a real directory
+    reached through no symlink below the instances tree; else why it is not."""
+    directory = layout.instance_dir
+    try:
+        info = os.lstat(directory)
+    except OSError:
+        return None  # nothing there: nothing to remove either
+    if stat.S_ISLNK(info.st_mode):
+        return "the instance directory %s is a symbolic link (to %s)" % (directory, os.readlink(directory))
+    if not stat.S_ISDIR(info.st_mode):
+        return "the instance directory %s is not a directory" % directory
+    if os.path.realpath(directory) != os.path.join(os.path.realpath(layout.instances_path), layout.name):
+        return "the instance directory %s is reached through a symbolic link" % directory
+    return None
+
+
+def removable_files(hypervisor: Hypervisor, layout: GuestLayout,
+                    candidates: List[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(files to delete, [(path, why it is kept)]): of ``candidates``, the regular files directly inside the
+    guest's own instance directory (``GuestLayout.owns``) that no other domain's disks or backing chains use
+    (``Hypervisor.disks_in_use``)."""
+    refused = own_instance_dir(layout)
+    if refused is not None:
+        return [], [(layout.instance_dir, refused + "; nothing in it is removed")]
     remove: List[str] = []
     kept: List[Tuple[str, str]] = []
     used = None
-    for path in owned:
+    for path in candidates:
         try:
             info = os.lstat(path)
         except FileNotFoundError:
-            continue  # already gone: nothing to do
+            continue  # already gone (or never made): nothing to do
         except OSError as exc:
             kept.append((path, "cannot inspect it: %s" % (exc.strerror or exc)))
             continue
-        if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+        if stat.S_ISLNK(info.st_mode):
+            kept.append((path, "it is a symbolic link; only files the collection made are removed"))
+            continue
+        if not stat.S_ISREG(info.st_mode):
             kept.append((path, "not a regular file"))
             continue
+        if not layout.owns(path):
+            kept.append((path, "not inside the guest's own instance directory %s" % layout.instance_dir))
+            continue
         if used is None:
-            used = hypervisor.disks_in_use(except_guest=name)
+            used = hypervisor.disks_in_use(except_guest=layout.name)
         users = sorted(used.get(os.path.realpath(path), ()))
-        if users and not stat.S_ISLNK(info.st_mode):
+        if users:
             kept.append((path, "domain %s uses it" % ", ".join(users)))
             continue
         remove.append(path)
     return remove, kept
 
+
+def _emptied(layout: GuestLayout, removed: List[str]) -> Optional[str]:
+    """The instance directory when nothing but ``removed`` is in it."""
+    try:
+        left = set(os.listdir(layout.instance_dir)) - {os.path.basename(path) for path in removed}
+    except OSError:
+        return None
+    return None if left else layout.instance_dir
+
+
+def _listed_but_not_recorded(listed: List[str], plan: DomainPlan, layout: GuestLayout) -> List[Tuple[str, str]]:
+    """Files the domain's metadata names as owned that are kept because the collection did not record making
+    them: said, so that nobody wonders."""
+    said = set(plan.remove_files) | {path for path, _why in plan.kept_files}
+    kept = []
+    for path in listed:
+        if isinstance(path, str) and os.path.isabs(path) and os.path.normpath(path) not in said \
+                and os.path.lexists(path):
+            kept.append((os.path.normpath(path), "the domain's metadata lists it, but only files the collection "
+                         "recorded making in %s are removed" % layout.instance_dir))
+    return kept

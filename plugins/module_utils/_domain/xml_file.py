@@ -44,8 +44,8 @@ RECORD_XATTR = "user.virtfleet.domain_xml"
 RECORD_VERSION = 1
 # Every module whose code decides the rendered bytes (or what is valid): a change to any of them
 # invalidates the records.
-CODE_MODULES = ("_domain.xml_file", "_domain.spec", "_domain.designer", "_domain.model", "_layout", "_identifiers",
-                "_sizes", "_argspec", "_host.virt_probe", "_common")
+CODE_MODULES = ("_domain.xml_file", "_domain.spec", "_domain.xml_spec", "_domain.designer", "_domain.model",
+                "_layout", "_identifiers", "_sizes", "_argspec", "_host.virt_probe", "_common")
 
 
 def _designer():
@@ -59,7 +59,7 @@ def _model():
 
 
 def _spec_class():
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DomainXmlSpec
     return DomainXmlSpec
 
 

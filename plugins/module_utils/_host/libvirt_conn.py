@@ -60,12 +60,21 @@ _SWTPM_HINT = ("The vTPM emulator swtpm could not set up the guest's TPM state. 
                "or the guest can be defined without tpm.")
 
 
+_NO_PASST = "Invalid value for attribute 'type' in element 'backend'"
+_NO_PASST_HINT = ("This libvirt cannot run the passt backend of a user-mode NIC (Debian 12's libvirt 9.0.0 refuses "
+                  "<backend type='passt'/> although its schema lists it), so it cannot forward ports to the guest. "
+                  "Use a libvirt that supports passt (and install the passt package), or a network, bridge or direct "
+                  "NIC instead of type user.")
+
+
 def explain_libvirt_failure(text: str, log_lines: int = 4) -> str:
     """``text`` with what an operator needs to act on when libvirt only points at a helper's log.
 
     libvirt reports a failed swtpm_setup as "Check error log '<path>'": the cause is inside that
     log, so its last lines are quoted, and the usual fix is named.
     """
+    if _NO_PASST in text:
+        return text + " " + _NO_PASST_HINT
     found = _ERROR_LOG.search(text)
     if found is None:
         return text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import libvirt
 import pytest
 
@@ -38,6 +40,9 @@ class RecordingHypervisor:
     def define(self, xml):
         self.calls.append(("define", (xml,), {}))
         return self.guest
+
+    def disks_in_use(self, except_guest=None):
+        return {}
 
 
 SPEC = DomainSpec.from_params({"name": "g1", "xml": "<domain/>", "start_timeout": 7, "shutdown_timeout": 9,
@@ -78,13 +83,23 @@ def test_each_handler_makes_its_one_wrapper_call(action, call):
     assert done.done == (["shutdown", "destroy"] if action == "shutdown" else [action])
 
 
-def test_remove_storage_unlinks_the_planned_files_only(tmp_path):
-    planned, other = tmp_path / "disk", tmp_path / "other"
+def test_remove_storage_unlinks_the_planned_files_under_the_guests_lock_then_the_emptied_directory(tmp_path):
+    spec = DomainSpec.from_params({"name": "g1", "state": "absent", "instances_path": str(tmp_path)})
+    planned, other = tmp_path / "g1" / "disk", tmp_path / "g1" / "other"
+    planned.parent.mkdir()
     planned.write_text("x")
     other.write_text("y")
-    done, calls = run(["undefine", "remove_storage"], remove_files=[str(planned), str(tmp_path / "gone")])
-    assert calls == [("undefine", (), {})] and done.done == ["undefine", "remove_storage"]
+    hypervisor = RecordingHypervisor()
+    plan = DomainPlan("g1", "absent", "shutoff", actions=["undefine", "remove_storage"],
+                      remove_files=[str(planned), str(tmp_path / "g1" / "gone")])
+    done = actions.apply_plan(hypervisor, spec, plan)
+    assert hypervisor.calls == [("undefine", (), {})] and done.done == ["undefine", "remove_storage"]
     assert done.removed_files == [str(planned)] and not planned.exists() and other.exists()
+    assert os.path.exists(spec.layout.lock), "removed under the guest's lock"
+    other.unlink()
+    planned.write_text("x")
+    assert actions.apply_plan(hypervisor, spec, plan).removed_files == [str(planned), str(planned.parent)]
+    assert not planned.parent.exists()
 
 
 def test_a_libvirt_failure_stops_the_run_and_says_what_was_done():

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer as designer
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import spec as spec_mod
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout
 
@@ -44,15 +44,19 @@ def test_consumer_example_shape():
 
 
 def test_output_is_deterministic():
-    args = dict(vcpus=2, memory=256, nics=[{"network": "default"}, {"bridge": "br0"}],
+    args = dict(vcpus=2, memory="256M", nics=[{"network": "default"}, {"bridge": "br0"}],
                 disks=[{"path": "/a"}, {"path": "/b", "format": "qcow2"}], fw_cfg={"opt/b": "2", "opt/a": "1"})
     assert design(**args).to_string() == design(**args).to_string()
     assert design(**args).sysinfo[0].entries == [("opt/a", "1"), ("opt/b", "2")]
 
 
 def test_memory_forms():
-    assert design(memory=512).memory_kib == 512 * 1024
-    assert design(memory="512").memory_kib == 512 * 1024
+    # issue 10 item 12: a bare number is bytes, as every other size here (it was MiB, so "536870912" meant 512 TiB)
+    assert design(memory=512 << 20).memory_kib == 512 * 1024
+    assert design(memory="536870912").memory_kib == 512 * 1024
+    for bare in (512, "512"):
+        with pytest.raises(VirtfleetError, match="which is 512 bytes .a number without a unit is bytes.*write 512M"):
+            design(memory=bare)
     assert design(memory="1G").memory_kib == 1024 * 1024
     assert design(memory="1536MiB").memory_kib == 1536 * 1024
     for bad in ("lots", "1X", "-5M", 0, True, None, [1], "1536K", "1.5M"):
@@ -249,7 +253,7 @@ def test_tpm_watchdog_and_memballoon_render():
 
 @pytest.mark.parametrize("facts", [PC, Q35])
 def test_defaults_of_the_new_options_leave_the_xml_byte_identical(facts):
-    args = dict(vcpus=2, memory=256, nics=[{"network": "default"}], disks=[{"path": "/a"}], graphics="vnc",
+    args = dict(vcpus=2, memory="256M", nics=[{"network": "default"}], disks=[{"path": "/a"}], graphics="vnc",
                 extra_devices=["<memballoon model='virtio'><stats period='10'/></memballoon>"])
     before = design(facts, **args).to_string()
     after = design(facts, tpm=False, tpm_model="tpm-tis", watchdog="none", watchdog_action="reset",

@@ -21,6 +21,8 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import p
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import WANTED_STATES, DomainSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY, VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.record import write_disk_records
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout
 from tests.support.runner import run_module
 
 UUID = "6f1c7a52-3a55-4d8e-9a43-0a2b0f1d5e01"
@@ -275,24 +277,60 @@ def test_transient_domain_is_destroyed_not_undefined():
     assert result["actions"] == ["destroy"] and result["state"] == "absent"
 
 
-def test_remove_storage_deletes_only_owned_regular_files_nobody_else_uses(tmp_path):
-    owned, shared, foreign = (str(tmp_path / n) for n in ("owned", "shared", "foreign"))
-    link, directory = str(tmp_path / "link"), str(tmp_path / "dir")
-    for path in (owned, shared, foreign):
+def test_remove_storage_deletes_only_what_the_collection_recorded_in_the_guests_own_directory(tmp_path):
+    """Issue 10 item 1 (replaces the test of the metadata rule, which deleted whatever owned_files listed)."""
+    layout = guest_layout(str(tmp_path), "g1")
+    os.makedirs(layout.instance_dir)
+    outside = tmp_path / "victim"
+    files = {name: layout.file(name) for name in ("disk", "disk.local", "disk.config", "disk.swap", "notes.txt")}
+    for name, path in files.items():
+        if name != "disk.swap":
+            open(path, "w").close()
+    os.symlink(str(outside), files["disk.swap"])
+    for path in (layout.digest_of("disk.config"), layout.domain_xml, layout.console_log, str(outside)):
         open(path, "w").close()
-    os.symlink(foreign, link)
-    os.mkdir(directory)
+    write_disk_records(layout, {name: {"format": "raw"} for name in ("disk", "disk.local", "disk.config",
+                                                                      "disk.swap", "../victim")})
     conn = FakeConn()
-    conn.add(guest_xml(owned=[owned, shared, link, directory, str(tmp_path / "gone"), "relative/path"],
-                       disks=[owned, foreign]))
-    conn.add(guest_xml(name="other", uuid=None, disks=[shared]))
-    predicted = ensure(conn, params(state="absent", remove_storage=True), True)
-    assert predicted["removed_files"] == [owned, link] and not conn.mutations
-    assert len(predicted[WARNINGS_KEY]) == 2 and "domain other uses it" in " ".join(predicted[WARNINGS_KEY])
-    done = ensure(conn, params(state="absent", remove_storage=True), False)
+    conn.add(guest_xml(owned=[str(outside), files["notes.txt"], "relative/path"], disks=[files["disk"]]))
+    conn.add(guest_xml(name="other", uuid=None, disks=[files["disk.local"]]))
+    args = params(state="absent", remove_storage=True, instances_path=str(tmp_path))
+    predicted = ensure(conn, args, True)
+    expected = [files["disk"], files["disk.config"], layout.digest_of("disk.config"), layout.domain_xml,
+                layout.console_log, layout.disk_info]
+    assert predicted["removed_files"] == expected and not conn.mutations
+    kept = " ".join(predicted[WARNINGS_KEY])
+    assert "disk.local is kept: domain other uses it" in kept and "disk.swap is kept: it is a symbolic link" in kept
+    assert "%s is kept: the domain's metadata lists it" % outside in kept and "notes.txt is kept" in kept
+    done = ensure(conn, args, False)
     assert done["actions"] == predicted["actions"] == ["undefine", "remove_storage"]
-    assert done["removed_files"] == [owned, link]
-    assert sorted(os.listdir(tmp_path)) == ["dir", "foreign", "shared"]
+    assert done["removed_files"] == expected
+    assert sorted(os.listdir(layout.instance_dir)) == ["disk.local", "disk.swap", "notes.txt"]
+    assert outside.exists()
+
+
+def test_remove_storage_finishes_after_the_domain_is_gone_and_never_works_through_a_symlinked_directory(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "disk").write_text("not ours")
+    layout = guest_layout(str(tmp_path / "instances"), "g1")
+    os.makedirs(os.path.dirname(layout.instance_dir))
+    os.symlink(str(elsewhere), layout.instance_dir)
+    write_disk_records(guest_layout(str(tmp_path / "instances"), "g1", str(elsewhere)), {"disk": {"format": "raw"}})
+    args = params(state="absent", remove_storage=True, instances_path=str(tmp_path / "instances"))
+    refused = ensure(FakeConn(), args, False)
+    assert refused["changed"] is False and refused["removed_files"] == []
+    assert "is a symbolic link" in refused[WARNINGS_KEY][0] and (elsewhere / "disk").exists()
+    os.unlink(layout.instance_dir)
+    os.makedirs(layout.instance_dir)
+    open(layout.file("disk"), "w").close()
+    write_disk_records(layout, {"disk": {"format": "raw"}})
+    predicted = ensure(FakeConn(), args, True)  # no domain any more: the files are still removed
+    finished = ensure(FakeConn(), args, False)
+    assert finished["actions"] == predicted["actions"] == ["remove_storage"]
+    assert finished["removed_files"] == predicted["removed_files"] == [layout.file("disk"), layout.disk_info,
+                                                                       layout.instance_dir]
+    assert ensure(FakeConn(), args, False)["changed"] is False
 
 
 # ------------------------------------------------------------------------------- properties
@@ -426,3 +464,36 @@ def test_a_pending_restart_says_which_differences_wait_for_it_and_changes_are_cl
     again = ensure(conn, params(xml=guest_xml(vcpus=2)), False)
     assert again["changes"] == [] and again["restart_pending"] is True
     assert "vcpus: 1 -> 2 (restart)" in again[WARNINGS_KEY][0]
+
+
+# Issue 10 item 10: one guest-name rule; domain took names domain_xml refuses (the 255-character rule is gone).
+NAMES_DOMAIN_XML_REFUSES = ["a b", "caf\u00e9", "cafe\u0301", "x<y>&", "g" * 65, "_base", "locks", "g1\n", "-x", ".."]
+
+
+@pytest.mark.parametrize("name", NAMES_DOMAIN_XML_REFUSES)
+def test_domain_accepts_only_the_one_guest_name_rule(name):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DomainXmlSpec
+
+    with pytest.raises(VirtfleetError, match="invalid guest name") as by_domain_xml:
+        DomainXmlSpec.from_params({"name": name})
+    with pytest.raises(VirtfleetError, match="invalid guest name") as by_domain:
+        ensure(FakeConn(), params(name=name, xml=guest_xml(name="g1")), True)
+    assert by_domain.value.msg == by_domain_xml.value.msg
+
+
+def test_the_module_refuses_such_a_name_before_touching_libvirt(tmp_path):
+    result = run_module("domain", {"name": "web 1", "uri": "test:///default", "instances_path": str(tmp_path),
+                                   "xml": guest_xml(name="web 1")}, check=True)
+    assert result.get("failed") and "invalid guest name 'web 1'" in result["msg"], result
+
+
+@pytest.mark.parametrize("xml, message", [
+    (guest_xml(uuid="00000000-0000-0000-0000-000000000000"), "has the nil UUID"),
+    (guest_xml(mac="00:00:00:00:00:00"), "the all-zero MAC"),
+    (guest_xml().replace("</devices>", "<interface type='network'><mac address='52:54:00:00:00:01'/>"
+                         "<source network='default'/></interface></devices>"), "two NICs the MAC 52:54:00:00:00:01"),
+])
+def test_a_desired_definition_with_a_nil_uuid_or_clashing_macs_is_refused(xml, message):
+    """Issue 10 item 12, for definitions given to domain directly."""
+    with pytest.raises(VirtfleetError, match=message):
+        ensure(FakeConn(), params(xml=xml), True)

@@ -187,3 +187,46 @@ def test_device_shape_the_class_cannot_hold_is_kept_raw():
     assert isinstance(dom.devices[1], model.Disk) and dom.devices[1].source_file == "/a"
     out = dom.to_string()
     assert "<video foo=\"1\">" in out and out.count("<source") == 2
+
+
+# Issue 10 item 20: domain-level parts keep what they do not type, as devices do.
+DOMAIN_LEVEL_SHAPES = {
+    "cpu model without text": "<cpu mode='custom'><model fallback='forbid'/></cpu>",
+    "two cpu models": "<cpu><model>Nehalem</model><model>Westmere</model></cpu>",
+    "os with an untyped attribute": "<os foo='bar'><type arch='x86_64'>hvm</type><boot dev='hd'/></os>",
+    "os type with an untyped attribute": "<os><type arch='x86_64' machine='pc' foo='1'>hvm</type></os>",
+    "os loader with a child": "<os><type>hvm</type><loader type='pflash'>/c.fd<x/></loader></os>",
+    "our metadata with attributes": "<metadata><v:instance xmlns:v='https://virtfleet.dev/xmlns/libvirt/1' a='1'>"
+                                    "<v:flavor b='2'>m1</v:flavor><v:owned-files c='3'><v:file d='4'>/f</v:file>"
+                                    "</v:owned-files></v:instance></metadata>",
+    "smm without a state": "<features><acpi/><smm/></features>",
+    "smm with a tseg": "<features><smm state='on'><tseg unit='MiB'>48</tseg></smm></features>",
+    "memory in MiB": "<memory unit='MiB'>214</memory><currentMemory unit='GB'>1</currentMemory>",
+    "vcpu written in hex": "<vcpu>0x2</vcpu>",
+}
+
+
+@pytest.mark.parametrize("label", sorted(DOMAIN_LEVEL_SHAPES))
+def test_a_domain_level_part_round_trips_whatever_its_shape(label):
+    text = "<domain type='kvm'><name>x</name>%s<devices/></domain>" % DOMAIN_LEVEL_SHAPES[label]
+    rendered = model.Domain.from_xml(text).to_string()
+    assert model.canonical(model.parse_element(rendered)) == model.canonical(model.parse_element(text)), rendered
+
+
+def test_a_domain_without_os_gains_none_and_an_os_is_never_doubled():
+    assert "<os" not in model.Domain.from_xml("<domain><name>x</name><devices/></domain>").to_string()
+    odd = model.Domain.from_xml("<domain><name>x</name><os foo='bar'><type foo='1'>hvm</type></os></domain>")
+    assert odd.to_string().count("<os") == 1 and odd.to_string().count("<type") == 1
+    assert odd.os.type == "hvm" and odd.os.extra_attrs == {"foo": "bar"}, "typed, with the untyped kept"
+
+
+def test_a_cpu_model_without_text_keeps_its_fallback_through_normalising():
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize as normalize
+
+    def normalized(cpu):
+        text = "<domain type='kvm'><name>x</name><os><type arch='x86_64'>hvm</type></os>%s<devices/></domain>" % cpu
+        return normalize.normalize_for_compare(model.Domain.from_xml(text)).to_string()
+
+    forbid = normalized("<cpu mode='custom'><model fallback='forbid'/></cpu>")
+    assert "fallback=\"forbid\"" in forbid
+    assert forbid != normalized("<cpu mode='custom'><model fallback='allow'/></cpu>")

@@ -10,6 +10,7 @@ import yaml
 from ansible_collections.virtfleet.libvirt.plugins.doc_fragments.common import ModuleDocFragment
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import spec as spec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_spec as xml_spec
 
 
 def _documented(module_name):
@@ -47,7 +48,7 @@ def test_choices_are_the_constants_the_typed_specs_check_against():
     assert spec.DOMAIN_XML_ITEM_SPEC.argument_spec["watchdog_action"]["choices"] == list(spec.WATCHDOG_ACTIONS)
     assert spec.DOMAIN_ITEM_SPEC.argument_spec["state"]["choices"] == list(spec.WANTED_STATES)
     with pytest.raises(VirtfleetError, match="disks\\[0\\].bus must be one of virtio, scsi, sata, ide, usb"):
-        spec.DomainXmlSpec.from_params({"name": "g1", "disks": [{"path": "/a", "bus": "floppy"}]})
+        xml_spec.DomainXmlSpec.from_params({"name": "g1", "disks": [{"path": "/a", "bus": "floppy"}]})
 
 
 def test_the_item_spec_is_the_options_of_a_list_form():
@@ -57,23 +58,23 @@ def test_the_item_spec_is_the_options_of_a_list_form():
 
 
 def test_max_memory_slots_is_an_option_for_hot_plug_headroom():
-    with_headroom = spec.DomainXmlSpec.from_params({"name": "g1", "memory": "1G", "max_memory": "4G"})
+    with_headroom = xml_spec.DomainXmlSpec.from_params({"name": "g1", "memory": "1G", "max_memory": "4G"})
     assert (with_headroom.max_memory_kib, with_headroom.max_memory_slots) == (4 << 20, spec.DEFAULT_MEMORY_SLOTS)
-    assert spec.DomainXmlSpec.from_params({"name": "g1", "max_memory": "4G", "max_memory_slots": 4}) \
+    assert xml_spec.DomainXmlSpec.from_params({"name": "g1", "max_memory": "4G", "max_memory_slots": 4}) \
         .max_memory_slots == 4
     with pytest.raises(VirtfleetError, match="max_memory_slots applies with max_memory only"):
-        spec.DomainXmlSpec.from_params({"name": "g1", "max_memory_slots": 4})
+        xml_spec.DomainXmlSpec.from_params({"name": "g1", "max_memory_slots": 4})
     with pytest.raises(VirtfleetError, match="max_memory_slots must be between 1 and 255"):
-        spec.DomainXmlSpec.from_params({"name": "g1", "max_memory": "4G", "max_memory_slots": 256})
+        xml_spec.DomainXmlSpec.from_params({"name": "g1", "max_memory": "4G", "max_memory_slots": 256})
 
 
 def test_a_nic_shorthand_does_not_meet_a_type_and_mode_belongs_to_direct_nics():
     with pytest.raises(VirtfleetError, match="give either type and source, or exactly one of network"):
-        spec.NicSpec.from_params({"network": "default", "type": "bridge"}, 0)
+        xml_spec.NicSpec.from_params({"network": "default", "type": "bridge"}, 0)
     with pytest.raises(VirtfleetError, match="mode applies to direct interfaces only"):
-        spec.NicSpec.from_params({"bridge": "br0", "mode": "vepa"}, 0)
-    assert spec.NicSpec.from_params({"direct": "eth0"}, 0).mode == spec.DEFAULT_DIRECT_MODE
-    assert spec.NicSpec.from_params({}, 0) == spec.NicSpec("network", None, "default", None, "virtio", None)
+        xml_spec.NicSpec.from_params({"bridge": "br0", "mode": "vepa"}, 0)
+    assert xml_spec.NicSpec.from_params({"direct": "eth0"}, 0).mode == spec.DEFAULT_DIRECT_MODE
+    assert xml_spec.NicSpec.from_params({}, 0) == xml_spec.NicSpec("network", None, "default", None, "virtio", None)
 
 
 def test_the_domain_spec_takes_the_defaults_of_its_argument_spec():
