@@ -12,6 +12,7 @@ message instead of a traceback.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import traceback
@@ -136,7 +137,15 @@ def run_core(spec, core: Callable[..., Dict[str, Any]], requires: Sequence[Calla
     """The whole ``main()`` of a module: build it from ``spec`` (an ``_argspec.ArgumentSpec``), check its
     libraries (``requires``), let ``prepare`` adjust it (extra no_log values), then run the plain function
     ``core(params, check_mode=..., diff=...)`` and exit with its result."""
-    module = spec.create_ansible_module()
+    try:
+        module = spec.create_ansible_module()
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        # ansible-core's own type checks can raise instead of reporting (int('INFINITY') -> OverflowError):
+        # still a clear failure, in the module protocol, with no traceback.
+        print(json.dumps({"failed": True, "msg": "the module's arguments could not be checked (%s: %s): an option "
+                          "holds a value of the wrong kind, such as text where a number is expected"
+                          % (type(exc).__name__, exc)}))
+        sys.exit(1)
 
     def call(mod: AnsibleModule) -> Dict[str, Any]:
         for require in requires:
