@@ -29,6 +29,8 @@ MU = "ansible_collections.virtfleet.libvirt.plugins.module_utils."
 LIST_FORMS = {
     "guest_disk": ("_disk.spec", "ITEM_SPEC", "guest", "disk", True),
     "image_cache": ("_image.spec", "ITEM_SPEC", "url", "image (or, with O(state=pruned), the cache)", False),
+    "domain_xml": ("_domain.spec", "DOMAIN_XML_ITEM_SPEC", "name", "guest's domain XML", True),
+    "domain": ("_domain.spec", "DOMAIN_ITEM_SPEC", "name", "domain", True),
 }
 
 HEADER = '''# -*- coding: utf-8 -*-

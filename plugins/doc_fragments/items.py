@@ -8,6 +8,441 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
+    DOMAIN = r"""
+options:
+  items:
+    description:
+    - 'The list form: one domain per element, each taking the options of the single form (documented above). An
+      option an element leaves out takes the module''s top-level value (which carries the default).'
+    - The elements are handled concurrently (see O(batch_concurrency)); one element's failure does not stop the
+      others, and the task then fails naming each failed element and why. RV(results) holds one result per element,
+      in order, with the keys of the single form plus C(item), C(failed) and C(msg).
+    - Mutually exclusive with O(name).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+        - Name of the domain, by the one guest-name rule of this collection, the same as in M(virtfleet.libvirt.domain_xml).
+          1 to 64 letters, digits, C(.), C(_) or C(-), starting with a letter or digit, and not C(_base) or C(locks)
+          (the instance tree's own directories).
+        - Required.
+        type: str
+        required: true
+      state:
+        description:
+        - C(running) defines the domain when needed and starts or resumes it.
+        - C(paused) defines it and leaves it started but paused.
+        - C(shutdown) asks the guest to power off (ACPI) and waits up to O(shutdown_timeout); see O(force_off).
+        - C(defined) defines or updates the definition without changing whether the guest runs.
+        - C(absent) stops the domain (hard) and undefines it, with its NVRAM and TPM state.
+        - The XML (when read) must define the domain called O(name).
+        type: str
+        choices:
+        - running
+        - paused
+        - shutdown
+        - defined
+        - absent
+      xml:
+        description:
+        - The domain XML. Mutually exclusive with O(xml_file).
+        - When neither is given, C(<instances_path>/<name>/domain.xml) is read.
+        type: str
+      xml_file:
+        description: Path of a file holding the domain XML on the hypervisor.
+        type: path
+      autostart:
+        description: Start the domain when libvirtd starts. Unchanged when not given.
+        type: bool
+      apply:
+        description:
+        - What to do when the definition changed while the guest runs.
+        - C(none) stores the new definition and reports RV(restart_pending); C(restart) shuts the guest down cleanly
+          (see O(shutdown_timeout), O(force_off)) and starts it again.
+        type: str
+        choices:
+        - none
+        - restart
+      shutdown_timeout:
+        description: Seconds (0 to 86400) to wait for the guest to power off after an ACPI shutdown request.
+        type: int
+      start_timeout:
+        description: Seconds (0 to 86400) to wait for the domain to reach the running (or paused) state after a
+          start.
+        type: int
+      force_off:
+        description:
+        - Power the guest off hard when it did not shut down within O(shutdown_timeout).
+        - Without it such a guest makes the task fail, and nothing is forced.
+        type: bool
+      remove_storage:
+        description:
+        - With O(state=absent), also delete the files the collection created for this guest, and then its instance
+          directory C(<instances_path>/<name>) when nothing else is left in it.
+        - Only files the collection recorded making are removed. These are the disks in the guest's C(disk.info.json)
+          (written by M(virtfleet.libvirt.guest_disk)) with their digest records, and the instance directory's own
+          files (C(domain.xml), C(console.log), C(nvram.fd), C(disk.info.json)).
+        - Each must be a regular file directly inside the guest's own instance directory, reached through no symbolic
+          link below O(instances_path), and no other defined or running domain may use it as a disk or in a disk's
+          backing chain. Anything else is kept with a warning, including what the domain's metadata lists as C(owned_files)
+          and every other path attached to the guest.
+        - Also works when the domain is gone already (a run that undefined it and then failed is finished).
+        type: bool
+      wait_for_address:
+        description:
+        - With O(state=running), wait until the guest has an IP address on one of its interfaces, and return its
+          interfaces with their addresses in RV(interfaces), as M(virtfleet.libvirt.domain_info) reports them.
+        - Addresses come from the DHCP leases of libvirt networks and from the guest agent (when the domain has
+          its channel and the agent answers). IPv6 link-local addresses do not count.
+        - Waiting changes nothing; it also happens when the guest already ran. After O(address_timeout) seconds
+          the task fails and says where it looked; the guest is left running.
+        - In check mode nothing is waited for, and RV(interfaces) holds the addresses known now.
+        type: bool
+      address_timeout:
+        description: Seconds (0 to 86400) to wait for an address with O(wait_for_address=true).
+        type: int
+  batch_concurrency:
+    description: How many elements of O(items) are handled at once (1 to 64).
+    type: int
+    default: 4
+"""
+
+    DOMAIN_XML = r"""
+options:
+  items:
+    description:
+    - 'The list form: one guest''s domain XML per element, each taking the options of the single form (documented
+      above). An option an element leaves out takes the module''s top-level value (which carries the default).'
+    - The elements are handled concurrently (see O(batch_concurrency)); one element's failure does not stop the
+      others, and the task then fails naming each failed element and why. RV(results) holds one result per element,
+      in order, with the keys of the single form plus C(item), C(failed) and C(msg).
+    - Mutually exclusive with O(name).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+        - Name of the guest (1-64 letters, digits, C(.), C(_) or C(-), starting with a letter or digit).
+        - Required.
+        type: str
+        required: true
+      path:
+        description: File to write. Defaults to C(<instance_dir>/domain.xml).
+        type: path
+      instance_dir:
+        description: The guest's directory. Defaults to C(<instances_path>/<name>).
+        type: path
+      uuid:
+        description: UUID of the domain. See the description for how it is kept when not given.
+        type: str
+      title:
+        description: Short title (one line), shown by C(virsh list --title).
+        type: str
+      description:
+        description: Free-form description.
+        type: str
+      vcpus:
+        description: Number of virtual CPUs the guest starts with.
+        type: int
+      max_vcpus:
+        description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(vcpus).
+        type: int
+      memory:
+        description:
+        - Memory of the guest, a whole number of MiB. A size with a binary unit (C(160M), C(2G), C(512MiB)); a number
+          without a unit is bytes, as for every size of this collection (C(536870912) is 512 MiB, C(512) is refused).
+        type: raw
+      max_memory:
+        description:
+        - Maximum memory for hot-plug, same format as O(memory). The guest gets C(<maxMemory>) with O(max_memory_slots)
+          slots and one NUMA cell, so that memory can later be added while it runs (DIMMs or virtio-mem up to this
+          size).
+        - The headroom costs little on the host (guest RAM is allocated as the guest uses it), but QEMU reserves
+          address space and the guest kernel sizes its memory map for it.
+        type: raw
+      max_memory_slots:
+        description:
+        - Number of memory slots for devices hot-plugged up to O(max_memory) (1 to 255). Needs O(max_memory).
+        - Defaults to 16 when O(max_memory) is given.
+        type: int
+      virt_type:
+        description:
+        - Domain type. C(auto) uses KVM only when it is known to run guests on this host, else C(qemu) (TCG).
+        type: str
+        choices:
+        - kvm
+        - qemu
+        - auto
+      machine:
+        description: Machine type or alias, such as C(pc) (i440fx) or C(q35).
+        type: str
+      cpu_mode:
+        description:
+        - CPU mode. Default C(host-model) with KVM; with C(qemu) libvirt's default CPU model.
+        type: str
+        choices:
+        - host-model
+        - host-passthrough
+        - maximum
+        - custom
+      cpu_model:
+        description: CPU model for O(cpu_mode=custom), for example C(Skylake-Client).
+        type: str
+      firmware:
+        description:
+        - C(bios) (SeaBIOS) or C(uefi) (OVMF from the C(ovmf) package; its variable store is kept in C(<instance_dir>/nvram.fd)).
+        type: str
+        choices:
+        - bios
+        - uefi
+      secure_boot:
+        description: With O(firmware=uefi), use the Secure Boot capable OVMF build (needs O(machine=q35)).
+        type: bool
+      graphics:
+        description: Graphical console. C(none) leaves only the serial console.
+        type: str
+        choices:
+        - none
+        - vnc
+        - spice
+      graphics_listen:
+        description: Address the graphical console listens on.
+        type: str
+      guest_agent:
+        description: Add the virtio channel used by the QEMU guest agent.
+        type: bool
+      rng:
+        description: Add a virtio random number generator fed from the host's C(/dev/urandom).
+        type: bool
+      tpm:
+        description:
+        - Add an emulated TPM 2.0 (C(<tpm><backend type='emulator' version='2.0'/></tpm>)). libvirt runs C(swtpm)
+          for it (the C(swtpm) and C(swtpm-tools) packages) and keeps its state in C(/var/lib/libvirt/swtpm/<uuid>),
+          which M(virtfleet.libvirt.domain) removes with O(virtfleet.libvirt.domain#module:state=absent).
+        - C(swtpm) runs as the C(swtpm_user) of C(/etc/libvirt/qemu.conf) (default C(tss)), which must be able to
+          write C(/var/lib/swtpm-localca); when it cannot, starting the guest fails with the reason from swtpm's
+          log.
+        type: bool
+      tpm_model:
+        description: Interface of the TPM with O(tpm=true). C(tpm-crb) suits UEFI guests.
+        type: str
+        choices:
+        - tpm-tis
+        - tpm-crb
+      watchdog:
+        description:
+        - Watchdog device. C(i6300esb) is a PCI watchdog for any machine; C(itco) is the q35 chipset's own (fails
+          on other machines, and needs libvirt 9.1 or later). C(none) adds none.
+        type: str
+        choices:
+        - none
+        - i6300esb
+        - itco
+      watchdog_action:
+        description: What the hypervisor does when the watchdog fires (with O(watchdog) other than C(none)).
+        type: str
+        choices:
+        - reset
+        - shutdown
+        - poweroff
+        - pause
+        - none
+        - dump
+        - inject-nmi
+      memballoon:
+        description:
+        - C(true) leaves the memory balloon to libvirt, which adds a virtio balloon (nothing is written for it).
+        - C(false) writes C(<memballoon model='none'/>), a guest without a balloon device.
+        type: bool
+      kernel:
+        description: Kernel for direct kernel boot (a path on the hypervisor).
+        type: path
+      initrd:
+        description: Initrd for direct kernel boot.
+        type: path
+      cmdline:
+        description: Kernel command line for direct kernel boot.
+        type: str
+      fw_cfg:
+        description:
+        - Entries exposed to the guest through QEMU's fw_cfg (C(/sys/firmware/qemu_fw_cfg/by_name/) in Linux).
+        - Names must start with C(opt/), for example C(opt/org.example/role).
+        type: dict
+      disks:
+        description: Disks and cdroms, in order.
+        type: list
+        elements: dict
+        suboptions:
+          path:
+            description: Image file on the hypervisor. Required except for an empty cdrom.
+            type: path
+          format:
+            description: Image format.
+            type: str
+            default: raw
+            choices:
+            - raw
+            - qcow2
+          device:
+            description: Kind of device.
+            type: str
+            default: disk
+            choices:
+            - disk
+            - cdrom
+          bus:
+            description:
+            - Bus. Default C(virtio) for disks; for cdroms C(ide) on i440fx machines and C(scsi) (with a virtio-scsi
+              controller) on q35.
+            type: str
+            choices:
+            - virtio
+            - scsi
+            - sata
+            - ide
+            - usb
+          dev:
+            description: Target device name (C(vda), C(sdb), C(hdc)). Assigned per bus when not given.
+            type: str
+          readonly:
+            description: Attach read-only. Default true for cdroms, false for disks.
+            type: bool
+          boot_order:
+            description: Boot priority (1 first). When any device has one, only those devices boot.
+            type: int
+          cache:
+            description: Host cache mode.
+            type: str
+            choices:
+            - none
+            - writethrough
+            - writeback
+            - directsync
+            - unsafe
+            - default
+          io:
+            description: I/O mode.
+            type: str
+            choices:
+            - native
+            - threads
+            - io_uring
+          discard:
+            description: Pass discard (TRIM) requests to the image (C(unmap)) or not.
+            type: str
+            choices:
+            - unmap
+            - ignore
+          serial:
+            description: Serial number the guest sees (C(/dev/disk/by-id/virtio-<serial>)).
+            type: str
+      nics:
+        description:
+        - Network interfaces, in order. Give O(nics[].type) and O(nics[].source), or one of O(nics[].network), O(nics[].bridge),
+          O(nics[].direct) as a shorthand.
+        type: list
+        elements: dict
+        suboptions:
+          type:
+            description:
+            - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
+            - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no source.
+              The guest gets the host's addresses by DHCP from passt, reaches what the host reaches, and is reached
+              only through O(nics[].port_forwards). libvirt 9.0.0 as in Debian 12 cannot run passt; defining such
+              a domain there fails with that reason.
+            - Not together with the shorthands O(nics[].network), O(nics[].bridge), O(nics[].direct).
+            type: str
+            choices:
+            - network
+            - bridge
+            - direct
+            - user
+          source:
+            description: The libvirt network, host bridge or host interface. Default C(default) for networks.
+            type: str
+          network:
+            description: Shorthand for O(nics[].type=network) with this source.
+            type: str
+          bridge:
+            description: Shorthand for O(nics[].type=bridge) with this source.
+            type: str
+          direct:
+            description: Shorthand for O(nics[].type=direct) (macvtap) on this host interface.
+            type: str
+          mode:
+            description: macvtap mode of a direct interface (only for those). Defaults to C(bridge).
+            type: str
+            choices:
+            - bridge
+            - vepa
+            - private
+            - passthrough
+          mac:
+            description: MAC address. Default C(52:54:00:) followed by 3 bytes of sha256(C(<name>:<index>)).
+            type: str
+          model:
+            description: NIC model.
+            type: str
+            default: virtio
+            choices:
+            - virtio
+            - e1000
+            - e1000e
+            - rtl8139
+          boot_order:
+            description: Boot priority, as for disks.
+            type: int
+          port_forwards:
+            description:
+            - With O(nics[].type=user), host ports that reach the guest (passt listens on them).
+            type: list
+            elements: dict
+            suboptions:
+              host_port:
+                description: Port on the host (1 to 65535).
+                type: int
+                required: true
+              guest_port:
+                description: Port in the guest the connections go to. Defaults to O(nics[].port_forwards[].host_port).
+                type: int
+              address:
+                description:
+                - Host address passt listens on. The default keeps the guest reachable from the host only.
+                type: str
+                default: 127.0.0.1
+              proto:
+                description: Protocol.
+                type: str
+                default: tcp
+                choices:
+                - tcp
+                - udp
+      extra_devices:
+        description:
+        - Further devices as libvirt XML fragments, one element each (for example a C(<hostdev>)), added as written.
+        type: list
+        elements: str
+      metadata:
+        description: Facts recorded in the domain's virtfleet metadata.
+        type: dict
+        suboptions:
+          flavor:
+            description: Name of the flavor the guest was built from.
+            type: str
+          image:
+            description: Image the root disk was made from.
+            type: str
+          owned_files:
+            description: Files created for this guest, deleted by M(virtfleet.libvirt.domain) with C(remove_storage).
+            type: list
+            elements: path
+  batch_concurrency:
+    description: How many elements of O(items) are handled at once (1 to 64).
+    type: int
+    default: 4
+"""
+
     GUEST_DISK = r"""
 options:
   items:

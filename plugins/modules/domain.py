@@ -26,14 +26,15 @@ extends_documentation_fragment:
   - virtfleet.libvirt.common.connection
   - virtfleet.libvirt.common.instances
   - virtfleet.libvirt.common.attributes
+  - virtfleet.libvirt.items.domain
 options:
   name:
     description:
       - Name of the domain, by the one guest-name rule of this collection, the same as in
         M(virtfleet.libvirt.domain_xml). 1 to 64 letters, digits, C(.), C(_) or C(-), starting with a letter or
         digit, and not C(_base) or C(locks) (the instance tree's own directories).
+      - Required, unless O(items) lists the domains.
     type: str
-    required: true
   state:
     description:
       - C(running) defines the domain when needed and starts or resumes it.
@@ -162,20 +163,27 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+results:
+  description:
+    - With O(items), one result per element, in order, with the keys below plus C(item) (the element's O(name)),
+      C(failed) and, for a failed element, C(msg).
+  returned: with O(items)
+  type: list
+  elements: dict
 actions:
   description: What was done (or, in check mode, would be done), in order.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: list
   elements: str
   sample: [define, start]
 state:
   description: State of the domain after the task (C(running), C(paused), C(shutoff) or C(absent)).
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: str
   sample: running
 previous_state:
   description: State of the domain before the task.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: str
   sample: absent
 uuid:
@@ -185,7 +193,7 @@ uuid:
   sample: 3c1a1a54-5bd1-4f0c-9d0b-33e2bbf0b6f3
 restart_pending:
   description: The guest runs with an older definition; the new one applies at its next start.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: bool
 removed_files:
   description:
@@ -207,7 +215,7 @@ interfaces:
                                               "source": "lease", "guest_ifname": null}]}]
 differences:
   description: The lines of the normalised XML that differ between the defined and the desired domain.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: list
   elements: str
   sample: ["-  <vcpu placement=\"static\">1</vcpu>", "+  <vcpu placement=\"static\">2</vcpu>"]
@@ -216,7 +224,7 @@ changes:
     - The same differences as RV(differences), one per part of the definition, classified by how a running
       guest takes the change. When the definition is unchanged but the running guest lags behind it
       (see RV(restart_pending)), the differences between the running guest and its definition.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: list
   elements: dict
   contains:
@@ -246,13 +254,13 @@ changes:
 """
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.lifecycle import ensure_domain
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.lifecycle import domain_core
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DOMAIN_MODULE_SPEC
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import require_libvirt_and_lxml
 
 
 def main():
-    run_core(DOMAIN_MODULE_SPEC, ensure_domain, requires=[require_libvirt_and_lxml])
+    run_core(DOMAIN_MODULE_SPEC, domain_core, requires=[require_libvirt_and_lxml])
 
 
 if __name__ == "__main__":

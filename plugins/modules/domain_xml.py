@@ -29,11 +29,13 @@ extends_documentation_fragment:
   - virtfleet.libvirt.common.connection
   - virtfleet.libvirt.common.instances
   - virtfleet.libvirt.common.attributes
+  - virtfleet.libvirt.items.domain_xml
 options:
   name:
-    description: Name of the guest (1-64 letters, digits, C(.), C(_) or C(-), starting with a letter or digit).
+    description:
+      - Name of the guest (1-64 letters, digits, C(.), C(_) or C(-), starting with a letter or digit).
+      - Required, unless O(items) lists the guests.
     type: str
-    required: true
   path:
     description: File to write. Defaults to C(<instance_dir>/domain.xml).
     type: path
@@ -362,33 +364,40 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+results:
+  description:
+    - With O(items), one result per element, in order, with the keys below plus C(item) (the element's O(name)),
+      C(failed) and, for a failed element, C(msg).
+  returned: with O(items)
+  type: list
+  elements: dict
 path:
   description: The file written (or, in check mode, that would be written).
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: str
   sample: /var/lib/virtfleet/instances/web1/domain.xml
 xml:
   description: The domain XML.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: str
 uuid:
   description: UUID in the XML.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: str
   sample: 3c1a1a54-5bd1-4f0c-9d0b-33e2bbf0b6f3
 virt_type:
   description: Domain type used (C(auto) resolved).
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: str
   sample: qemu
 machine:
   description: Canonical machine type as libvirt names it.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: str
   sample: pc-i440fx-7.2
 macs:
   description: MAC addresses of the NICs, in order.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: list
   elements: str
   sample: ["52:54:00:1a:2b:3c"]
@@ -396,7 +405,7 @@ owned_files:
   description:
     - The files this guest has because of this definition, which belong to it alone. These are the definition
       file, its serial console log and, with O(firmware=uefi), its UEFI variable store.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: list
   elements: str
   sample: [/var/lib/virtfleet/instances/web1/domain.xml, /var/lib/virtfleet/instances/web1/console.log]
@@ -404,13 +413,13 @@ owned_files:
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DOMAIN_XML_MODULE_SPEC
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_file import ensure_domain_xml
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_file import domain_xml_core
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import require_libvirt
 
 
 def main():
     # lxml is checked where it is needed: a re-run that finds its record does not load it.
-    run_core(DOMAIN_XML_MODULE_SPEC, ensure_domain_xml, requires=[require_libvirt])
+    run_core(DOMAIN_XML_MODULE_SPEC, domain_xml_core, requires=[require_libvirt])
 
 
 if __name__ == "__main__":

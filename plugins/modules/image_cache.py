@@ -226,7 +226,7 @@ checksum:
   sample: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 fetched:
   description: Whether the image was downloaded by this run.
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: bool
 bytes:
   description: Bytes received from the source by this run (0 when the cache was used).
@@ -247,7 +247,7 @@ compression:
 actions:
   description: What was done (in check mode, what would be done), such as C(fetch), C(decompress), C(convert),
     C(reinspect), C(remove).
-  returned: always
+  returned: always (with O(items), in each element of RV(results))
   type: list
   elements: str
   sample: [fetch, convert]

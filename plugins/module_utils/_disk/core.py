@@ -13,12 +13,10 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Mapping
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import DEFAULT_URI
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._batch import ITEMS, run_items
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.plan import DiskPlan, plan_disk
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.spec import FORMATTED_KINDS, ITEM_SPEC, DiskSpec
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.shared import SharedHypervisor
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.shared import list_form
 
 
 def _xml_disk(plan: DiskPlan) -> Dict[str, Any]:
@@ -76,16 +74,8 @@ def ensure_disk(params: Mapping[str, Any], check_mode: bool = False, diff: bool 
     return result_of(plan, check_mode)
 
 
-def ensure_disks(params: Mapping[str, Any], check_mode: bool = False, diff: bool = False) -> Dict[str, Any]:
-    """The ``guest_disk`` module: one disk, or every disk of ``items`` (one guest's disks one after the other,
-    different guests' at once), sharing one libvirt connection that only removals open."""
-    if params.get(ITEMS) is None:
-        return ensure_disk(params, check_mode, diff)
-    shared = SharedHypervisor(params.get("uri") or DEFAULT_URI)
-    try:
-        return run_items(dict(params), ITEM_SPEC, "guest",
-                         lambda one: ensure_disk(one, check_mode, diff, hypervisor=shared), diff,
-                         serial=lambda one: one.get("guest"),
+
+# The module: one disk, or every disk of ``items`` (one guest's disks one after the other, different guests'
+# at once), sharing one libvirt connection that only removals open.
+ensure_disks = list_form(ensure_disk, ITEM_SPEC, "guest", serial=lambda one: one.get("guest"),
                          describe=lambda one: "%s %s" % (one.get("guest"), one.get("file_name") or one.get("kind")))
-    finally:
-        shared.close()

@@ -167,3 +167,12 @@ def record_memo(hypervisor: Hypervisor, spec: DomainSpec) -> bool:
         return memo.record(guest, code_hash, spec.xml, texts, lambda: _settled_texts(hypervisor, spec))
     except (VirtfleetError, LibvirtError):
         return False
+
+
+def domain_core(params: Dict[str, Any], check_mode: bool = False, diff: bool = False) -> Dict[str, Any]:
+    """The ``domain`` module: one domain, or one per element of ``items`` (defines, starts, shutdowns and address
+    waits at once, sharing one connection and one scan of the disks in use)."""
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DOMAIN_ITEM_SPEC
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.shared import list_form
+
+    return list_form(ensure_domain, DOMAIN_ITEM_SPEC, "name")(params, check_mode, diff)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import CONNECTION, INSTANCES, ArgumentSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._batch import list_form_spec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import (
     GuestLayout, absolute_path, guest_layout, validate_guest_name,
@@ -139,7 +140,8 @@ DOMAIN_XML_ITEM_SPEC = ArgumentSpec({
     "extra_devices": {"type": "list", "elements": "str"},
     "metadata": {"type": "dict", "options": METADATA_OPTIONS.argument_spec},
 })
-DOMAIN_XML_MODULE_SPEC = CONNECTION.merge(INSTANCES, DOMAIN_XML_ITEM_SPEC)
+# A module: one item (the options above at the top level), or many in ``items`` (see _batch).
+DOMAIN_XML_MODULE_SPEC = list_form_spec(CONNECTION.merge(INSTANCES), DOMAIN_XML_ITEM_SPEC, "name")
 
 DOMAIN_ITEM_SPEC = ArgumentSpec({
     "name": {"type": "str", "required": True},
@@ -155,7 +157,7 @@ DOMAIN_ITEM_SPEC = ArgumentSpec({
     "wait_for_address": {"type": "bool", "default": False},
     "address_timeout": {"type": "int", "default": 300},
 }, mutually_exclusive=[("xml", "xml_file")])
-DOMAIN_MODULE_SPEC = CONNECTION.merge(INSTANCES, DOMAIN_ITEM_SPEC)
+DOMAIN_MODULE_SPEC = list_form_spec(CONNECTION.merge(INSTANCES), DOMAIN_ITEM_SPEC, "name")
 
 DOMAIN_INFO_ITEM_SPEC = ArgumentSpec({
     "name": {"type": "str"},

@@ -276,3 +276,16 @@ def _ensure(hypervisor: Hypervisor, params: Dict[str, Any], check_mode: bool) ->
         "diff": {"before": before, "after": rendered["xml"], "before_header": path if existing is not None
                  else "%s (absent)" % path, "after_header": path},
     }
+
+
+def _domain_xml_items():
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DOMAIN_XML_ITEM_SPEC
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.shared import list_form
+
+    return list_form(ensure_domain_xml, DOMAIN_XML_ITEM_SPEC, "name")
+
+
+def domain_xml_core(params: Dict[str, Any], check_mode: bool = False, diff: bool = False) -> Dict[str, Any]:
+    """The ``domain_xml`` module: one guest's definition file, or one per element of ``items`` (at once,
+    sharing one connection and one probe of the host's virt type and domain capabilities)."""
+    return _domain_xml_items()(params, check_mode, diff)

@@ -22,7 +22,8 @@ from typing import Any, Callable, Dict, Optional
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.record import (
     FETCH, Target, cached_image_result, image_state, plan_present, planned_fetch_result, result_state, target_of,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import ImageSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.shared import list_form
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import ITEM_SPEC, ImageSpec
 
 
 def image_cache_core(params: Dict[str, Any], check_mode: bool = False, diff: bool = False,
@@ -32,28 +33,6 @@ def image_cache_core(params: Dict[str, Any], check_mode: bool = False, diff: boo
     ``hypervisor`` (a ``_host.guest.Hypervisor``) may be shared by a batch; removals open one otherwise.
     """
     return ensure_image(ImageSpec.from_params(params), check_mode, diff, hypervisor)
-
-
-def image_cache_items(params: Dict[str, Any], check_mode: bool = False, diff: bool = False) -> Dict[str, Any]:
-    """The ``image_cache`` module: one image, or every image of ``items`` (equal urls one after the other, so
-    a batch fetches each image once; the others at once), sharing one libvirt connection that only removals
-    open and one scan of the disks in use."""
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._batch import ITEMS, run_items
-
-    if params.get(ITEMS) is None:
-        return image_cache_core(params, check_mode, diff)
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import DEFAULT_URI
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.shared import SharedHypervisor
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import ITEM_SPEC, public_url
-
-    shared = SharedHypervisor(params.get("uri") or DEFAULT_URI)
-    try:
-        return run_items(dict(params), ITEM_SPEC, "url",
-                         lambda one: image_cache_core(one, check_mode, diff, hypervisor=shared), diff,
-                         serial=lambda one: one.get("url") or one.get("state"),
-                         describe=lambda one: public_url(one["url"]) if one.get("url") else str(one.get("state")))
-    finally:
-        shared.close()
 
 
 def ensure_image(spec: ImageSpec, check_mode: bool = False, diff: bool = False,
@@ -113,3 +92,15 @@ _STATES: Dict[str, Callable[[ImageSpec, bool, Optional[Any]], Dict[str, Any]]] =
     "absent": ensure_absent,
     "pruned": ensure_pruned,
 }
+
+
+def _describe(one: Dict[str, Any]) -> str:
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import public_url
+
+    return public_url(one["url"]) if one.get("url") else str(one.get("state"))
+
+
+# The module: one image, or every image of ``items`` (equal urls one after the other, so a batch fetches each
+# image once; the others at once), sharing one libvirt connection that only removals open.
+image_cache_items = list_form(image_cache_core, ITEM_SPEC, "url",
+                              serial=lambda one: one.get("url") or one.get("state"), describe=_describe)

@@ -229,7 +229,8 @@ class Conn:
     def lookupByName(self, name): return Dom()
 
 # What the module's main() hands to run_core, with a hypervisor on the fake connection.
-result = mod.ensure_domain(texts["params"], check_mode=texts["check"], diff=texts["diff"],
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.lifecycle import ensure_domain
+result = ensure_domain(texts["params"], check_mode=texts["check"], diff=texts["diff"],
                            hypervisor=Hypervisor(Conn()))
 result.pop("diff", None)
 loaded = sorted(m for m in sys.modules if m == "lxml" or m.startswith("lxml.") or m.endswith(

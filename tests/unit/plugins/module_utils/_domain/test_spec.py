@@ -7,7 +7,8 @@ import importlib
 import pytest
 import yaml
 
-from ansible_collections.virtfleet.libvirt.plugins.doc_fragments.common import ModuleDocFragment
+from ansible_collections.virtfleet.libvirt.plugins.doc_fragments import common as common_fragments
+from ansible_collections.virtfleet.libvirt.plugins.doc_fragments import items as item_fragments
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import spec as spec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_spec as xml_spec
@@ -18,8 +19,10 @@ def _documented(module_name):
     doc = yaml.safe_load(module.DOCUMENTATION)
     options = dict(doc.get("options") or {})
     for fragment in doc.get("extends_documentation_fragment") or []:
-        part = fragment.rsplit(".", 1)[-1].upper()
-        options.update((yaml.safe_load(getattr(ModuleDocFragment, part, "")) or {}).get("options") or {})
+        plugin, _dot, part = fragment.rpartition(".")
+        source = item_fragments if plugin.endswith(".items") else common_fragments
+        options.update((yaml.safe_load(getattr(source.ModuleDocFragment, part.upper(), "")) or {}).get("options")
+                       or {})
     return options
 
 
