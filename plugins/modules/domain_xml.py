@@ -409,6 +409,11 @@ owned_files:
   type: list
   elements: str
   sample: [/var/lib/virtfleet/instances/web1/domain.xml, /var/lib/virtfleet/instances/web1/console.log]
+console_log:
+  description: Where the guest's serial console is logged (C(<instance_dir>/console.log)).
+  returned: always (with O(items), in each element of RV(results))
+  type: str
+  sample: /var/lib/virtfleet/instances/web1/console.log
 """
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core

@@ -273,6 +273,7 @@ def _ensure(hypervisor: Hypervisor, params: Dict[str, Any], check_mode: bool) ->
         "machine": rendered["machine"],
         "macs": rendered["macs"],
         "owned_files": rendered["owned_files"],
+        "console_log": rendered["owned_files"][1],  # owned_files() puts it second
         "diff": {"before": before, "after": rendered["xml"], "before_header": path if existing is not None
                  else "%s (absent)" % path, "after_header": path},
     }
