@@ -1,0 +1,33 @@
+# -*- coding: utf-8 -*-
+# Copyright: virtfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin: one guest's outcome, collected from its batch leader's results (controller only)."""
+
+from __future__ import annotations
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.virtfleet.libvirt.plugins.plugin_utils import _fleet
+
+
+class ActionModule(ActionBase):
+    """See ``plugins/plugin_utils/_fleet.py``; documented in ``plugins/modules/fleet_result.py``."""
+
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("register_prefix",))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        guest = task_vars["inventory_hostname"]
+        planned = task_vars.get(_fleet.PLAN_FACT)
+        if not isinstance(planned, dict):
+            result.update(failed=True, msg="no fleet plan for %s: run the role's plan step first" % guest)
+            return result
+        prefix = self._task.args.get("register_prefix") or planned["role"]
+        label = planned["batch_of"].get(guest)
+        leader = planned["batches"][label]["leader"] if label else None
+        leader_vars = task_vars["hostvars"][leader] if leader else {}
+        results = {step: leader_vars.get("%s_%s_result" % (prefix, step)) for step in _fleet.STEPS[planned["role"]]}
+        result.update(_fleet.guest_outcome(planned, guest, results))
+        return result
