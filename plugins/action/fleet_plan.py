@@ -43,7 +43,7 @@ class ActionModule(ActionBase):
                 raise _fleet.PlanError("cannot template the variables of guest %s: %s" % (guest, exc))
 
         planned = _fleet.plan(role, list(guests), guest_vars, per_guest=bool(args.get("per_guest")))
-        result.update(changed=False, ansible_facts={_fleet.PLAN_FACT: planned},
+        result.update(changed=False, ansible_facts={_fleet.PLAN_FACT % role: planned},
                       leaders=sorted(planned["leaders"]), errors=planned["errors"])
         return result
 

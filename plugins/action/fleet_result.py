@@ -14,17 +14,18 @@ class ActionModule(ActionBase):
     """See ``plugins/plugin_utils/_fleet.py``; documented in ``plugins/modules/fleet_result.py``."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("register_prefix",))
+    _VALID_ARGS = frozenset(("role",))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         guest = task_vars["inventory_hostname"]
-        planned = task_vars.get(_fleet.PLAN_FACT)
+        role = self._task.args.get("role")
+        planned = task_vars.get(_fleet.PLAN_FACT % role)
         if not isinstance(planned, dict):
-            result.update(failed=True, msg="no fleet plan for %s: run the role's plan step first" % guest)
+            result.update(failed=True, msg="no %s plan for %s: run the role's plan step first" % (role, guest))
             return result
-        prefix = self._task.args.get("register_prefix") or planned["role"]
+        prefix = role
         label = planned["batch_of"].get(guest)
         leader = planned["batches"][label]["leader"] if label else None
         leader_vars = task_vars["hostvars"][leader] if leader else {}

@@ -27,8 +27,8 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 COLLECTION_PREFIX = "virtfleet_"
-PLAN_FACT = "virtfleet_fleet_plan"
-LEADERS_GROUP = "virtfleet_batch_leaders"
+PLAN_FACT = "virtfleet_%s_plan"         # per role, so that one playbook may boot and then destroy
+LEADERS_GROUP = "virtfleet_%s_leaders"
 # Inventory-wide variables every role reads as they are (never defaulted by a role).
 HYPERVISOR_VAR = "virtfleet_hypervisor"
 
@@ -127,7 +127,17 @@ def boot_guest(guest: str, v: Dict[str, Any]) -> Dict[str, Any]:
     return {"name": name, "image": image, "disks": disks, "xml": xml, "domain": domain}
 
 
-ROLES: Dict[str, Callable[[str, Dict[str, Any]], Dict[str, Any]]] = {"boot": boot_guest}
+def destroy_guest(guest: str, v: Dict[str, Any]) -> Dict[str, Any]:
+    """The destroy role's module arguments for one guest: its domain absent, with the files made for it."""
+    if not v.get(HYPERVISOR_VAR):
+        raise PlanError("guest %s has no virtfleet_hypervisor: set it to the inventory name of the hypervisor that "
+                        "holds it" % guest)
+    name = v["destroy_guest_name"]
+    return {"name": name, "domain": _clean({"name": name, "state": "absent",
+                                            "remove_storage": v.get("destroy_remove_storage")})}
+
+
+ROLES: Dict[str, Callable[[str, Dict[str, Any]], Dict[str, Any]]] = {"boot": boot_guest, "destroy": destroy_guest}
 
 
 def batch_key(v: Dict[str, Any], role: str) -> Tuple[str, str, str]:
@@ -221,6 +231,8 @@ def step_items(batch: Dict[str, Any], step: str, previous: Optional[Dict[str, An
             xml["metadata"]["owned_files"] = owned
             items.append(xml)
         return items
+    if step == "domain" and previous is None:
+        return [planned["domain"] for planned in guests.values()]  # a role whose first step is the domain
     if step == "domain":
         written = {r.get("item"): r for r in _results_by(previous) if _ok(r)}
         items = []
@@ -232,7 +244,7 @@ def step_items(batch: Dict[str, Any], step: str, previous: Optional[Dict[str, An
     raise ValueError("unknown step %r" % step)
 
 
-STEPS = {"boot": ("image", "disks", "xml", "domain")}
+STEPS = {"boot": ("image", "disks", "xml", "domain"), "destroy": ("domain",)}
 STEP_LABELS = {"image": "image", "disks": "disk", "xml": "domain XML", "domain": "domain"}
 
 
@@ -260,6 +272,8 @@ def guest_outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Opti
                 "batch; see the task of its leader %s)" % batch["leader"]))
             return out
         key = planned["image"]["url"] if step == "image" else name
+        if not isinstance(result, dict) or result.get("skipped"):
+            continue
         mine = [r for r in _results_by(result) if r.get("item") == key]
         out["steps"][step] = mine
         for one in mine:
