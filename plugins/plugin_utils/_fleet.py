@@ -140,6 +140,39 @@ def destroy_guest(guest: str, v: Dict[str, Any]) -> Dict[str, Any]:
 ROLES: Dict[str, Callable[[str, Dict[str, Any]], Dict[str, Any]]] = {"boot": boot_guest, "destroy": destroy_guest}
 
 
+# The module item spec each planned part is checked against on the controller: a value Ansible's types or
+# choices refuse would otherwise fail the whole batch's module call; checked here, it fails its guest alone.
+ITEM_SPECS = {
+    "image": ("_image.spec", "ITEM_SPEC"),
+    "disks": ("_disk.spec", "ITEM_SPEC"),
+    "xml": ("_domain.spec", "DOMAIN_XML_ITEM_SPEC"),
+    "domain": ("_domain.spec", "DOMAIN_ITEM_SPEC"),
+}
+_MODULE_UTILS = "ansible_collections.virtfleet.libvirt.plugins.module_utils."
+
+
+def _item_spec(part: str):
+    import importlib
+
+    module, name = ITEM_SPECS[part]
+    return getattr(importlib.import_module(_MODULE_UTILS + module), name)
+
+
+def check_items(guest: str, planned: Dict[str, Any]) -> None:
+    """Refuse a guest whose module arguments Ansible's argument validation would refuse, with its words."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    for part in ("image", "disks", "xml", "domain"):
+        if part not in planned:
+            continue
+        spec = _item_spec(part)
+        validator = ArgumentSpecValidator(spec.argument_spec, **spec.constraints())
+        for item in planned[part] if isinstance(planned[part], list) else [planned[part]]:
+            errors = validator.validate(dict(item)).error_messages
+            if errors:
+                raise PlanError("guest %s: %s: %s" % (guest, STEP_LABELS.get(part, part), "; ".join(errors)))
+
+
 def batch_key(v: Dict[str, Any], role: str) -> Tuple[str, str, str]:
     return (str(v.get(HYPERVISOR_VAR)), str(v.get("%s_uri" % role)), str(v.get("%s_instances_path" % role)))
 
@@ -159,6 +192,7 @@ def plan(role: str, guests: List[str], guest_vars: Callable[[str], Dict[str, Any
         try:
             v = guest_vars(guest)
             planned = build(guest, v)
+            check_items(guest, planned)
         except PlanError as exc:
             errors[guest] = str(exc)
             continue

@@ -98,3 +98,13 @@ def test_each_guest_gets_its_own_outcome():
     assert c["failed"] and "did not run on hypervisor hv2 for guest c" in c["msg"] and "unreachable" in c["msg"]
     assert _fleet.guest_outcome(plan, "bad", results)["msg"].startswith("Unknown flavor 'x'")
     assert "was not planned" in _fleet.guest_outcome(plan, "zz", results)["msg"]
+
+
+def test_arguments_the_modules_would_refuse_fail_the_guest_alone_with_ansibles_words():
+    flavors = {"s": {"vcpus": "many", "memory": "128M", "disk": "64M"}}
+    vars_of = {"ok": guest("ok"), "typo": guest("typo", boot_flavors=flavors),
+               "choice": guest("choice", boot_image_cache_format="zip")}
+    plan = _fleet.plan("boot", ["ok", "typo", "choice"], lambda g: vars_of[g])
+    assert list(plan["batch_of"]) == ["ok"]
+    assert plan["errors"]["typo"].startswith("guest typo: domain XML: ") and "vcpus" in plan["errors"]["typo"]
+    assert "cache_format must be one of" in plan["errors"]["choice"]
