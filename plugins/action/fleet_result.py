@@ -30,5 +30,13 @@ class ActionModule(ActionBase):
         leader = planned["batches"][label]["leader"] if label else None
         leader_vars = task_vars["hostvars"][leader] if leader else {}
         results = {step: leader_vars.get("%s_%s_result" % (prefix, step)) for step in _fleet.STEPS[planned["role"]]}
-        result.update(_fleet.guest_outcome(planned, guest, results))
+        outcome = _fleet.guest_outcome(planned, guest, results)
+        result.update(outcome)
+        if not outcome.get("failed"):
+            # the guest's domain result, for later tasks (boot_domain.interfaces); virtfleet_boot_domain is the name
+            # the per-guest role of 0.1.0 registered it under
+            facts = {"%s_domain" % role: outcome.get("domain")}
+            if role == "boot":
+                facts["virtfleet_boot_domain"] = outcome.get("domain")
+            result["ansible_facts"] = facts
         return result

@@ -317,7 +317,7 @@ def guest_outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Opti
             if one.get("changed"):
                 out["changed"] = True
                 what = one.get("kind") or STEP_LABELS[step]
-                changes.append("%s %s" % (what, "+".join(one.get("actions") or ["changed"])))
+                changes.append("%s %s" % (what, "+".join(one.get("actions") or ["written"])))
         if not mine:
             out.update(failed=True, msg="no %s result for guest %s" % (STEP_LABELS[step], guest))
             return out
