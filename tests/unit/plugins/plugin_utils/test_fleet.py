@@ -1,0 +1,110 @@
+import pytest
+
+from ansible_collections.virtfleet.libvirt.plugins.plugin_utils import _fleet
+
+DEFAULTS = {"boot_state": "running", "boot_uri": "qemu:///system", "boot_instances_path": "/vf",
+            "boot_guest_name": "NAME", "boot_guest_uuid": None, "boot_image_url": "", "boot_image_checksum": "",
+            "boot_image_format": "", "boot_image_cache_format": "source", "boot_flavor": "",
+            "boot_flavors": {"s": {"vcpus": 1, "memory": "128M", "disk": "64M"}}, "boot_root_format": "qcow2",
+            "boot_root_backing": "overlay", "boot_config_drive": False, "boot_nics": [], "boot_fw_cfg": {}}
+
+
+def guest(name, **extra):
+    v = dict(DEFAULTS, boot_guest_name=name, virtfleet_hypervisor="hv1", boot_image_url="http://a:b@h/i.raw",
+             boot_flavor="s")
+    v.update(extra)
+    return v
+
+
+def test_a_role_variable_comes_from_the_guest_then_the_collection_wide_name_then_the_default():
+    merged = _fleet.merged_vars("boot", {"virtfleet_state": "shutdown", "virtfleet_uri": "x", "boot_uri": "y",
+                                         "other": 1}, DEFAULTS)
+    assert merged["boot_state"] == "shutdown" and merged["boot_uri"] == "y" and merged["other"] == 1
+    assert merged["boot_machine" if "boot_machine" in merged else "boot_root_format"] == "qcow2"
+
+
+def test_boot_items_follow_the_flavor():
+    flavors = {"s": {"vcpus": 2, "memory": "1G", "disk": "2G", "ephemeral": "1G", "swap": 0, "max_vcpus": 4}}
+    planned = _fleet.boot_guest("g", guest("g", boot_flavors=flavors, boot_config_drive=True, boot_hostname=""))
+    assert [d["kind"] for d in planned["disks"]] == ["root", "ephemeral", "config_drive"]
+    assert planned["disks"][2]["hostname"] == "g"
+    assert planned["xml"]["vcpus"] == 2 and planned["xml"]["max_vcpus"] == 4 and "max_memory" not in planned["xml"]
+    assert planned["xml"]["metadata"]["image"] == "http://h/i.raw"  # no credentials in the domain's metadata
+    assert "checksum" not in planned["image"] and planned["image"]["cache_format"] == "source"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"boot_flavor": "nope"}, "Unknown flavor 'nope' for guest g. Known flavors: s."),
+    ({"virtfleet_hypervisor": ""}, "guest g has no virtfleet_hypervisor"),
+    ({"boot_image_url": ""}, "guest g has no image: set virtfleet_image_url"),
+    ({"boot_flavors": {"s": {"vcpus": 1}}}, "flavor 's' must give vcpus, memory and disk"),
+])
+def test_a_guest_that_cannot_be_planned_says_why(extra, message):
+    with pytest.raises(_fleet.PlanError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        _fleet.boot_guest("g", guest("g", **extra))
+
+
+def _plan(per_guest=False):
+    vars_of = {"a": guest("a"), "b": guest("b"), "c": guest("c", virtfleet_hypervisor="hv2"),
+               "bad": guest("bad", boot_flavor="x"), "d": guest("d", boot_instances_path="/other")}
+    return _fleet.plan("boot", ["a", "b", "c", "bad", "d"], lambda g: vars_of[g], per_guest=per_guest)
+
+
+def test_guests_are_batched_per_hypervisor_uri_and_instances_path_with_a_leader_each():
+    plan = _plan()
+    assert sorted(plan["leaders"]) == ["a", "c", "d"]
+    assert list(plan["batches"][plan["batch_of"]["a"]]["guests"]) == ["a", "b"]
+    assert plan["batch_of"]["a"] == plan["batch_of"]["b"] != plan["batch_of"]["d"]
+    assert "bad" in plan["errors"] and "bad" not in plan["batch_of"]
+    assert sorted(_plan(per_guest=True)["leaders"]) == ["a", "b", "c", "d"]
+
+
+def test_each_step_is_built_from_the_results_of_the_one_before():
+    plan = _plan()
+    batch = plan["batches"][plan["batch_of"]["a"]]
+    images = _fleet.step_items(batch, "image")
+    assert images == [{"url": "http://a:b@h/i.raw", "cache_format": "source"}]  # one fetch for both guests
+    image_result = {"results": [{"item": "http://a:b@h/i.raw", "path": "/vf/_base/x", "format": "raw"}]}
+    disks = _fleet.step_items(batch, "disks", image_result)
+    assert [(d["guest"], d["base"], d["base_format"]) for d in disks] == [("a", "/vf/_base/x", "raw"),
+                                                                         ("b", "/vf/_base/x", "raw")]
+    disk_result = {"results": [
+        {"item": "a", "xml_disk": {"path": "/vf/a/disk"}, "owned_files": ["/vf/a/disk"]},
+        {"item": "b", "failed": True, "msg": "no space"}]}
+    xml = _fleet.step_items(batch, "xml", disk_result)
+    assert [x["name"] for x in xml] == ["a"]  # b's disk failed: no XML for it
+    assert xml[0]["disks"] == [{"path": "/vf/a/disk", "boot_order": 1}]
+    assert xml[0]["metadata"]["owned_files"] == ["/vf/a/disk"]
+    domain = _fleet.step_items(batch, "domain", {"results": [{"item": "a", "xml": "<domain/>"}]})
+    assert domain == [dict(batch["guests"]["a"]["domain"], xml="<domain/>")]
+
+
+def test_each_guest_gets_its_own_outcome():
+    plan = _plan()
+    results = {
+        "image": {"results": [{"item": "http://a:b@h/i.raw", "changed": True, "actions": ["fetch"]}]},
+        "disks": {"results": [{"item": "a", "kind": "root", "changed": True, "actions": ["create"]},
+                              {"item": "b", "kind": "root", "failed": True, "msg": "no space left"}]},
+        "xml": {"results": [{"item": "a", "changed": False}]},
+        "domain": {"results": [{"item": "a", "changed": True, "state": "running", "actions": ["define", "start"],
+                                "interfaces": [{"addresses": [{"address": "10.0.0.5"}]}]}]},
+    }
+    a = _fleet.guest_outcome(plan, "a", results)
+    assert not a["failed"] and a["changed"]
+    assert a["summary"] == "a: running, image fetch, root create, domain define+start, addresses 10.0.0.5"
+    b = _fleet.guest_outcome(plan, "b", results)
+    assert b["failed"] and b["msg"] == "disk: no space left"
+    c = _fleet.guest_outcome(plan, "c", {"image": None})
+    assert c["failed"] and "did not run on hypervisor hv2 for guest c" in c["msg"] and "unreachable" in c["msg"]
+    assert _fleet.guest_outcome(plan, "bad", results)["msg"].startswith("Unknown flavor 'x'")
+    assert "was not planned" in _fleet.guest_outcome(plan, "zz", results)["msg"]
+
+
+def test_arguments_the_modules_would_refuse_fail_the_guest_alone_with_ansibles_words():
+    flavors = {"s": {"vcpus": "many", "memory": "128M", "disk": "64M"}}
+    vars_of = {"ok": guest("ok"), "typo": guest("typo", boot_flavors=flavors),
+               "choice": guest("choice", boot_image_cache_format="zip")}
+    plan = _fleet.plan("boot", ["ok", "typo", "choice"], lambda g: vars_of[g])
+    assert list(plan["batch_of"]) == ["ok"]
+    assert plan["errors"]["typo"].startswith("guest typo: domain XML: ") and "vcpus" in plan["errors"]["typo"]
+    assert "cache_format must be one of" in plan["errors"]["choice"]
