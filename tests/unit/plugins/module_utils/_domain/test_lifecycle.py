@@ -24,6 +24,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest impo
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.record import write_disk_records
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout
 from tests.support.runner import run_module
+from tests.support.libvirt_errors import libvirt_error
 
 UUID = "6f1c7a52-3a55-4d8e-9a43-0a2b0f1d5e01"
 
@@ -130,7 +131,7 @@ class FakeDomain:
         """As libvirt: one element per namespace, printed on its own line in <metadata>, which it creates."""
         assert kind == libvirt.VIR_DOMAIN_METADATA_ELEMENT and flags == libvirt.VIR_DOMAIN_AFFECT_CONFIG
         if not self.persistent:
-            raise libvirt.libvirtError("cannot change persistent config of a transient domain")
+            raise libvirt_error("cannot change persistent config of a transient domain")
         self._mutate()
         self.conn.metadata_writes += 1
         own = re.compile(r'^    <\w+:\w+ xmlns:\w+="%s"[^\n]*\n' % re.escape(uri), re.M)
