@@ -8,8 +8,8 @@ import libvirt
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import actions as actions
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import state as state
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import actions
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import state
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.plan import DomainPlan
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainSpec
 from tests.support.libvirt_errors import libvirt_error

@@ -7,7 +7,7 @@ import json
 import libvirt
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import info as info
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import info
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Guest, Hypervisor
 from tests.support.libvirt_errors import libvirt_error

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import lifecycle as lc
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo as memo
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import plan as plan_mod
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import WANTED_STATES, DomainSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY, VirtfleetError
@@ -45,14 +45,6 @@ def guest_xml(name="g1", vcpus=1, uuid=UUID, mac="52:54:00:00:00:01", owned=(), 
             "<model type='virtio'/></interface></devices></domain>" % (name, uuid_el, meta, vcpus, disk_els, mac_el))
 
 
-class NoDomain(libvirt.libvirtError):
-    def __init__(self):
-        Exception.__init__(self, "no domain")
-
-    def get_error_code(self):
-        return libvirt.VIR_ERR_NO_DOMAIN
-
-
 class FakeDomain:
     STATES = {"running": 1, "paused": 3, "shutoff": 5}
 
@@ -77,7 +69,7 @@ class FakeDomain:
 
     def state(self):
         if self not in self.conn.domains.values():
-            raise NoDomain()
+            raise libvirt_error("no domain", libvirt.VIR_ERR_NO_DOMAIN)
         return self.STATES[self.status], 1
 
     def isPersistent(self):
@@ -156,7 +148,7 @@ class FakeConn:
 
     def lookupByName(self, name):
         if name not in self.domains:
-            raise NoDomain()
+            raise libvirt_error("no domain", libvirt.VIR_ERR_NO_DOMAIN)
         return self.domains[name]
 
     def defineXML(self, xml):
@@ -291,7 +283,7 @@ def test_remove_storage_deletes_only_what_the_collection_recorded_in_the_guests_
     for path in (layout.digest_of("disk.config"), layout.domain_xml, layout.console_log, str(outside)):
         open(path, "w").close()
     write_disk_records(layout, {name: {"format": "raw"} for name in ("disk", "disk.local", "disk.config",
-                                                                      "disk.swap", "../victim")})
+                                                                     "disk.swap", "../victim")})
     conn = FakeConn()
     conn.add(guest_xml(owned=[str(outside), files["notes.txt"], "relative/path"], disks=[files["disk"]]))
     conn.add(guest_xml(name="other", uuid=None, disks=[files["disk.local"]]))
@@ -410,7 +402,7 @@ def test_bad_arguments_end_in_a_clear_error_never_an_exception(name, state, xml,
     conn.add(guest_xml(), status="running")
     try:
         ensure(conn, params(name=name, state=state, xml=xml, shutdown_timeout=timeout,
-                                      remove_storage=remove_storage), True)
+                            remove_storage=remove_storage), True)
     except VirtfleetError as exc:
         assert exc.msg and "Traceback" not in exc.msg
 
