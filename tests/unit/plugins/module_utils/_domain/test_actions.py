@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import libvirt
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
