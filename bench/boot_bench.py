@@ -76,7 +76,7 @@ def build_image(image_dir):
     """The test guest (tests/guest/build-image.sh; a no-op when its build stamp is current)."""
     os.makedirs(image_dir, exist_ok=True)
     proc = subprocess.run(["bash", os.path.join(REPO, "tests", "guest", "build-image.sh"), image_dir],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode != 0:
         raise SystemExit("building the test guest failed:\n%s\n%s" % (proc.stdout[-2000:], proc.stderr[-2000:]))
     return os.path.join(image_dir, "virtfleet-test-guest.img")
@@ -207,6 +207,11 @@ def running_count(prefix):
     return sum(1 for name in out if name.startswith(prefix))
 
 
+def _interrupt(_signum, _frame):
+    """A signal handler that ends the run as Ctrl-C does, through the same cleanup."""
+    raise KeyboardInterrupt()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guests", type=int, default=20)
@@ -230,7 +235,7 @@ def main() -> int:
     run_dir = os.path.join(BENCH_ROOT, "run-" + token)
     # Terminate cleanly (and so clean up) on SIGTERM/SIGHUP as on Ctrl-C.
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        signal.signal(sig, _interrupt)
     results = {"guests": args.guests, "flavor": {"vcpus": args.vcpus, "memory": args.memory, "disk": args.disk},
                "virt_type": "qemu", "mode": "stay", "cpus": os.cpu_count(), "rounds": args.rounds}
     try:
@@ -296,7 +301,7 @@ def bench(args, prefix, run_dir, image, image_url, digest, results):
         handle.write("\n".join(lines) + "\n")
 
     start = time.monotonic()
-    proc = subprocess.run(["bash", script], capture_output=True, text=True)
+    proc = subprocess.run(["bash", script], capture_output=True, text=True, check=False)
     shell_s = time.monotonic() - start
     if proc.returncode != 0:
         raise RuntimeError("shell loop failed: %s" % proc.stderr[-2000:])

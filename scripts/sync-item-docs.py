@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: virtfleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Write plugins/doc_fragments/items.py: the documentation of every module's list form.
@@ -8,7 +7,7 @@ A module's per-item options are documented once, at the top level of its DOCUMEN
 option out takes the top-level value). This script copies the top-level docs of the item options into one
 doc fragment per module, so the two never drift; tests/unit/test_item_docs.py fails when it is stale.
 
-Usage: scripts/sync-item-docs.py [--check]
+Usage: .venv/bin/python scripts/sync-item-docs.py [--check]  (the venv: it needs PyYAML and ansible-core)
 """
 
 from __future__ import annotations
@@ -104,7 +103,8 @@ def main() -> int:
     if "--check" in sys.argv:
         with open(FRAGMENT, encoding="utf-8") as handle:
             if handle.read() != text:
-                print("plugins/doc_fragments/items.py is stale: run scripts/sync-item-docs.py", file=sys.stderr)
+                print("plugins/doc_fragments/items.py is stale: run .venv/bin/python scripts/sync-item-docs.py",
+                      file=sys.stderr)
                 return 1
         return 0
     with open(FRAGMENT, "w", encoding="utf-8") as handle:

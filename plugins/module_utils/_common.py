@@ -82,7 +82,8 @@ def code_digest(names: Iterable[str]) -> Optional[str]:
                 digest.update(b"%s %d\n" % (name.encode(), len(data)))
                 digest.update(data)
             _code_digests[key] = digest.hexdigest()
-        except Exception:  # pylint: disable=broad-except - no source to hash: no fast path
+        except Exception:  # pylint: disable=broad-except
+            # no source to hash: no fast path
             _code_digests[key] = None
     return _code_digests[key]
 
@@ -141,11 +142,13 @@ def run_core(spec, core: Callable[..., Dict[str, Any]], requires: Sequence[Calla
         module = spec.create_ansible_module()
     except (ArithmeticError, ValueError, TypeError) as exc:
         # ansible-core's own type checks can raise instead of reporting (int('INFINITY') -> OverflowError):
-        # still a clear failure, in the module protocol, with no traceback.
+        # still a clear failure, in the module protocol, with no traceback. There is no AnsibleModule to call
+        # fail_json on, so this writes the protocol's failure itself, as AnsibleModule does for unreadable input.
+        # pylint: disable-next=ansible-bad-function
         print(json.dumps({"failed": True, "msg": "the module's arguments could not be checked (%s: %s): an option "
                           "holds a value of the wrong kind, such as text where a number is expected"
                           % (type(exc).__name__, exc)}))
-        sys.exit(1)
+        sys.exit(1)  # pylint: disable=ansible-bad-function
 
     def call(mod: AnsibleModule) -> Dict[str, Any]:
         for require in requires:

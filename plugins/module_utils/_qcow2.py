@@ -103,7 +103,7 @@ def parse_extensions(cluster: bytes, start: int) -> List[Tuple[int, bytes]]:
     """Header extensions (type, data) from ``start`` up to the end marker, within ``cluster``."""
     extensions: List[Tuple[int, bytes]] = []
     offset = start
-    for _ in range(MAX_EXTENSIONS):
+    for _extension in range(MAX_EXTENSIONS):
         if offset + 8 > len(cluster):
             raise HeaderError("header extensions run past the first cluster")
         ext_type, ext_len = struct.unpack_from(">II", cluster, offset)

@@ -10,6 +10,7 @@ decimal (powers of 1000). Anything else is refused rather than guessed.
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 from typing import Union
@@ -32,7 +33,7 @@ def parse_size(value: Union[str, int, float, None], what: str = "size") -> int:
             raise SizeError("%s: a size cannot be negative (%d)" % (what, value))
         return value
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")) or value < 0 or value != int(value):
+        if not math.isfinite(value) or value < 0 or value != int(value):
             raise SizeError("%s: a size in bytes must be a whole, non-negative number (%r)" % (what, value))
         return int(value)
     match = _SIZE_RE.match(str(value))

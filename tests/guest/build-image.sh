@@ -37,15 +37,15 @@ WORK=$(mktemp -d "$OUT/.build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT/debs"
 if ! ls "$OUT/debs/$KPKG"_*.deb >/dev/null 2>&1; then
-    (cd "$WORK" && apt-get download -q "$KPKG" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+    (cd "$WORK" && { apt-get download -q "$KPKG" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true; })
     mv "$WORK/$KPKG"_*.deb "$OUT/debs/" 2>/dev/null || {
         echo "build-image: apt-get download $KPKG failed" >&2; exit 1; }
 fi
 QGA_DEBS="$OUT/debs/qemu-guest-agent-${QGA_VERSION//:/_}"
 if ! ls "$QGA_DEBS"/qemu-guest-agent_*.deb >/dev/null 2>&1; then
     mkdir -p "$QGA_DEBS"
-    (cd "$QGA_DEBS" && apt-get download -q "qemu-guest-agent=$QGA_VERSION" 2>&1 \
-        | grep -v '^W: Download is performed unsandboxed' || true)
+    (cd "$QGA_DEBS" && { apt-get download -q "qemu-guest-agent=$QGA_VERSION" 2>&1 \
+        | grep -v '^W: Download is performed unsandboxed' || true; })
     ls "$QGA_DEBS"/qemu-guest-agent_*.deb >/dev/null 2>&1 || {
         echo "build-image: apt-get download qemu-guest-agent=$QGA_VERSION failed" >&2; exit 1; }
 fi

@@ -70,7 +70,7 @@ def guest_image(virt_host) -> Dict[str, str]:
     out = os.path.join(SCRATCH, "guest-image")
     os.makedirs(out, exist_ok=True)
     proc = subprocess.run(["bash", os.path.join(REPO, "tests", "guest", "build-image.sh"), out],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode != 0:
         pytest.fail("building the test guest image failed:\n%s\n%s" % (proc.stdout[-3000:], proc.stderr[-3000:]),
                     pytrace=False)

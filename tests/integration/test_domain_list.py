@@ -22,7 +22,7 @@ def _xml_items(names, disks, vcpus):
 
 
 def test_one_call_defines_and_starts_many_guests_and_a_rerun_changes_nothing(sandbox, guest_image):
-    names = [sandbox.guest_name("b") for _ in range(3)]
+    names = [sandbox.guest_name("b") for _guest in range(3)]
     vcpus = dict(zip(names, (1, 2, 1)))
     disks = _disks(sandbox, guest_image, names)
     xml_args = {"instances_path": sandbox.instances, "virt_type": "qemu",

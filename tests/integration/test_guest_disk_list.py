@@ -43,14 +43,14 @@ def tree_state(root):
 
 
 def test_one_call_builds_every_disk_of_every_guest_and_a_rerun_changes_nothing(sandbox, base):
-    guests = [sandbox.guest_name("l") for _ in range(4)]
+    guests = [sandbox.guest_name("l") for _guest in range(4)]
     predicted = run_module("guest_disk", batch(sandbox, base, guests), check=True)
     assert predicted["changed"] is True and not os.listdir(sandbox.instances) == []
     assert [r["actions"] for r in predicted["results"]][:3] == [["create"], ["create_base", "create"], ["create"]]
     assert sorted(os.listdir(sandbox.instances)) == ["_base"]  # check mode touched nothing
     first = run_module("guest_disk", batch(sandbox, base, guests))
     assert first["_rc"] == 0 and first["changed"] is True, first
-    assert [r["item"] for r in first["results"]] == [g for g in guests for _ in range(3)]
+    assert [r["item"] for r in first["results"]] == [g for g in guests for _disk in range(3)]
     assert all(not r["failed"] for r in first["results"])
     for guest in guests:
         info = json.load(open(os.path.join(sandbox.instances, guest, "disk.info.json")))
@@ -78,9 +78,9 @@ def test_a_bad_item_fails_alone_with_its_own_message(sandbox, base):
 
 
 def test_two_overlapping_batch_runs_end_consistent(sandbox, base):
-    guests = [sandbox.guest_name("o") for _ in range(3)]
+    guests = [sandbox.guest_name("o") for _guest in range(3)]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(lambda _: run_module("guest_disk", batch(sandbox, base, guests)), range(2)))
+        runs = list(pool.map(lambda _run: run_module("guest_disk", batch(sandbox, base, guests)), range(2)))
     assert all(r["_rc"] == 0 for r in runs), runs
     created = [r["actions"] for run in runs for r in run["results"] if "create" in r["actions"]]
     assert len(created) == 3 * len(guests)  # each disk made once, by one of the two runs

@@ -56,7 +56,7 @@ class Report:
 def _fields(text: str) -> Dict[str, str]:
     out = {}
     for item in text.split():
-        key, _, value = item.partition("=")
+        key, _equals, value = item.partition("=")
         out[key] = value
     return out
 

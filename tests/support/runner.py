@@ -45,7 +45,7 @@ def run_module(name: str, args: Dict[str, Any], check: bool = False, diff: bool 
                LC_ALL="C.UTF-8")
     try:
         proc = subprocess.run([PYTHON, module_path(name), args_file], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=REPO)
+                              timeout=timeout, env=env, cwd=REPO, check=False)
     finally:
         os.unlink(args_file)
     out = proc.stdout.strip()
@@ -95,7 +95,7 @@ def run_playbook(playbook: str, inventory: str, extra_vars: Optional[Dict[str, A
     run_env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                    ANSIBLE_NOCOLOR="1", ANSIBLE_COLLECTIONS_PATH=COLLECTIONS)
     run_env.update(env or {})
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env, cwd=REPO, check=False)
     recap = {}
     for match in _RECAP_RE.finditer(proc.stdout):
         recap[match.group(1)] = dict(zip(("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored"),

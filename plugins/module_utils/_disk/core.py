@@ -74,7 +74,6 @@ def ensure_disk(params: Mapping[str, Any], check_mode: bool = False, diff: bool 
     return result_of(plan, check_mode)
 
 
-
 # The module: one disk, or every disk of ``items`` (one guest's disks one after the other, different guests'
 # at once), sharing one libvirt connection that only removals open.
 ensure_disks = list_form(ensure_disk, ITEM_SPEC, "guest", serial=lambda one: one.get("guest"),

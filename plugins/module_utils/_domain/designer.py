@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DiskSpec, DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import LibvirtError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import libvirt_error_text

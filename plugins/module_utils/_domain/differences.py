@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 
 LIVE = "live"
 RESTART = "restart"
@@ -121,6 +121,13 @@ def _os_part(attrs: Tuple[str, ...]) -> Callable[[model.Domain], Any]:
     return get
 
 
+def _plain_os_value(value: Optional[Tuple[Any, ...]]) -> Optional[Any]:
+    """One attribute's value as it is, several joined by "/" (how a difference shows them)."""
+    if value is None:
+        return None
+    return value[0] if len(value) == 1 else "/".join(str(x) for x in value)
+
+
 def _os_values(what: str, attrs: Tuple[str, ...], why: str) -> Callable[[model.Domain, model.Domain], List[Difference]]:
     get = _os_part(attrs)
 
@@ -128,8 +135,7 @@ def _os_values(what: str, attrs: Tuple[str, ...], why: str) -> Callable[[model.D
         old, new = get(before), get(after)
         if old == new:
             return []
-        plain = (lambda v: None if v is None else (v[0] if len(v) == 1 else "/".join(str(x) for x in v)))
-        return [Difference(what, plain(old), plain(new), RESTART, why)]
+        return [Difference(what, _plain_os_value(old), _plain_os_value(new), RESTART, why)]
     return compare_part
 
 

@@ -21,7 +21,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainInfoSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import (
     Guest, Hypervisor, LibvirtError, open_hypervisor, vanished,

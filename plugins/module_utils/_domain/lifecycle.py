@@ -20,7 +20,7 @@ import dataclasses
 from typing import Any, Dict, Iterator, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY, VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo as memo
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.state import ACTIVE
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import (

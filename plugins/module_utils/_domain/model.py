@@ -974,7 +974,6 @@ def _lossless(rendered, element) -> bool:
     return canonical(rendered) == canonical(element)
 
 
-
 # --------------------------------------------------------------------------------------------- domain
 
 # Domain-level parts typed by a class: tag -> (class, attribute of Domain).

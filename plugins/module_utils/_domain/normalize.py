@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Callable, Dict, List, Optional, Tuple, Type
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.memo import MEMO_NS
 
 # Controllers libvirt adds on its own.

@@ -23,7 +23,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import V
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._identifiers import FILE_NAME
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.record import read_disk_records
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.differences import Difference, compare
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.normalize import normalize_for_compare
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainSpec

@@ -318,4 +318,3 @@ class DomainInfoSpec:
         return cls(uri=text_value(params.get("uri") or CONNECTION.argument_spec["uri"]["default"], "uri"),
                    name=name,
                    include_xml=bool_value(option_value(params, DOMAIN_INFO_ITEM_SPEC, "include_xml"), "include_xml"))
-

@@ -49,12 +49,12 @@ CODE_MODULES = ("_domain.xml_file", "_domain.spec", "_domain.xml_spec", "_domain
 
 
 def _designer():
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer as designer
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer
     return designer
 
 
 def _model():
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
     return model
 
 

@@ -88,7 +88,6 @@ def _list(value: Any, what: str) -> List[Any]:
     return value
 
 
-
 @dataclass(frozen=True)
 class DiskSpec:
     """One entry of ``disks``."""
@@ -256,7 +255,7 @@ def _fw_cfg(value: Any) -> Tuple[Tuple[str, str], ...]:
 
 def _fragment(value: Any, index: int):
     """A device element of ``extra_devices`` (parsed with the domain model, which loads lxml)."""
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 
     what = "extra_devices[%d]" % index
     text = text_value(value, what, allow_empty=False)

@@ -248,7 +248,7 @@ def disk_sources(xml: str) -> List[Tuple[str, Optional[str]]]:
     """(file or block device, driver format) of every disk of a domain XML, and every layer of a
     ``<backingStore>`` chain libvirt shows for a running guest."""
     # imported here: only the in-use scan parses XML; a guest's lifecycle calls never do
-    import xml.etree.ElementTree as ElementTree
+    from xml.etree import ElementTree
 
     try:
         root = ElementTree.fromstring(xml)
@@ -277,7 +277,7 @@ def backing_chain(path: str, fmt: Optional[str]) -> List[str]:
 
     chain = [os.path.normpath(path)]
     current, current_format = path, fmt
-    for _ in range(MAX_BACKING_DEPTH):
+    for _depth in range(MAX_BACKING_DEPTH):
         if current_format not in (None, "qcow2"):
             break
         backing = qcow2.backing_file_of(current)

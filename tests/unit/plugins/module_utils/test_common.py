@@ -36,7 +36,7 @@ def test_merge_specs_composes_and_refuses_conflicts():
 def test_run_module_turns_errors_into_fail_json():
     module = FakeModule()
 
-    def core(_):
+    def core(_params):
         raise VirtfleetError("disk is full: free space in /x", path="/x")
 
     with pytest.raises(SystemExit):

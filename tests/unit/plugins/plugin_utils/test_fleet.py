@@ -67,7 +67,7 @@ def test_each_step_is_built_from_the_results_of_the_one_before():
     image_result = {"results": [{"item": "http://a:b@h/i.raw", "path": "/vf/_base/x", "format": "raw"}]}
     disks = _fleet.step_items(batch, "disks", image_result)
     assert [(d["guest"], d["base"], d["base_format"]) for d in disks] == [("a", "/vf/_base/x", "raw"),
-                                                                         ("b", "/vf/_base/x", "raw")]
+                                                                          ("b", "/vf/_base/x", "raw")]
     disk_result = {"results": [
         {"item": "a", "xml_disk": {"path": "/vf/a/disk"}, "owned_files": ["/vf/a/disk"]},
         {"item": "b", "failed": True, "msg": "no space"}]}

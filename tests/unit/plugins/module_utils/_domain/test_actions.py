@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 
-import libvirt
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import actions as actions
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import state as state
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import actions
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import state
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.plan import DomainPlan
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainSpec
+from tests.support.libvirt_errors import libvirt_error
 
 
 class RecordingGuest:
@@ -23,7 +23,7 @@ class RecordingGuest:
     def __getattr__(self, name):
         def call(*args, **kwargs):
             if name == self.fail_on:
-                raise libvirt.libvirtError("operation failed: %s refused" % name)
+                raise libvirt_error("operation failed: %s refused" % name)
             self.calls.append((name, args, kwargs))
             return ["shutdown", "destroy"] if name == "shutdown" else None
         return call

@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize as normalize
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 FILES = sorted(name for name in os.listdir(CORPUS) if name.endswith(".xml"))

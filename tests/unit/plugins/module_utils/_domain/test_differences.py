@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import differences as differences
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize as normalize
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import differences
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize
 
 BASE = """<domain type='qemu'>
   <name>g1</name>

@@ -7,9 +7,10 @@ import json
 import libvirt
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import info as info
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import info
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Guest, Hypervisor
+from tests.support.libvirt_errors import libvirt_error
 
 
 UEFI_GUEST = """
@@ -252,12 +253,6 @@ def test_no_answer_changes_nothing():
 
 # ------------------------------------------------------------------ the libvirt half, on fake objects
 
-def _error(code, message):
-    exc = libvirt.libvirtError(message)
-    exc.err = (code, 0, message, 2, None, None, None, 0, 0)
-    return exc
-
-
 class FakeDomain:
     def __init__(self, name, xml, state=libvirt.VIR_DOMAIN_RUNNING, leases=None, agent=None, vanish=False):
         self._name, self._xml, self._state = name, xml, state
@@ -269,7 +264,7 @@ class FakeDomain:
 
     def state(self):
         if self._vanish:
-            raise _error(libvirt.VIR_ERR_NO_DOMAIN, "Domain not found")
+            raise libvirt_error("Domain not found", libvirt.VIR_ERR_NO_DOMAIN)
         return self._state, 1
 
     def XMLDesc(self, flags=0):
@@ -303,11 +298,11 @@ class FakeConn:
         for dom in self.domains:
             if dom.name() == name:
                 return dom
-        raise _error(libvirt.VIR_ERR_NO_DOMAIN, "Domain not found: no domain with matching name '%s'" % name)
+        raise libvirt_error("Domain not found: no domain with matching name '%s'" % name, libvirt.VIR_ERR_NO_DOMAIN)
 
 
 def test_running_guest_with_agent_not_connected_still_reports_leases():
-    agent_down = _error(libvirt.VIR_ERR_AGENT_UNRESPONSIVE, "Guest agent is not responding")
+    agent_down = libvirt_error("Guest agent is not responding", libvirt.VIR_ERR_AGENT_UNRESPONSIVE)
     dom = FakeDomain("web1", UEFI_GUEST, leases=LEASES, agent=agent_down)
     [data] = info.gather_domains(Hypervisor(FakeConn([dom])), "web1", include_xml=True)
     assert data["state"] == "running" and data["persistent"] is True and data["autostart"] is False

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import lifecycle as lc
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo as memo
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import plan as plan_mod
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import WANTED_STATES, DomainSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY, VirtfleetError
@@ -24,6 +24,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest impo
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.record import write_disk_records
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout
 from tests.support.runner import run_module
+from tests.support.libvirt_errors import libvirt_error
 
 UUID = "6f1c7a52-3a55-4d8e-9a43-0a2b0f1d5e01"
 
@@ -42,14 +43,6 @@ def guest_xml(name="g1", vcpus=1, uuid=UUID, mac="52:54:00:00:00:01", owned=(), 
             "<vcpu placement='static'>%d</vcpu><os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>"
             "<boot dev='hd'/></os><devices>%s<interface type='network'>%s<source network='default'/>"
             "<model type='virtio'/></interface></devices></domain>" % (name, uuid_el, meta, vcpus, disk_els, mac_el))
-
-
-class NoDomain(libvirt.libvirtError):
-    def __init__(self):
-        Exception.__init__(self, "no domain")
-
-    def get_error_code(self):
-        return libvirt.VIR_ERR_NO_DOMAIN
 
 
 class FakeDomain:
@@ -76,7 +69,7 @@ class FakeDomain:
 
     def state(self):
         if self not in self.conn.domains.values():
-            raise NoDomain()
+            raise libvirt_error("no domain", libvirt.VIR_ERR_NO_DOMAIN)
         return self.STATES[self.status], 1
 
     def isPersistent(self):
@@ -130,7 +123,7 @@ class FakeDomain:
         """As libvirt: one element per namespace, printed on its own line in <metadata>, which it creates."""
         assert kind == libvirt.VIR_DOMAIN_METADATA_ELEMENT and flags == libvirt.VIR_DOMAIN_AFFECT_CONFIG
         if not self.persistent:
-            raise libvirt.libvirtError("cannot change persistent config of a transient domain")
+            raise libvirt_error("cannot change persistent config of a transient domain")
         self._mutate()
         self.conn.metadata_writes += 1
         own = re.compile(r'^    <\w+:\w+ xmlns:\w+="%s"[^\n]*\n' % re.escape(uri), re.M)
@@ -155,7 +148,7 @@ class FakeConn:
 
     def lookupByName(self, name):
         if name not in self.domains:
-            raise NoDomain()
+            raise libvirt_error("no domain", libvirt.VIR_ERR_NO_DOMAIN)
         return self.domains[name]
 
     def defineXML(self, xml):
@@ -290,7 +283,7 @@ def test_remove_storage_deletes_only_what_the_collection_recorded_in_the_guests_
     for path in (layout.digest_of("disk.config"), layout.domain_xml, layout.console_log, str(outside)):
         open(path, "w").close()
     write_disk_records(layout, {name: {"format": "raw"} for name in ("disk", "disk.local", "disk.config",
-                                                                      "disk.swap", "../victim")})
+                                                                     "disk.swap", "../victim")})
     conn = FakeConn()
     conn.add(guest_xml(owned=[str(outside), files["notes.txt"], "relative/path"], disks=[files["disk"]]))
     conn.add(guest_xml(name="other", uuid=None, disks=[files["disk.local"]]))
@@ -409,7 +402,7 @@ def test_bad_arguments_end_in_a_clear_error_never_an_exception(name, state, xml,
     conn.add(guest_xml(), status="running")
     try:
         ensure(conn, params(name=name, state=state, xml=xml, shutdown_timeout=timeout,
-                                      remove_storage=remove_storage), True)
+                            remove_storage=remove_storage), True)
     except VirtfleetError as exc:
         assert exc.msg and "Traceback" not in exc.msg
 

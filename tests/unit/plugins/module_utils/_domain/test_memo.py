@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo as memo
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo
 from tests.unit.plugins.module_utils._domain.test_lifecycle import FakeConn, ensure, fast_answer, guest_xml, params
 
 KEY = "0123456789abcdef" * 4
@@ -41,7 +41,7 @@ def booted(**over):
 
 
 def test_domain_info_does_not_report_the_memo():
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import info as info
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import info
     from tests.unit.plugins.module_utils._domain.test_info import LIVE_TCG_GUEST, UEFI_GUEST
 
     wrapped = "<metadata>\n" + LINE % KEY + "  </metadata>\n  <memory"

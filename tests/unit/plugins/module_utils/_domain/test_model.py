@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 
 FULL = """
 <domain type='kvm' xmlns:other='urn:other'>
@@ -221,7 +221,7 @@ def test_a_domain_without_os_gains_none_and_an_os_is_never_doubled():
 
 
 def test_a_cpu_model_without_text_keeps_its_fallback_through_normalising():
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize as normalize
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize
 
     def normalized(cpu):
         text = "<domain type='kvm'><name>x</name><os><type arch='x86_64'>hvm</type></os>%s<devices/></domain>" % cpu

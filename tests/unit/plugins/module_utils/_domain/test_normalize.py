@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize as normalize
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import normalize
 from tests.unit.plugins.module_utils._domain.test_model import FULL
 
 DESIRED = """
@@ -183,7 +183,7 @@ def test_the_domain_modules_memo_is_invisible_to_comparison_but_kept_verbatim():
 
 
 def test_memo_namespace_is_the_one_the_domain_module_writes():
-    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo as memo
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import memo
     assert normalize.MEMO_NS == memo.MEMO_NS
 
 

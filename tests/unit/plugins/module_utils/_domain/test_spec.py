@@ -10,8 +10,8 @@ import yaml
 from ansible_collections.virtfleet.libvirt.plugins.doc_fragments import common as common_fragments
 from ansible_collections.virtfleet.libvirt.plugins.doc_fragments import items as item_fragments
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import spec as spec
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_spec as xml_spec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import spec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import xml_spec
 
 
 def _documented(module_name):

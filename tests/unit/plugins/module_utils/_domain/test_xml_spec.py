@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer as designer
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DomainXmlSpec
 
 PC = designer.HostFacts(virt_type="qemu", machine="pc-i440fx-7.2")

@@ -1,7 +1,5 @@
 """virt_type auto must never pick a KVM that cannot run ordinary guests."""
 
-import os
-
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import virt_probe as probe
