@@ -197,9 +197,7 @@ ROLES: Dict[str, Callable[[str, Dict[str, Any]], Dict[str, Any]]] = {
 # The module item spec each planned part is checked against on the controller: a value Ansible's types or
 # choices refuse would otherwise fail the whole batch's module call; checked here, it fails its guest alone.
 ITEM_SPECS = {
-    "image": ("_image.spec", "ITEM_SPEC"),
-    "disks": ("_disk.spec", "ITEM_SPEC"),
-    "xml": ("_domain.spec", "DOMAIN_XML_ITEM_SPEC"),
+    "guest": ("_guest.spec", "ITEM_SPEC"),
     "domain": ("_domain.spec", "DOMAIN_ITEM_SPEC"),
     "resize": ("_resize.spec", "ITEM_SPEC"),
 }
@@ -217,15 +215,26 @@ def check_items(guest: str, planned: Dict[str, Any]) -> None:
     """Refuse a guest whose module arguments Ansible's argument validation would refuse, with its words."""
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+    checked = dict(planned, guest=guest_item(planned)) if "disks" in planned else planned
     for part in ITEM_SPECS:
-        if part not in planned:
+        if part not in checked or (part == "domain" and "guest" in checked):
             continue
         spec = _item_spec(part)
         validator = ArgumentSpecValidator(spec.argument_spec, **spec.constraints())
-        for item in planned[part] if isinstance(planned[part], list) else [planned[part]]:
+        for item in checked[part] if isinstance(checked[part], list) else [checked[part]]:
             errors = validator.validate(dict(item)).error_messages
             if errors:
                 raise PlanError("guest %s: %s: %s" % (guest, STEP_LABELS.get(part, part), "; ".join(errors)))
+
+
+def guest_item(planned: Dict[str, Any]) -> Dict[str, Any]:
+    """The guest module's item for one booted guest: its parts without what the module fills in."""
+    def without(part: Dict[str, Any], *keys: str) -> Dict[str, Any]:
+        return {k: v for k, v in part.items() if k not in keys}
+
+    return {"name": planned["name"], "image": dict(planned["image"]),
+            "disks": [without(d, "guest") for d in planned["disks"]],
+            "xml": without(planned["xml"], "name"), "domain": without(planned["domain"], "name")}
 
 
 def batch_key(v: Dict[str, Any], role: str) -> Tuple[str, str, str]:
@@ -277,67 +286,23 @@ def _ok(result: Dict[str, Any]) -> bool:
 
 def step_items(batch: Dict[str, Any], step: str, previous: Optional[Dict[str, Any]] = None,
                before: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
-    """The items of ``step`` for one batch, built from the results of the steps before it.
-
-    ``image``: the distinct images; ``disks``: every disk of the guests whose image is cached (``previous`` =
-    the image step's result); ``xml``: one domain XML per guest whose disks were all built (``previous`` =
-    the disk step's result, ``before`` = the image step's); ``domain``: one per guest whose XML was written.
-    """
+    """The items of ``step`` for one batch: ``guest`` (boot: one guest module item per guest), ``domain``
+    (destroy: one domain item per guest), or a step of the resize role (built from the steps before it)."""
     guests = batch["guests"]
-    if step == "image":
-        seen: Dict[str, Dict[str, Any]] = {}
-        for planned in guests.values():
-            seen.setdefault(planned["image"]["url"] + "\0" + str(sorted(planned["image"].items())),
-                            planned["image"])
-        return list(seen.values())
-    if step == "disks":
-        images = {r.get("item"): r for r in _results_by(previous)}
-        items = []
-        for planned in guests.values():
-            cached = images.get(planned["image"]["url"])
-            if cached is None or not _ok(cached):
-                continue
-            for disk in planned["disks"]:
-                disk = dict(disk)
-                if disk["kind"] == "root":
-                    disk.update(base=cached.get("path"), base_format=cached.get("format"))
-                items.append(disk)
-        return items
-    if step == "xml":
-        disks: Dict[str, List[Dict[str, Any]]] = {}
-        for result in _results_by(previous):
-            disks.setdefault(result.get("item"), []).append(result)
-        items = []
-        for name, planned in guests.items():
-            built = disks.get(planned["name"], [])
-            if len(built) != len(planned["disks"]) or not all(_ok(r) for r in built):
-                continue
-            xml = copy.deepcopy(planned["xml"])
-            xml["disks"] = [dict(built[0]["xml_disk"], boot_order=1)] + [r["xml_disk"] for r in built[1:]]
-            owned = []
-            for result in built:
-                owned += [f for f in result.get("owned_files") or [] if f not in owned]
-            xml["metadata"]["owned_files"] = owned
-            items.append(xml)
-        return items
-    if step == "domain" and previous is None:
-        return [planned["domain"] for planned in guests.values()]  # a role whose first step is the domain
+    if step == "guest":
+        return [guest_item(planned) for planned in guests.values()]
     if step == "domain":
-        written = {r.get("item"): r for r in _results_by(previous) if _ok(r)}
-        items = []
-        for planned in guests.values():
-            xml = written.get(planned["name"])
-            if xml is not None:
-                items.append(dict(planned["domain"], xml=xml["xml"]))
-        return items
+        return [planned["domain"] for planned in guests.values()]
     if step in RESIZE_STEPS:
         return resize_step_items(batch, step, previous, before)
     raise ValueError("unknown step %r" % step)
 
 
-STEPS = {"boot": ("image", "disks", "xml", "domain"), "destroy": ("domain",),
+STEPS = {"boot": ("guest",), "destroy": ("domain",),
          "resize": ("apply", "health_command", "health_port", "health_agent", "finish")}
-STEP_LABELS = {"image": "image", "disks": "disk", "xml": "domain XML", "domain": "domain", "resize": "resize",
+# The guest module's parts, read as steps of their own (each guest's result split by _guest_parts).
+GUEST_PARTS = ("image", "disks", "xml", "domain")
+STEP_LABELS = {"guest": "arguments", "image": "image", "disks": "disk", "xml": "domain XML", "domain": "domain", "resize": "resize",
                "apply": "resize", "health_command": "health command", "health_port": "health port",
                "health_agent": "guest agent ping", "finish": "confirm/revert"}
 RESIZE_STEPS = STEPS["resize"]
@@ -470,6 +435,23 @@ def resize_outcome(plan_data: Dict[str, Any], batch: Dict[str, Any], guest: str,
     return out
 
 
+def _guest_parts(result: Any, planned: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[str]]:
+    """The guest module's result for one guest as the results of its four parts, or the guest's failure."""
+    if not isinstance(result, dict) or "results" not in result:
+        return {part: result for part in GUEST_PARTS}, None
+    mine = [r for r in _results_by(result) if r.get("item") == planned["name"]]
+    if not mine:
+        return {part: {"results": []} for part in GUEST_PARTS}, None
+    one = mine[0]
+    if one.get("failed"):
+        return {}, one.get("msg", "failed")
+    name = planned["name"]
+    return {"image": {"results": [dict(one.get("image") or {}, item=planned["image"]["url"])]},
+            "disks": {"results": [dict(d, item=name) for d in one.get("disks") or []]},
+            "xml": {"results": [dict(one.get("xml") or {}, item=name)]},
+            "domain": {"results": [dict(one.get("domain") or {}, item=name)]}}, None
+
+
 def guest_outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Optional[Dict[str, Any]]]
                   ) -> Dict[str, Any]:
     """One guest's outcome from its batch's step results: changed, failed and why, and its own results."""
@@ -486,7 +468,14 @@ def guest_outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Opti
     name = planned["name"]
     out: Dict[str, Any] = {"changed": False, "failed": False, "hypervisor": batch["hypervisor"], "steps": {}}
     changes: List[str] = []
-    for step in STEPS[plan_data["role"]]:
+    steps = STEPS[plan_data["role"]]
+    if plan_data["role"] == "boot":
+        results, failure = _guest_parts(results.get("guest"), planned)
+        if failure is not None:
+            out.update(failed=True, msg=failure)
+            return out
+        steps = GUEST_PARTS
+    for step in steps:
         result = results.get(step)
         if not isinstance(result, dict) or ("results" not in result and not result.get("skipped")):
             why = (result or {}).get("msg") if isinstance(result, dict) else None

@@ -61,43 +61,40 @@ def test_guests_are_batched_per_hypervisor_uri_and_instances_path_with_a_leader_
     assert sorted(_plan(per_guest=True)["leaders"]) == ["a", "b", "c", "d"]
 
 
-def test_each_step_is_built_from_the_results_of_the_one_before():
+def test_each_guest_is_one_item_of_the_guest_module_without_what_the_module_fills_in():
     plan = _plan()
     batch = plan["batches"][plan["batch_of"]["a"]]
-    images = _fleet.step_items(batch, "image")
-    assert images == [{"url": "http://a:b@h/i.raw", "cache_format": "source"}]  # one fetch for both guests
-    image_result = {"results": [{"item": "http://a:b@h/i.raw", "path": "/vf/_base/x", "format": "raw"}]}
-    disks = _fleet.step_items(batch, "disks", image_result)
-    assert [(d["guest"], d["base"], d["base_format"]) for d in disks] == [("a", "/vf/_base/x", "raw"),
-                                                                          ("b", "/vf/_base/x", "raw")]
-    disk_result = {"results": [
-        {"item": "a", "xml_disk": {"path": "/vf/a/disk"}, "owned_files": ["/vf/a/disk"]},
-        {"item": "b", "failed": True, "msg": "no space"}]}
-    xml = _fleet.step_items(batch, "xml", disk_result)
-    assert [x["name"] for x in xml] == ["a"]  # b's disk failed: no XML for it
-    assert xml[0]["disks"] == [{"path": "/vf/a/disk", "boot_order": 1}]
-    assert xml[0]["metadata"]["owned_files"] == ["/vf/a/disk"]
-    domain = _fleet.step_items(batch, "domain", {"results": [{"item": "a", "xml": "<domain/>"}]})
-    assert domain == [dict(batch["guests"]["a"]["domain"], xml="<domain/>")]
+    items = _fleet.step_items(batch, "guest")
+    assert [i["name"] for i in items] == ["a", "b"]
+    assert items[0] == {"name": "a", "image": {"url": "http://a:b@h/i.raw", "cache_format": "source"},
+                        "disks": [{"kind": "root", "size": "64M", "format": "qcow2", "backing": "overlay"}],
+                        "xml": {k: v for k, v in batch["guests"]["a"]["xml"].items() if k != "name"},
+                        "domain": {"state": "running"}}
+    assert _fleet.step_items(batch, "domain") == [batch["guests"][g]["domain"] for g in ("a", "b")]
+    with pytest.raises(ValueError, match="unknown step 'disks'"):
+        _fleet.step_items(batch, "disks")
 
 
 def test_each_guest_gets_its_own_outcome():
     plan = _plan()
-    results = {
-        "image": {"results": [{"item": "http://a:b@h/i.raw", "changed": True, "actions": ["fetch"]}]},
-        "disks": {"results": [{"item": "a", "kind": "root", "changed": True, "actions": ["create"]},
-                              {"item": "b", "kind": "root", "failed": True, "msg": "no space left"}]},
-        "xml": {"results": [{"item": "a", "changed": False}]},
-        "domain": {"results": [{"item": "a", "changed": True, "state": "running", "actions": ["define", "start"],
-                                "interfaces": [{"addresses": [{"address": "10.0.0.5"}]}]}]},
-    }
+    results = {"guest": {"results": [
+        {"item": "a", "changed": True, "state": "running",
+         "image": {"changed": True, "actions": ["fetch"]},
+         "disks": [{"kind": "root", "changed": True, "actions": ["create"]}],
+         "xml": {"changed": False, "console_log": "/vf/a/console.log"},
+         "domain": {"changed": True, "state": "running", "actions": ["define", "start"],
+                    "interfaces": [{"addresses": [{"address": "10.0.0.5"}]}]}},
+        {"item": "b", "failed": True, "msg": "disk root: no space left", "failed_part": "disks"}]}}
     a = _fleet.guest_outcome(plan, "a", results)
-    assert not a["failed"] and a["changed"]
-    assert a["summary"] == "a: running, image fetch, root create, domain define+start, addresses 10.0.0.5"
+    assert not a["failed"] and a["changed"] and a["domain"]["state"] == "running"
+    assert a["summary"] == ("a: running, image fetch, root create, domain define+start, console /vf/a/console.log, "
+                            "addresses 10.0.0.5")
     b = _fleet.guest_outcome(plan, "b", results)
-    assert b["failed"] and b["msg"] == "disk: no space left"
-    c = _fleet.guest_outcome(plan, "c", {"image": None})
+    assert b["failed"] and b["msg"] == "disk root: no space left"
+    c = _fleet.guest_outcome(plan, "c", {"guest": None})
     assert c["failed"] and "did not run on hypervisor hv2 for guest c" in c["msg"] and "unreachable" in c["msg"]
+    d = _fleet.guest_outcome(plan, "d", {"guest": {"results": []}})
+    assert d["failed"] and d["msg"] == "no image result for guest d"
     assert _fleet.guest_outcome(plan, "bad", results)["msg"].startswith("Unknown flavor 'x'")
     assert "was not planned" in _fleet.guest_outcome(plan, "zz", results)["msg"]
 
@@ -108,7 +105,7 @@ def test_arguments_the_modules_would_refuse_fail_the_guest_alone_with_ansibles_w
                "choice": guest("choice", boot_image_cache_format="zip")}
     plan = _fleet.plan("boot", ["ok", "typo", "choice"], lambda g: vars_of[g])
     assert list(plan["batch_of"]) == ["ok"]
-    assert plan["errors"]["typo"].startswith("guest typo: domain XML: ") and "vcpus" in plan["errors"]["typo"]
+    assert plan["errors"]["typo"].startswith("guest typo: arguments: argument 'vcpus' is of type str found in 'xml'")
     assert "cache_format must be one of" in plan["errors"]["choice"]
 
 
