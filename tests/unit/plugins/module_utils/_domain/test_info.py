@@ -416,7 +416,7 @@ def test_agent_ping_reports_an_answer_a_refusal_and_guests_that_cannot_answer(mo
     def agent_command(dom, command, timeout):
         asked.append((dom.name(), json.loads(command), timeout))
         if dom.name() == "hung":
-            raise _error(libvirt.VIR_ERR_AGENT_UNRESPONSIVE, "Guest agent is not responding: timeout")
+            raise libvirt_error("Guest agent is not responding: timeout", libvirt.VIR_ERR_AGENT_UNRESPONSIVE)
         return '{"return": {}}'
 
     monkeypatch.setattr(guest_module, "agent_command", agent_command)
