@@ -30,6 +30,18 @@ LIST_FORMS = {
     "image_cache": ("_image.spec", "ITEM_SPEC", "url", "image (or, with O(state=pruned), the cache)", False),
     "domain_xml": ("_domain.spec", "DOMAIN_XML_ITEM_SPEC", "name", "guest's domain XML", True),
     "domain": ("_domain.spec", "DOMAIN_ITEM_SPEC", "name", "domain", True),
+    "guest": ("_guest.spec", "ITEM_SPEC", "name", "guest", True),
+}
+# The guest module's parts: its option -> (the module whose options they are, what the part is).
+GUEST_PARTS = {
+    "image": ("image_cache", "The image the guest boots from, cached on the hypervisor first: the options of "
+              "M(virtfleet.libvirt.image_cache) for one image."),
+    "disks": ("guest_disk", "The guest's disks, built in order on the cached image (the first is its boot disk): "
+              "each element takes the options of M(virtfleet.libvirt.guest_disk) for one disk."),
+    "xml": ("domain_xml", "The guest's definition: the options of M(virtfleet.libvirt.domain_xml). Its disks are "
+            "the built ones, followed by any listed here; the files the disks made are recorded as its owned files."),
+    "domain": ("domain", "The guest's domain, defined from the written XML: the options of "
+               "M(virtfleet.libvirt.domain)."),
 }
 
 HEADER = '''# -*- coding: utf-8 -*-
@@ -62,10 +74,42 @@ def _strip_defaults(option: dict) -> dict:
     return option
 
 
+def guest_parts() -> dict:
+    """The guest module's image, disks, xml and domain options, documented as the modules they come from."""
+    spec = importlib.import_module(MU + "_guest.spec")
+    options = {}
+    for part, (module, description) in GUEST_PARTS.items():
+        documented = _documentation(module).get("options") or {}
+        nested = spec.ITEM_SPEC.argument_spec[part]
+        suboptions = {}
+        for name, option in nested["options"].items():
+            suboptions[name] = copy.deepcopy(documented[name])
+            if option.get("required"):
+                suboptions[name]["required"] = True
+        for name in suboptions:  # "required unless items" is the top level's rule, not the part's
+            lines = suboptions[name]["description"]
+            if isinstance(lines, list):
+                suboptions[name]["description"] = [re.sub(r",? unless O\(items\) [^.]*", "", line) for line in lines]
+        doc = {"description": [description], "type": nested["type"], "suboptions": suboptions}
+        if nested["type"] == "list":
+            doc["elements"] = "dict"
+        if "default" in nested:
+            doc["default"] = nested["default"]
+        options[part] = doc
+    return options
+
+
+def guest_parts_fragment() -> str:
+    text = yaml.safe_dump({"options": guest_parts()}, sort_keys=False, width=110, default_flow_style=False)
+    return "    GUEST_PARTS = r\"\"\"\n%s\"\"\"\n" % text
+
+
 def fragment_for(module: str) -> str:
     spec_module, spec_name, key, what, key_required = LIST_FORMS[module]
     item_spec = getattr(importlib.import_module(MU + spec_module), spec_name)
     documented = _documentation(module).get("options") or {}
+    if module == "guest":
+        documented = dict(documented, **guest_parts())
     suboptions = {}
     for name in item_spec.argument_spec:
         if name not in documented:
@@ -94,7 +138,7 @@ def fragment_for(module: str) -> str:
 
 
 def render() -> str:
-    return HEADER + "\n".join(fragment_for(module) for module in sorted(LIST_FORMS))
+    return HEADER + "\n".join([fragment_for(module) for module in sorted(LIST_FORMS)] + [guest_parts_fragment()])
 
 
 def main() -> int:

@@ -443,6 +443,713 @@ options:
     default: 4
 """
 
+    GUEST = r"""
+options:
+  items:
+    description:
+    - 'The list form: one guest per element, each taking the options of the single form (documented above). An option
+      an element leaves out takes the module''s top-level value (which carries the default).'
+    - The elements are handled concurrently (see O(batch_concurrency)); one element's failure does not stop the
+      others, and the task then fails naming each failed element and why. RV(results) holds one result per element,
+      in order, with the keys of the single form plus C(item), C(failed) and C(msg).
+    - Mutually exclusive with O(name).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+        - Name of the guest (its domain, and the directory of its files below O(instances_path)).
+        - Required.
+        type: str
+        required: true
+      image:
+        description:
+        - 'The image the guest boots from, cached on the hypervisor first: the options of M(virtfleet.libvirt.image_cache)
+          for one image.'
+        type: dict
+        suboptions:
+          url:
+            description:
+            - Where the image comes from. C(http://), C(https://), C(file://) or an absolute path on the hypervisor.
+            - Credentials in the URL are used for the request but never appear in names, records or messages.
+            - Required with O(state=present) and O(state=absent).
+            type: str
+            required: true
+          checksum:
+            description:
+            - Expected digest of the bytes downloaded (before decompression), as C(<algorithm>:<hex>), or C(<algorithm>:<url
+              or path of a SUMS file>) whose line for the image's file name is used.
+            - Algorithms are C(sha256), C(sha384) and C(sha512). A mismatch fails the task and keeps nothing.
+            - Without a checksum an image is cached once per URL and not fetched again while its record is valid.
+            type: str
+          format:
+            description:
+            - Format the source image is declared to have. The detected format must match it (an image declared
+              C(raw) that is really qcow2 is refused).
+            - When not given, the detected format is used; it must be one we consider safe.
+            type: str
+            choices:
+            - raw
+            - qcow2
+            - vmdk
+            - vhd
+            - vhdx
+            - vdi
+            - iso
+          cache_format:
+            description:
+            - Format of the cached file. C(raw) and C(qcow2) convert when needed (into a temporary file that is
+              inspected again); C(source) keeps the format that was downloaded.
+            type: str
+            default: raw
+            choices:
+            - raw
+            - qcow2
+            - source
+          max_virtual_size:
+            description:
+            - Largest virtual size accepted, such as C(200G) (binary units) or a number of bytes. Protects the hypervisor's
+              disk from small files that expand hugely. The download also stops once the file on disk grows well
+              beyond it.
+            type: str
+            default: 1T
+          verify:
+            description:
+            - C(quick) trusts the record plus the file's size and mtime.
+            - C(full) also inspects the cached file again, compares its sha256 with the record when one was recorded,
+              and runs C(qemu-img check) on non-raw files.
+            type: str
+            default: quick
+            choices:
+            - quick
+            - full
+          timeout:
+            description: Seconds an HTTP connection or read may stall before the attempt fails (1 to 86400).
+            type: int
+            default: 60
+          retries:
+            description: How many times a transient failure (refused or reset connection, timeout, HTTP 5xx, body
+              cut short) is retried (0 to 100), with exponential backoff starting at O(retry_delay).
+            type: int
+            default: 3
+          retry_delay:
+            description: Seconds before the first retry (0 to 3600); doubled for each further one (at most 60).
+            type: float
+            default: 1.0
+          lock_timeout:
+            description: Seconds (0 to 604800) to wait for another run that is caching, using or removing the same
+              image.
+            type: int
+            default: 1800
+          headers:
+            description: Extra HTTP request headers. Their values are hidden from logs as they often carry tokens.
+            type: dict
+          url_username:
+            description: User name for HTTP basic authentication.
+            type: str
+          url_password:
+            description: Password for HTTP basic authentication.
+            type: str
+          force_basic_auth:
+            description: Send the basic authentication header with the first request instead of waiting for a 401.
+            type: bool
+            default: false
+          validate_certs:
+            description: Verify the server's TLS certificate. Only disable it for test servers.
+            type: bool
+            default: true
+          client_cert:
+            description: PEM file with a client certificate (and optionally its key) for TLS client authentication.
+            type: path
+          client_key:
+            description: PEM file with the key of O(client_cert) when it is not in that file.
+            type: path
+          use_proxy:
+            description: Use the proxies set in the environment (C(http_proxy), C(https_proxy), C(no_proxy)).
+            type: bool
+            default: true
+      disks:
+        description:
+        - 'The guest''s disks, built in order on the cached image (the first is its boot disk): each element takes
+          the options of M(virtfleet.libvirt.guest_disk) for one disk.'
+        type: list
+        suboptions:
+          kind:
+            description: What the disk is for.
+            type: str
+            default: root
+            choices:
+            - root
+            - ephemeral
+            - swap
+            - blank
+            - config_drive
+          force:
+            description: With O(state=absent), remove the file even when a defined libvirt domain references it.
+            type: bool
+            default: false
+          adopt:
+            description:
+            - Record an existing disk file that has no record in C(disk.info.json) (the record was lost), or whose
+              record it no longer matches, as it is now, instead of refusing it.
+            - The format is taken from O(format), which is then required (a config drive is raw); it is never guessed
+              from the file. A qcow2 file is adopted only when the backing file its header names, if any, is O(base)
+              (root) or the cached formatted base (ephemeral, swap), with its format named.
+            - Nothing is written when the disk already matches its record.
+            type: bool
+            default: false
+          instance_dir:
+            description: The guest's directory, when it is not C(<instances_path>/<guest>).
+            type: path
+          file_name:
+            description:
+            - File name inside the instance directory. Defaults by O(kind) to C(disk), C(disk.local), C(disk.swap),
+              C(disk.blank) or C(disk.config).
+            type: str
+          format:
+            description:
+            - Format of the disk file, C(qcow2) (the default) or C(raw). An overlay is always C(qcow2).
+            - For O(kind=config_drive), the layout instead, C(config-2) (the default) or C(nocloud); the file is
+              a raw ISO.
+            - For an existing disk the recorded format is used.
+            type: str
+            choices:
+            - qcow2
+            - raw
+            - config-2
+            - nocloud
+          size:
+            description:
+            - Virtual size of the disk, such as C(10G) or C(512M) or a number of bytes. Units are binary (C(G) and
+              C(GiB) are 1024^3 bytes), except C(KB), C(MB), C(GB), C(TB) which are decimal.
+            - Required for O(kind=ephemeral), O(kind=swap) and O(kind=blank). For O(kind=root) it defaults to the
+              virtual size of the base. A size smaller than the current disk or than the base is refused.
+            type: str
+          preallocation:
+            description:
+            - Preallocation of a new disk (qemu-img's C(preallocation) option). C(off) keeps files sparse.
+            - Preallocating a qcow2 overlay makes it with C(extended_l2=on), as qemu requires.
+            type: str
+            choices:
+            - 'off'
+            - metadata
+            - falloc
+            - full
+          backing:
+            description:
+            - C(overlay) makes a qcow2 file backed by the base (fast, shares the base); C(flat) copies the base.
+            - Defaults to C(overlay) for O(kind=root); for ephemeral and swap disks to C(overlay) with O(format=qcow2)
+              and C(flat) with O(format=raw).
+            type: str
+            choices:
+            - overlay
+            - flat
+          fs_type:
+            description:
+            - Filesystem of an ephemeral disk, C(ext4) when not given. The matching mkfs tool must be installed
+              on the hypervisor.
+            type: str
+            choices:
+            - ext4
+            - ext3
+            - ext2
+            - xfs
+            - vfat
+          label:
+            description:
+            - Filesystem label of an ephemeral disk (default C(ephemeral0)) or swap label of a swap disk (default
+              none).
+            - Letters, digits, C(.), C(_) and C(-); at most 16 characters (12 for xfs, 11 for vfat).
+            type: str
+          mode:
+            description:
+            - Permissions of the disk file, an octal string such as C('0640') (quote it in YAML).
+            - A number is taken as the mode only when it reads as one (a YAML C(0640) arrives as 416); a plain C(640),
+              which YAML makes the number 640 (octal 1200), is refused.
+            - When not given, a new file gets C(0600) (C(0660) when O(group) is given), and an existing file is
+              left as it is.
+            type: raw
+          owner:
+            description:
+            - Owner of the disk file (name or uid, at most 4294967294). When not given, new files belong to root
+              and existing files keep their owner (libvirt changes it to the qemu user while a guest runs).
+            type: str
+          group:
+            description: Group of the disk file (name or gid), like O(owner).
+            type: str
+          hostname:
+            description: Config drive; the guest's host name. Defaults to O(guest).
+            type: str
+          instance_uuid:
+            description:
+            - Config drive; the instance UUID (C(uuid) / C(instance-id)), in the 8-4-4-4-12 hex form (not the nil
+              UUID). Defaults to a UUID derived from O(guest), stable across runs; pass the domain's UUID to have
+              both agree.
+            type: str
+          public_keys:
+            description:
+            - Config drive; SSH public keys, a dict of name to key, or a list of keys. Public keys are not secret
+              and are not hidden from the output.
+            type: raw
+          user_data:
+            description: Config drive; user data (such as a C(#cloud-config) document), written as given.
+            type: str
+          admin_pass:
+            description: Config drive (config-2 only); C(admin_pass) in C(meta_data.json).
+            type: str
+          network_data:
+            description: Config drive; C(network_data.json) (config-2) or C(network-config) (nocloud).
+            type: dict
+          vendor_data:
+            description:
+            - Config drive; C(vendor_data.json) (config-2) or C(vendor-data) (nocloud).
+            - Not treated as a secret (Ansible would mask each of its values wherever it appears, paths included);
+              put secrets in O(user_data) or O(admin_pass).
+            type: dict
+          metadata:
+            description: Config drive; user metadata (C(meta) in C(meta_data.json)).
+            type: dict
+          files:
+            description:
+            - Config drive (config-2 only); files to inject into the guest, stored as C(openstack/content/NNNN)
+              and listed in C(meta_data.json).
+            type: list
+            elements: dict
+            suboptions:
+              path:
+                description: Path of the file in the guest.
+                type: str
+                required: true
+              content:
+                description: Content of the file.
+                type: str
+                required: true
+          extra_files:
+            description:
+            - Config drive; more files on the drive, a dict of relative path on the drive to content.
+            - Not treated as a secret (its short values, such as C("1"), would be masked everywhere in the output,
+              paths included); the content is never returned, and the drive is mode 0600.
+            type: dict
+        elements: dict
+      xml:
+        description:
+        - 'The guest''s definition: the options of M(virtfleet.libvirt.domain_xml). Its disks are the built ones,
+          followed by any listed here; the files the disks made are recorded as its owned files.'
+        type: dict
+        suboptions:
+          path:
+            description: File to write. Defaults to C(<instance_dir>/domain.xml).
+            type: path
+          instance_dir:
+            description: The guest's directory. Defaults to C(<instances_path>/<name>).
+            type: path
+          uuid:
+            description: UUID of the domain. See the description for how it is kept when not given.
+            type: str
+          title:
+            description: Short title (one line), shown by C(virsh list --title).
+            type: str
+          description:
+            description: Free-form description.
+            type: str
+          vcpus:
+            description: Number of virtual CPUs the guest starts with.
+            type: int
+            default: 1
+          max_vcpus:
+            description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(vcpus).
+            type: int
+          memory:
+            description:
+            - Memory of the guest, a whole number of MiB. A size with a binary unit (C(160M), C(2G), C(512MiB));
+              a number without a unit is bytes, as for every size of this collection (C(536870912) is 512 MiB, C(512)
+              is refused).
+            type: raw
+            default: 512M
+          max_memory:
+            description:
+            - Maximum memory for hot-plug, same format as O(memory). The guest gets C(<maxMemory>) with O(max_memory_slots)
+              slots and one NUMA cell, so that memory can later be added while it runs (DIMMs or virtio-mem up to
+              this size).
+            - The headroom costs little on the host (guest RAM is allocated as the guest uses it), but QEMU reserves
+              address space and the guest kernel sizes its memory map for it.
+            type: raw
+          max_memory_slots:
+            description:
+            - Number of memory slots for devices hot-plugged up to O(max_memory) (1 to 255). Needs O(max_memory).
+            - Defaults to 16 when O(max_memory) is given.
+            type: int
+          virt_type:
+            description:
+            - Domain type. C(auto) uses KVM only when it is known to run guests on this host, else C(qemu) (TCG).
+            type: str
+            default: auto
+            choices:
+            - kvm
+            - qemu
+            - auto
+          machine:
+            description: Machine type or alias, such as C(pc) (i440fx) or C(q35).
+            type: str
+            default: pc
+          cpu_mode:
+            description:
+            - CPU mode. Default C(host-model) with KVM; with C(qemu) libvirt's default CPU model.
+            type: str
+            choices:
+            - host-model
+            - host-passthrough
+            - maximum
+            - custom
+          cpu_model:
+            description: CPU model for O(cpu_mode=custom), for example C(Skylake-Client).
+            type: str
+          firmware:
+            description:
+            - C(bios) (SeaBIOS) or C(uefi) (OVMF from the C(ovmf) package; its variable store is kept in C(<instance_dir>/nvram.fd)).
+            type: str
+            default: bios
+            choices:
+            - bios
+            - uefi
+          secure_boot:
+            description: With O(firmware=uefi), use the Secure Boot capable OVMF build (needs O(machine=q35)).
+            type: bool
+            default: false
+          graphics:
+            description: Graphical console. C(none) leaves only the serial console.
+            type: str
+            default: none
+            choices:
+            - none
+            - vnc
+            - spice
+          graphics_listen:
+            description: Address the graphical console listens on.
+            type: str
+            default: 127.0.0.1
+          guest_agent:
+            description: Add the virtio channel used by the QEMU guest agent.
+            type: bool
+            default: false
+          rng:
+            description: Add a virtio random number generator fed from the host's C(/dev/urandom).
+            type: bool
+            default: true
+          tpm:
+            description:
+            - Add an emulated TPM 2.0 (C(<tpm><backend type='emulator' version='2.0'/></tpm>)). libvirt runs C(swtpm)
+              for it (the C(swtpm) and C(swtpm-tools) packages) and keeps its state in C(/var/lib/libvirt/swtpm/<uuid>),
+              which M(virtfleet.libvirt.domain) removes with O(virtfleet.libvirt.domain#module:state=absent).
+            - C(swtpm) runs as the C(swtpm_user) of C(/etc/libvirt/qemu.conf) (default C(tss)), which must be able
+              to write C(/var/lib/swtpm-localca); when it cannot, starting the guest fails with the reason from
+              swtpm's log.
+            type: bool
+            default: false
+          tpm_model:
+            description: Interface of the TPM with O(tpm=true). C(tpm-crb) suits UEFI guests.
+            type: str
+            default: tpm-tis
+            choices:
+            - tpm-tis
+            - tpm-crb
+          watchdog:
+            description:
+            - Watchdog device. C(i6300esb) is a PCI watchdog for any machine; C(itco) is the q35 chipset's own (fails
+              on other machines, and needs libvirt 9.1 or later). C(none) adds none.
+            type: str
+            default: none
+            choices:
+            - none
+            - i6300esb
+            - itco
+          watchdog_action:
+            description: What the hypervisor does when the watchdog fires (with O(watchdog) other than C(none)).
+            type: str
+            default: reset
+            choices:
+            - reset
+            - shutdown
+            - poweroff
+            - pause
+            - none
+            - dump
+            - inject-nmi
+          memballoon:
+            description:
+            - C(true) leaves the memory balloon to libvirt, which adds a virtio balloon (nothing is written for
+              it).
+            - C(false) writes C(<memballoon model='none'/>), a guest without a balloon device.
+            type: bool
+            default: true
+          kernel:
+            description: Kernel for direct kernel boot (a path on the hypervisor).
+            type: path
+          initrd:
+            description: Initrd for direct kernel boot.
+            type: path
+          cmdline:
+            description: Kernel command line for direct kernel boot.
+            type: str
+          fw_cfg:
+            description:
+            - Entries exposed to the guest through QEMU's fw_cfg (C(/sys/firmware/qemu_fw_cfg/by_name/) in Linux).
+            - Names must start with C(opt/), for example C(opt/org.example/role).
+            type: dict
+          disks:
+            description: Disks and cdroms, in order.
+            type: list
+            elements: dict
+            suboptions:
+              path:
+                description: Image file on the hypervisor. Required except for an empty cdrom.
+                type: path
+              format:
+                description: Image format.
+                type: str
+                default: raw
+                choices:
+                - raw
+                - qcow2
+              device:
+                description: Kind of device.
+                type: str
+                default: disk
+                choices:
+                - disk
+                - cdrom
+              bus:
+                description:
+                - Bus. Default C(virtio) for disks; for cdroms C(ide) on i440fx machines and C(scsi) (with a virtio-scsi
+                  controller) on q35.
+                type: str
+                choices:
+                - virtio
+                - scsi
+                - sata
+                - ide
+                - usb
+              dev:
+                description: Target device name (C(vda), C(sdb), C(hdc)). Assigned per bus when not given.
+                type: str
+              readonly:
+                description: Attach read-only. Default true for cdroms, false for disks.
+                type: bool
+              boot_order:
+                description: Boot priority (1 first). When any device has one, only those devices boot.
+                type: int
+              cache:
+                description: Host cache mode.
+                type: str
+                choices:
+                - none
+                - writethrough
+                - writeback
+                - directsync
+                - unsafe
+                - default
+              io:
+                description: I/O mode.
+                type: str
+                choices:
+                - native
+                - threads
+                - io_uring
+              discard:
+                description: Pass discard (TRIM) requests to the image (C(unmap)) or not.
+                type: str
+                choices:
+                - unmap
+                - ignore
+              serial:
+                description: Serial number the guest sees (C(/dev/disk/by-id/virtio-<serial>)).
+                type: str
+          nics:
+            description:
+            - Network interfaces, in order. Give O(nics[].type) and O(nics[].source), or one of O(nics[].network),
+              O(nics[].bridge), O(nics[].direct) as a shorthand.
+            type: list
+            elements: dict
+            suboptions:
+              type:
+                description:
+                - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
+                - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no
+                  source. The guest gets the host's addresses by DHCP from passt, reaches what the host reaches,
+                  and is reached only through O(nics[].port_forwards). libvirt 9.0.0 as in Debian 12 cannot run
+                  passt; defining such a domain there fails with that reason.
+                - Not together with the shorthands O(nics[].network), O(nics[].bridge), O(nics[].direct).
+                type: str
+                choices:
+                - network
+                - bridge
+                - direct
+                - user
+              source:
+                description: The libvirt network, host bridge or host interface. Default C(default) for networks.
+                type: str
+              network:
+                description: Shorthand for O(nics[].type=network) with this source.
+                type: str
+              bridge:
+                description: Shorthand for O(nics[].type=bridge) with this source.
+                type: str
+              direct:
+                description: Shorthand for O(nics[].type=direct) (macvtap) on this host interface.
+                type: str
+              mode:
+                description: macvtap mode of a direct interface (only for those). Defaults to C(bridge).
+                type: str
+                choices:
+                - bridge
+                - vepa
+                - private
+                - passthrough
+              mac:
+                description: MAC address. Default C(52:54:00:) followed by 3 bytes of sha256(C(<name>:<index>)).
+                type: str
+              model:
+                description: NIC model.
+                type: str
+                default: virtio
+                choices:
+                - virtio
+                - e1000
+                - e1000e
+                - rtl8139
+              boot_order:
+                description: Boot priority, as for disks.
+                type: int
+              port_forwards:
+                description:
+                - With O(nics[].type=user), host ports that reach the guest (passt listens on them).
+                type: list
+                elements: dict
+                suboptions:
+                  host_port:
+                    description: Port on the host (1 to 65535).
+                    type: int
+                    required: true
+                  guest_port:
+                    description: Port in the guest the connections go to. Defaults to O(nics[].port_forwards[].host_port).
+                    type: int
+                  address:
+                    description:
+                    - Host address passt listens on. The default keeps the guest reachable from the host only.
+                    type: str
+                    default: 127.0.0.1
+                  proto:
+                    description: Protocol.
+                    type: str
+                    default: tcp
+                    choices:
+                    - tcp
+                    - udp
+          extra_devices:
+            description:
+            - Further devices as libvirt XML fragments, one element each (for example a C(<hostdev>)), added as
+              written.
+            type: list
+            elements: str
+          metadata:
+            description: Facts recorded in the domain's virtfleet metadata.
+            type: dict
+            suboptions:
+              flavor:
+                description: Name of the flavor the guest was built from.
+                type: str
+              image:
+                description: Image the root disk was made from.
+                type: str
+              owned_files:
+                description: Files created for this guest, deleted by M(virtfleet.libvirt.domain) with C(remove_storage).
+                type: list
+                elements: path
+      domain:
+        description:
+        - 'The guest''s domain, defined from the written XML: the options of M(virtfleet.libvirt.domain).'
+        type: dict
+        suboptions:
+          state:
+            description:
+            - C(running) defines the domain when needed and starts or resumes it.
+            - C(paused) defines it and leaves it started but paused.
+            - C(shutdown) asks the guest to power off (ACPI) and waits up to O(shutdown_timeout); see O(force_off).
+            - C(defined) defines or updates the definition without changing whether the guest runs.
+            - C(absent) stops the domain (hard) and undefines it, with its NVRAM and TPM state.
+            - The XML (when read) must define the domain called O(name).
+            type: str
+            default: running
+            choices:
+            - running
+            - paused
+            - shutdown
+            - defined
+            - absent
+          autostart:
+            description: Start the domain when libvirtd starts. Unchanged when not given.
+            type: bool
+          apply:
+            description:
+            - What to do when the definition changed while the guest runs.
+            - C(none) stores the new definition and reports RV(restart_pending); C(restart) shuts the guest down
+              cleanly (see O(shutdown_timeout), O(force_off)) and starts it again.
+            type: str
+            default: none
+            choices:
+            - none
+            - restart
+          shutdown_timeout:
+            description: Seconds (0 to 86400) to wait for the guest to power off after an ACPI shutdown request.
+            type: int
+            default: 120
+          start_timeout:
+            description: Seconds (0 to 86400) to wait for the domain to reach the running (or paused) state after
+              a start.
+            type: int
+            default: 60
+          force_off:
+            description:
+            - Power the guest off hard when it did not shut down within O(shutdown_timeout).
+            - Without it such a guest makes the task fail, and nothing is forced.
+            type: bool
+            default: false
+          remove_storage:
+            description:
+            - With O(state=absent), also delete the files the collection created for this guest, and then its instance
+              directory C(<instances_path>/<name>) when nothing else is left in it.
+            - Only files the collection recorded making are removed. These are the disks in the guest's C(disk.info.json)
+              (written by M(virtfleet.libvirt.guest_disk)) with their digest records, and the instance directory's
+              own files (C(domain.xml), C(console.log), C(nvram.fd), C(disk.info.json)).
+            - Each must be a regular file directly inside the guest's own instance directory, reached through no
+              symbolic link below O(instances_path), and no other defined or running domain may use it as a disk
+              or in a disk's backing chain. Anything else is kept with a warning, including what the domain's metadata
+              lists as C(owned_files) and every other path attached to the guest.
+            - Also works when the domain is gone already (a run that undefined it and then failed is finished).
+            type: bool
+            default: false
+          wait_for_address:
+            description:
+            - With O(state=running), wait until the guest has an IP address on one of its interfaces, and return
+              its interfaces with their addresses in RV(interfaces), as M(virtfleet.libvirt.domain_info) reports
+              them.
+            - Addresses come from the DHCP leases of libvirt networks and from the guest agent (when the domain
+              has its channel and the agent answers). IPv6 link-local addresses do not count.
+            - Waiting changes nothing; it also happens when the guest already ran. After O(address_timeout) seconds
+              the task fails and says where it looked; the guest is left running.
+            - In check mode nothing is waited for, and RV(interfaces) holds the addresses known now.
+            type: bool
+            default: false
+          address_timeout:
+            description: Seconds (0 to 86400) to wait for an address with O(wait_for_address=true).
+            type: int
+            default: 300
+  batch_concurrency:
+    description: How many elements of O(items) are handled at once (1 to 64).
+    type: int
+    default: 4
+"""
+
     GUEST_DISK = r"""
 options:
   items:
@@ -776,4 +1483,684 @@ options:
     description: How many elements of O(items) are handled at once (1 to 64).
     type: int
     default: 4
+"""
+
+    GUEST_PARTS = r"""
+options:
+  image:
+    description:
+    - 'The image the guest boots from, cached on the hypervisor first: the options of M(virtfleet.libvirt.image_cache)
+      for one image.'
+    type: dict
+    suboptions:
+      url:
+        description:
+        - Where the image comes from. C(http://), C(https://), C(file://) or an absolute path on the hypervisor.
+        - Credentials in the URL are used for the request but never appear in names, records or messages.
+        - Required with O(state=present) and O(state=absent).
+        type: str
+        required: true
+      checksum:
+        description:
+        - Expected digest of the bytes downloaded (before decompression), as C(<algorithm>:<hex>), or C(<algorithm>:<url
+          or path of a SUMS file>) whose line for the image's file name is used.
+        - Algorithms are C(sha256), C(sha384) and C(sha512). A mismatch fails the task and keeps nothing.
+        - Without a checksum an image is cached once per URL and not fetched again while its record is valid.
+        type: str
+      format:
+        description:
+        - Format the source image is declared to have. The detected format must match it (an image declared C(raw)
+          that is really qcow2 is refused).
+        - When not given, the detected format is used; it must be one we consider safe.
+        type: str
+        choices:
+        - raw
+        - qcow2
+        - vmdk
+        - vhd
+        - vhdx
+        - vdi
+        - iso
+      cache_format:
+        description:
+        - Format of the cached file. C(raw) and C(qcow2) convert when needed (into a temporary file that is inspected
+          again); C(source) keeps the format that was downloaded.
+        type: str
+        default: raw
+        choices:
+        - raw
+        - qcow2
+        - source
+      max_virtual_size:
+        description:
+        - Largest virtual size accepted, such as C(200G) (binary units) or a number of bytes. Protects the hypervisor's
+          disk from small files that expand hugely. The download also stops once the file on disk grows well beyond
+          it.
+        type: str
+        default: 1T
+      verify:
+        description:
+        - C(quick) trusts the record plus the file's size and mtime.
+        - C(full) also inspects the cached file again, compares its sha256 with the record when one was recorded,
+          and runs C(qemu-img check) on non-raw files.
+        type: str
+        default: quick
+        choices:
+        - quick
+        - full
+      timeout:
+        description: Seconds an HTTP connection or read may stall before the attempt fails (1 to 86400).
+        type: int
+        default: 60
+      retries:
+        description: How many times a transient failure (refused or reset connection, timeout, HTTP 5xx, body cut
+          short) is retried (0 to 100), with exponential backoff starting at O(retry_delay).
+        type: int
+        default: 3
+      retry_delay:
+        description: Seconds before the first retry (0 to 3600); doubled for each further one (at most 60).
+        type: float
+        default: 1.0
+      lock_timeout:
+        description: Seconds (0 to 604800) to wait for another run that is caching, using or removing the same image.
+        type: int
+        default: 1800
+      headers:
+        description: Extra HTTP request headers. Their values are hidden from logs as they often carry tokens.
+        type: dict
+      url_username:
+        description: User name for HTTP basic authentication.
+        type: str
+      url_password:
+        description: Password for HTTP basic authentication.
+        type: str
+      force_basic_auth:
+        description: Send the basic authentication header with the first request instead of waiting for a 401.
+        type: bool
+        default: false
+      validate_certs:
+        description: Verify the server's TLS certificate. Only disable it for test servers.
+        type: bool
+        default: true
+      client_cert:
+        description: PEM file with a client certificate (and optionally its key) for TLS client authentication.
+        type: path
+      client_key:
+        description: PEM file with the key of O(client_cert) when it is not in that file.
+        type: path
+      use_proxy:
+        description: Use the proxies set in the environment (C(http_proxy), C(https_proxy), C(no_proxy)).
+        type: bool
+        default: true
+  disks:
+    description:
+    - 'The guest''s disks, built in order on the cached image (the first is its boot disk): each element takes the
+      options of M(virtfleet.libvirt.guest_disk) for one disk.'
+    type: list
+    suboptions:
+      kind:
+        description: What the disk is for.
+        type: str
+        default: root
+        choices:
+        - root
+        - ephemeral
+        - swap
+        - blank
+        - config_drive
+      force:
+        description: With O(state=absent), remove the file even when a defined libvirt domain references it.
+        type: bool
+        default: false
+      adopt:
+        description:
+        - Record an existing disk file that has no record in C(disk.info.json) (the record was lost), or whose record
+          it no longer matches, as it is now, instead of refusing it.
+        - The format is taken from O(format), which is then required (a config drive is raw); it is never guessed
+          from the file. A qcow2 file is adopted only when the backing file its header names, if any, is O(base)
+          (root) or the cached formatted base (ephemeral, swap), with its format named.
+        - Nothing is written when the disk already matches its record.
+        type: bool
+        default: false
+      instance_dir:
+        description: The guest's directory, when it is not C(<instances_path>/<guest>).
+        type: path
+      file_name:
+        description:
+        - File name inside the instance directory. Defaults by O(kind) to C(disk), C(disk.local), C(disk.swap),
+          C(disk.blank) or C(disk.config).
+        type: str
+      format:
+        description:
+        - Format of the disk file, C(qcow2) (the default) or C(raw). An overlay is always C(qcow2).
+        - For O(kind=config_drive), the layout instead, C(config-2) (the default) or C(nocloud); the file is a raw
+          ISO.
+        - For an existing disk the recorded format is used.
+        type: str
+        choices:
+        - qcow2
+        - raw
+        - config-2
+        - nocloud
+      size:
+        description:
+        - Virtual size of the disk, such as C(10G) or C(512M) or a number of bytes. Units are binary (C(G) and C(GiB)
+          are 1024^3 bytes), except C(KB), C(MB), C(GB), C(TB) which are decimal.
+        - Required for O(kind=ephemeral), O(kind=swap) and O(kind=blank). For O(kind=root) it defaults to the virtual
+          size of the base. A size smaller than the current disk or than the base is refused.
+        type: str
+      preallocation:
+        description:
+        - Preallocation of a new disk (qemu-img's C(preallocation) option). C(off) keeps files sparse.
+        - Preallocating a qcow2 overlay makes it with C(extended_l2=on), as qemu requires.
+        type: str
+        choices:
+        - 'off'
+        - metadata
+        - falloc
+        - full
+      backing:
+        description:
+        - C(overlay) makes a qcow2 file backed by the base (fast, shares the base); C(flat) copies the base.
+        - Defaults to C(overlay) for O(kind=root); for ephemeral and swap disks to C(overlay) with O(format=qcow2)
+          and C(flat) with O(format=raw).
+        type: str
+        choices:
+        - overlay
+        - flat
+      fs_type:
+        description:
+        - Filesystem of an ephemeral disk, C(ext4) when not given. The matching mkfs tool must be installed on the
+          hypervisor.
+        type: str
+        choices:
+        - ext4
+        - ext3
+        - ext2
+        - xfs
+        - vfat
+      label:
+        description:
+        - Filesystem label of an ephemeral disk (default C(ephemeral0)) or swap label of a swap disk (default none).
+        - Letters, digits, C(.), C(_) and C(-); at most 16 characters (12 for xfs, 11 for vfat).
+        type: str
+      mode:
+        description:
+        - Permissions of the disk file, an octal string such as C('0640') (quote it in YAML).
+        - A number is taken as the mode only when it reads as one (a YAML C(0640) arrives as 416); a plain C(640),
+          which YAML makes the number 640 (octal 1200), is refused.
+        - When not given, a new file gets C(0600) (C(0660) when O(group) is given), and an existing file is left
+          as it is.
+        type: raw
+      owner:
+        description:
+        - Owner of the disk file (name or uid, at most 4294967294). When not given, new files belong to root and
+          existing files keep their owner (libvirt changes it to the qemu user while a guest runs).
+        type: str
+      group:
+        description: Group of the disk file (name or gid), like O(owner).
+        type: str
+      hostname:
+        description: Config drive; the guest's host name. Defaults to O(guest).
+        type: str
+      instance_uuid:
+        description:
+        - Config drive; the instance UUID (C(uuid) / C(instance-id)), in the 8-4-4-4-12 hex form (not the nil UUID).
+          Defaults to a UUID derived from O(guest), stable across runs; pass the domain's UUID to have both agree.
+        type: str
+      public_keys:
+        description:
+        - Config drive; SSH public keys, a dict of name to key, or a list of keys. Public keys are not secret and
+          are not hidden from the output.
+        type: raw
+      user_data:
+        description: Config drive; user data (such as a C(#cloud-config) document), written as given.
+        type: str
+      admin_pass:
+        description: Config drive (config-2 only); C(admin_pass) in C(meta_data.json).
+        type: str
+      network_data:
+        description: Config drive; C(network_data.json) (config-2) or C(network-config) (nocloud).
+        type: dict
+      vendor_data:
+        description:
+        - Config drive; C(vendor_data.json) (config-2) or C(vendor-data) (nocloud).
+        - Not treated as a secret (Ansible would mask each of its values wherever it appears, paths included); put
+          secrets in O(user_data) or O(admin_pass).
+        type: dict
+      metadata:
+        description: Config drive; user metadata (C(meta) in C(meta_data.json)).
+        type: dict
+      files:
+        description:
+        - Config drive (config-2 only); files to inject into the guest, stored as C(openstack/content/NNNN) and
+          listed in C(meta_data.json).
+        type: list
+        elements: dict
+        suboptions:
+          path:
+            description: Path of the file in the guest.
+            type: str
+            required: true
+          content:
+            description: Content of the file.
+            type: str
+            required: true
+      extra_files:
+        description:
+        - Config drive; more files on the drive, a dict of relative path on the drive to content.
+        - Not treated as a secret (its short values, such as C("1"), would be masked everywhere in the output, paths
+          included); the content is never returned, and the drive is mode 0600.
+        type: dict
+    elements: dict
+  xml:
+    description:
+    - 'The guest''s definition: the options of M(virtfleet.libvirt.domain_xml). Its disks are the built ones, followed
+      by any listed here; the files the disks made are recorded as its owned files.'
+    type: dict
+    suboptions:
+      path:
+        description: File to write. Defaults to C(<instance_dir>/domain.xml).
+        type: path
+      instance_dir:
+        description: The guest's directory. Defaults to C(<instances_path>/<name>).
+        type: path
+      uuid:
+        description: UUID of the domain. See the description for how it is kept when not given.
+        type: str
+      title:
+        description: Short title (one line), shown by C(virsh list --title).
+        type: str
+      description:
+        description: Free-form description.
+        type: str
+      vcpus:
+        description: Number of virtual CPUs the guest starts with.
+        type: int
+        default: 1
+      max_vcpus:
+        description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(vcpus).
+        type: int
+      memory:
+        description:
+        - Memory of the guest, a whole number of MiB. A size with a binary unit (C(160M), C(2G), C(512MiB)); a number
+          without a unit is bytes, as for every size of this collection (C(536870912) is 512 MiB, C(512) is refused).
+        type: raw
+        default: 512M
+      max_memory:
+        description:
+        - Maximum memory for hot-plug, same format as O(memory). The guest gets C(<maxMemory>) with O(max_memory_slots)
+          slots and one NUMA cell, so that memory can later be added while it runs (DIMMs or virtio-mem up to this
+          size).
+        - The headroom costs little on the host (guest RAM is allocated as the guest uses it), but QEMU reserves
+          address space and the guest kernel sizes its memory map for it.
+        type: raw
+      max_memory_slots:
+        description:
+        - Number of memory slots for devices hot-plugged up to O(max_memory) (1 to 255). Needs O(max_memory).
+        - Defaults to 16 when O(max_memory) is given.
+        type: int
+      virt_type:
+        description:
+        - Domain type. C(auto) uses KVM only when it is known to run guests on this host, else C(qemu) (TCG).
+        type: str
+        default: auto
+        choices:
+        - kvm
+        - qemu
+        - auto
+      machine:
+        description: Machine type or alias, such as C(pc) (i440fx) or C(q35).
+        type: str
+        default: pc
+      cpu_mode:
+        description:
+        - CPU mode. Default C(host-model) with KVM; with C(qemu) libvirt's default CPU model.
+        type: str
+        choices:
+        - host-model
+        - host-passthrough
+        - maximum
+        - custom
+      cpu_model:
+        description: CPU model for O(cpu_mode=custom), for example C(Skylake-Client).
+        type: str
+      firmware:
+        description:
+        - C(bios) (SeaBIOS) or C(uefi) (OVMF from the C(ovmf) package; its variable store is kept in C(<instance_dir>/nvram.fd)).
+        type: str
+        default: bios
+        choices:
+        - bios
+        - uefi
+      secure_boot:
+        description: With O(firmware=uefi), use the Secure Boot capable OVMF build (needs O(machine=q35)).
+        type: bool
+        default: false
+      graphics:
+        description: Graphical console. C(none) leaves only the serial console.
+        type: str
+        default: none
+        choices:
+        - none
+        - vnc
+        - spice
+      graphics_listen:
+        description: Address the graphical console listens on.
+        type: str
+        default: 127.0.0.1
+      guest_agent:
+        description: Add the virtio channel used by the QEMU guest agent.
+        type: bool
+        default: false
+      rng:
+        description: Add a virtio random number generator fed from the host's C(/dev/urandom).
+        type: bool
+        default: true
+      tpm:
+        description:
+        - Add an emulated TPM 2.0 (C(<tpm><backend type='emulator' version='2.0'/></tpm>)). libvirt runs C(swtpm)
+          for it (the C(swtpm) and C(swtpm-tools) packages) and keeps its state in C(/var/lib/libvirt/swtpm/<uuid>),
+          which M(virtfleet.libvirt.domain) removes with O(virtfleet.libvirt.domain#module:state=absent).
+        - C(swtpm) runs as the C(swtpm_user) of C(/etc/libvirt/qemu.conf) (default C(tss)), which must be able to
+          write C(/var/lib/swtpm-localca); when it cannot, starting the guest fails with the reason from swtpm's
+          log.
+        type: bool
+        default: false
+      tpm_model:
+        description: Interface of the TPM with O(tpm=true). C(tpm-crb) suits UEFI guests.
+        type: str
+        default: tpm-tis
+        choices:
+        - tpm-tis
+        - tpm-crb
+      watchdog:
+        description:
+        - Watchdog device. C(i6300esb) is a PCI watchdog for any machine; C(itco) is the q35 chipset's own (fails
+          on other machines, and needs libvirt 9.1 or later). C(none) adds none.
+        type: str
+        default: none
+        choices:
+        - none
+        - i6300esb
+        - itco
+      watchdog_action:
+        description: What the hypervisor does when the watchdog fires (with O(watchdog) other than C(none)).
+        type: str
+        default: reset
+        choices:
+        - reset
+        - shutdown
+        - poweroff
+        - pause
+        - none
+        - dump
+        - inject-nmi
+      memballoon:
+        description:
+        - C(true) leaves the memory balloon to libvirt, which adds a virtio balloon (nothing is written for it).
+        - C(false) writes C(<memballoon model='none'/>), a guest without a balloon device.
+        type: bool
+        default: true
+      kernel:
+        description: Kernel for direct kernel boot (a path on the hypervisor).
+        type: path
+      initrd:
+        description: Initrd for direct kernel boot.
+        type: path
+      cmdline:
+        description: Kernel command line for direct kernel boot.
+        type: str
+      fw_cfg:
+        description:
+        - Entries exposed to the guest through QEMU's fw_cfg (C(/sys/firmware/qemu_fw_cfg/by_name/) in Linux).
+        - Names must start with C(opt/), for example C(opt/org.example/role).
+        type: dict
+      disks:
+        description: Disks and cdroms, in order.
+        type: list
+        elements: dict
+        suboptions:
+          path:
+            description: Image file on the hypervisor. Required except for an empty cdrom.
+            type: path
+          format:
+            description: Image format.
+            type: str
+            default: raw
+            choices:
+            - raw
+            - qcow2
+          device:
+            description: Kind of device.
+            type: str
+            default: disk
+            choices:
+            - disk
+            - cdrom
+          bus:
+            description:
+            - Bus. Default C(virtio) for disks; for cdroms C(ide) on i440fx machines and C(scsi) (with a virtio-scsi
+              controller) on q35.
+            type: str
+            choices:
+            - virtio
+            - scsi
+            - sata
+            - ide
+            - usb
+          dev:
+            description: Target device name (C(vda), C(sdb), C(hdc)). Assigned per bus when not given.
+            type: str
+          readonly:
+            description: Attach read-only. Default true for cdroms, false for disks.
+            type: bool
+          boot_order:
+            description: Boot priority (1 first). When any device has one, only those devices boot.
+            type: int
+          cache:
+            description: Host cache mode.
+            type: str
+            choices:
+            - none
+            - writethrough
+            - writeback
+            - directsync
+            - unsafe
+            - default
+          io:
+            description: I/O mode.
+            type: str
+            choices:
+            - native
+            - threads
+            - io_uring
+          discard:
+            description: Pass discard (TRIM) requests to the image (C(unmap)) or not.
+            type: str
+            choices:
+            - unmap
+            - ignore
+          serial:
+            description: Serial number the guest sees (C(/dev/disk/by-id/virtio-<serial>)).
+            type: str
+      nics:
+        description:
+        - Network interfaces, in order. Give O(nics[].type) and O(nics[].source), or one of O(nics[].network), O(nics[].bridge),
+          O(nics[].direct) as a shorthand.
+        type: list
+        elements: dict
+        suboptions:
+          type:
+            description:
+            - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
+            - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no source.
+              The guest gets the host's addresses by DHCP from passt, reaches what the host reaches, and is reached
+              only through O(nics[].port_forwards). libvirt 9.0.0 as in Debian 12 cannot run passt; defining such
+              a domain there fails with that reason.
+            - Not together with the shorthands O(nics[].network), O(nics[].bridge), O(nics[].direct).
+            type: str
+            choices:
+            - network
+            - bridge
+            - direct
+            - user
+          source:
+            description: The libvirt network, host bridge or host interface. Default C(default) for networks.
+            type: str
+          network:
+            description: Shorthand for O(nics[].type=network) with this source.
+            type: str
+          bridge:
+            description: Shorthand for O(nics[].type=bridge) with this source.
+            type: str
+          direct:
+            description: Shorthand for O(nics[].type=direct) (macvtap) on this host interface.
+            type: str
+          mode:
+            description: macvtap mode of a direct interface (only for those). Defaults to C(bridge).
+            type: str
+            choices:
+            - bridge
+            - vepa
+            - private
+            - passthrough
+          mac:
+            description: MAC address. Default C(52:54:00:) followed by 3 bytes of sha256(C(<name>:<index>)).
+            type: str
+          model:
+            description: NIC model.
+            type: str
+            default: virtio
+            choices:
+            - virtio
+            - e1000
+            - e1000e
+            - rtl8139
+          boot_order:
+            description: Boot priority, as for disks.
+            type: int
+          port_forwards:
+            description:
+            - With O(nics[].type=user), host ports that reach the guest (passt listens on them).
+            type: list
+            elements: dict
+            suboptions:
+              host_port:
+                description: Port on the host (1 to 65535).
+                type: int
+                required: true
+              guest_port:
+                description: Port in the guest the connections go to. Defaults to O(nics[].port_forwards[].host_port).
+                type: int
+              address:
+                description:
+                - Host address passt listens on. The default keeps the guest reachable from the host only.
+                type: str
+                default: 127.0.0.1
+              proto:
+                description: Protocol.
+                type: str
+                default: tcp
+                choices:
+                - tcp
+                - udp
+      extra_devices:
+        description:
+        - Further devices as libvirt XML fragments, one element each (for example a C(<hostdev>)), added as written.
+        type: list
+        elements: str
+      metadata:
+        description: Facts recorded in the domain's virtfleet metadata.
+        type: dict
+        suboptions:
+          flavor:
+            description: Name of the flavor the guest was built from.
+            type: str
+          image:
+            description: Image the root disk was made from.
+            type: str
+          owned_files:
+            description: Files created for this guest, deleted by M(virtfleet.libvirt.domain) with C(remove_storage).
+            type: list
+            elements: path
+  domain:
+    description:
+    - 'The guest''s domain, defined from the written XML: the options of M(virtfleet.libvirt.domain).'
+    type: dict
+    suboptions:
+      state:
+        description:
+        - C(running) defines the domain when needed and starts or resumes it.
+        - C(paused) defines it and leaves it started but paused.
+        - C(shutdown) asks the guest to power off (ACPI) and waits up to O(shutdown_timeout); see O(force_off).
+        - C(defined) defines or updates the definition without changing whether the guest runs.
+        - C(absent) stops the domain (hard) and undefines it, with its NVRAM and TPM state.
+        - The XML (when read) must define the domain called O(name).
+        type: str
+        default: running
+        choices:
+        - running
+        - paused
+        - shutdown
+        - defined
+        - absent
+      autostart:
+        description: Start the domain when libvirtd starts. Unchanged when not given.
+        type: bool
+      apply:
+        description:
+        - What to do when the definition changed while the guest runs.
+        - C(none) stores the new definition and reports RV(restart_pending); C(restart) shuts the guest down cleanly
+          (see O(shutdown_timeout), O(force_off)) and starts it again.
+        type: str
+        default: none
+        choices:
+        - none
+        - restart
+      shutdown_timeout:
+        description: Seconds (0 to 86400) to wait for the guest to power off after an ACPI shutdown request.
+        type: int
+        default: 120
+      start_timeout:
+        description: Seconds (0 to 86400) to wait for the domain to reach the running (or paused) state after a
+          start.
+        type: int
+        default: 60
+      force_off:
+        description:
+        - Power the guest off hard when it did not shut down within O(shutdown_timeout).
+        - Without it such a guest makes the task fail, and nothing is forced.
+        type: bool
+        default: false
+      remove_storage:
+        description:
+        - With O(state=absent), also delete the files the collection created for this guest, and then its instance
+          directory C(<instances_path>/<name>) when nothing else is left in it.
+        - Only files the collection recorded making are removed. These are the disks in the guest's C(disk.info.json)
+          (written by M(virtfleet.libvirt.guest_disk)) with their digest records, and the instance directory's own
+          files (C(domain.xml), C(console.log), C(nvram.fd), C(disk.info.json)).
+        - Each must be a regular file directly inside the guest's own instance directory, reached through no symbolic
+          link below O(instances_path), and no other defined or running domain may use it as a disk or in a disk's
+          backing chain. Anything else is kept with a warning, including what the domain's metadata lists as C(owned_files)
+          and every other path attached to the guest.
+        - Also works when the domain is gone already (a run that undefined it and then failed is finished).
+        type: bool
+        default: false
+      wait_for_address:
+        description:
+        - With O(state=running), wait until the guest has an IP address on one of its interfaces, and return its
+          interfaces with their addresses in RV(interfaces), as M(virtfleet.libvirt.domain_info) reports them.
+        - Addresses come from the DHCP leases of libvirt networks and from the guest agent (when the domain has
+          its channel and the agent answers). IPv6 link-local addresses do not count.
+        - Waiting changes nothing; it also happens when the guest already ran. After O(address_timeout) seconds
+          the task fails and says where it looked; the guest is left running.
+        - In check mode nothing is waited for, and RV(interfaces) holds the addresses known now.
+        type: bool
+        default: false
+      address_timeout:
+        description: Seconds (0 to 86400) to wait for an address with O(wait_for_address=true).
+        type: int
+        default: 300
+    default: {}
 """

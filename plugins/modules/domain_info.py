@@ -42,6 +42,18 @@ options:
       - Also return each domain's XML (the live definition of a running guest, else the persistent one).
     type: bool
     default: false
+  ping_agent:
+    description:
+      - Also ask each running domain's QEMU guest agent for C(guest-ping) and report whether it answered
+        (RV(domains[].agent)), for example as a health check after a resize.
+      - Needs the agent's channel in the domain (domain_xml O(virtfleet.libvirt.domain_xml#module:guest_agent=true))
+        and qemu-guest-agent running in the guest.
+    type: bool
+    default: false
+  agent_timeout:
+    description: Seconds to wait for each agent's answer with O(ping_agent=true).
+    type: int
+    default: 5
 """
 
 EXAMPLES = r"""
@@ -60,6 +72,15 @@ EXAMPLES = r"""
     uri: qemu:///system
     include_xml: true
   register: all_domains
+
+- name: Is the guest agent of web1 answering?
+  virtfleet.libvirt.domain_info:
+    name: web1
+    ping_agent: true
+  register: web1_agent
+  until: web1_agent.domains[0].agent.responding
+  retries: 30
+  delay: 2
 
 - name: Names of the running guests
   ansible.builtin.debug:
@@ -279,6 +300,18 @@ domains:
       description: The domain XML.
       type: str
       returned: when O(include_xml=true)
+    agent:
+      description: Whether the guest agent answered C(guest-ping).
+      type: dict
+      returned: when O(ping_agent=true)
+      contains:
+        responding:
+          description: True when the agent answered within O(agent_timeout).
+          type: bool
+        error:
+          description: Why it did not (libvirt's words, or that the domain has no agent channel or is not running).
+          type: str
+      sample: {"responding": false, "error": "Guest agent is not responding: QEMU guest agent is not connected"}
 """
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core

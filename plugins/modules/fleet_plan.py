@@ -28,7 +28,7 @@ options:
     description: The role whose work is planned.
     type: str
     required: true
-    choices: [boot, destroy]
+    choices: [boot, destroy, resize]
   guests:
     description: The guests to plan. Defaults to the hosts of the current play batch.
     type: list

@@ -24,7 +24,7 @@ options:
     description: The role whose results are collected (its C(fleet_plan) fact and C(<role>_<step>_result) registers).
     type: str
     required: true
-    choices: [boot, destroy]
+    choices: [boot, destroy, resize]
 attributes:
   check_mode:
     description: Reads results only.

@@ -72,11 +72,11 @@ def _public_url(url: str) -> str:
     return re.sub(r"//[^/@]*@", "//", url)
 
 
-def _flavor(v: Dict[str, Any], guest: str) -> Dict[str, Any]:
-    flavors = v.get("boot_flavors") or {}
-    name = v.get("boot_flavor")
+def _flavor(v: Dict[str, Any], guest: str, role: str = "boot") -> Dict[str, Any]:
+    flavors = v.get(role + "_flavors") or {}
+    name = v.get(role + "_flavor")
     if not isinstance(flavors, dict):
-        raise PlanError("boot_flavors must be a dictionary of flavor name -> {vcpus, memory, disk, ...}")
+        raise PlanError("%s_flavors must be a dictionary of flavor name -> {vcpus, memory, disk, ...}" % role)
     if name not in flavors:
         raise PlanError("Unknown flavor %r for guest %s. Known flavors: %s. Set virtfleet_flavor to one of them or "
                         "add it to virtfleet_flavors." % (name, guest, ", ".join(sorted(map(str, flavors)))))
@@ -137,16 +137,69 @@ def destroy_guest(guest: str, v: Dict[str, Any]) -> Dict[str, Any]:
                                             "remove_storage": v.get("destroy_remove_storage")})}
 
 
-ROLES: Dict[str, Callable[[str, Dict[str, Any]], Dict[str, Any]]] = {"boot": boot_guest, "destroy": destroy_guest}
+def _health_checks(guest: str, v: Dict[str, Any]) -> Dict[str, Any]:
+    """The resize role's checks between resize and confirm: a command on the hypervisor, a TCP port, the agent."""
+    checks: Dict[str, Any] = {}
+    timeout = v.get("resize_health_timeout")
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 3600:
+        raise PlanError("guest %s: resize_health_timeout must be a number of seconds from 1 to 3600, got %r"
+                        % (guest, timeout))
+    command = v.get("resize_health_command")
+    if command:
+        if not isinstance(command, (str, list)):
+            raise PlanError("guest %s: resize_health_command must be a command line or a list of arguments" % guest)
+        checks["command"] = command
+    port = v.get("resize_health_port")
+    if port not in (None, "", 0):
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            port = 0
+        if not 1 <= port <= 65535:
+            raise PlanError("guest %s: resize_health_port must be a TCP port (1-65535), got %r"
+                            % (guest, v.get("resize_health_port")))
+        checks["port"] = {"host": v.get("resize_health_host") or "127.0.0.1", "port": port,
+                          "search_regex": v.get("resize_health_search") or None}
+    if v.get("resize_health_agent"):
+        checks["agent"] = True
+    if checks:
+        checks["timeout"] = timeout
+    return checks
+
+
+def resize_guest(guest: str, v: Dict[str, Any]) -> Dict[str, Any]:
+    """The resize role's vm_resize item for one guest: the flavor the inventory now names, and its checks."""
+    if not v.get(HYPERVISOR_VAR):
+        raise PlanError("guest %s has no virtfleet_hypervisor: set it to the inventory name of the hypervisor that "
+                        "holds it" % guest)
+    flavor = _flavor(v, guest, "resize")
+    name = v["resize_guest_name"]
+    disks = {"root": flavor["disk"]}
+    for kind in ("ephemeral", "swap"):
+        if _nonzero_size(flavor.get(kind)):
+            disks[kind] = flavor[kind]
+    checks = _health_checks(guest, v)
+    resize = _clean({"name": name, "flavor": v.get("resize_flavor"), "vcpus": flavor["vcpus"],
+                     "memory": flavor["memory"], "max_vcpus": flavor.get("max_vcpus"),
+                     "max_memory": flavor.get("max_memory"), "headroom": v.get("resize_headroom"), "disks": disks,
+                     "mode": v.get("resize_mode"), "allow_decrease": v.get("resize_allow_decrease"),
+                     "shutdown_timeout": v.get("resize_shutdown_timeout"),
+                     "start_timeout": v.get("resize_start_timeout"), "force_off": v.get("resize_force_off"),
+                     # with a check, the resize stays unconfirmed (its backup kept) until the check passed
+                     "confirm": not checks})
+    return {"name": name, "resize": resize, "health": checks}
+
+
+ROLES: Dict[str, Callable[[str, Dict[str, Any]], Dict[str, Any]]] = {
+    "boot": boot_guest, "destroy": destroy_guest, "resize": resize_guest}
 
 
 # The module item spec each planned part is checked against on the controller: a value Ansible's types or
 # choices refuse would otherwise fail the whole batch's module call; checked here, it fails its guest alone.
 ITEM_SPECS = {
-    "image": ("_image.spec", "ITEM_SPEC"),
-    "disks": ("_disk.spec", "ITEM_SPEC"),
-    "xml": ("_domain.spec", "DOMAIN_XML_ITEM_SPEC"),
+    "guest": ("_guest.spec", "ITEM_SPEC"),
     "domain": ("_domain.spec", "DOMAIN_ITEM_SPEC"),
+    "resize": ("_resize.spec", "ITEM_SPEC"),
 }
 _MODULE_UTILS = "ansible_collections.virtfleet.libvirt.plugins.module_utils."
 
@@ -162,15 +215,26 @@ def check_items(guest: str, planned: Dict[str, Any]) -> None:
     """Refuse a guest whose module arguments Ansible's argument validation would refuse, with its words."""
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-    for part in ("image", "disks", "xml", "domain"):
-        if part not in planned:
+    checked = dict(planned, guest=guest_item(planned)) if "disks" in planned else planned
+    for part in ITEM_SPECS:
+        if part not in checked or (part == "domain" and "guest" in checked):
             continue
         spec = _item_spec(part)
         validator = ArgumentSpecValidator(spec.argument_spec, **spec.constraints())
-        for item in planned[part] if isinstance(planned[part], list) else [planned[part]]:
+        for item in checked[part] if isinstance(checked[part], list) else [checked[part]]:
             errors = validator.validate(dict(item)).error_messages
             if errors:
                 raise PlanError("guest %s: %s: %s" % (guest, STEP_LABELS.get(part, part), "; ".join(errors)))
+
+
+def guest_item(planned: Dict[str, Any]) -> Dict[str, Any]:
+    """The guest module's item for one booted guest: its parts without what the module fills in."""
+    def without(part: Dict[str, Any], *keys: str) -> Dict[str, Any]:
+        return {k: v for k, v in part.items() if k not in keys}
+
+    return {"name": planned["name"], "image": dict(planned["image"]),
+            "disks": [without(d, "guest") for d in planned["disks"]],
+            "xml": without(planned["xml"], "name"), "domain": without(planned["domain"], "name")}
 
 
 def batch_key(v: Dict[str, Any], role: str) -> Tuple[str, str, str]:
@@ -222,64 +286,170 @@ def _ok(result: Dict[str, Any]) -> bool:
 
 def step_items(batch: Dict[str, Any], step: str, previous: Optional[Dict[str, Any]] = None,
                before: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
-    """The items of ``step`` for one batch, built from the results of the steps before it.
-
-    ``image``: the distinct images; ``disks``: every disk of the guests whose image is cached (``previous`` =
-    the image step's result); ``xml``: one domain XML per guest whose disks were all built (``previous`` =
-    the disk step's result, ``before`` = the image step's); ``domain``: one per guest whose XML was written.
-    """
+    """The items of ``step`` for one batch: ``guest`` (boot: one guest module item per guest), ``domain``
+    (destroy: one domain item per guest), or a step of the resize role (built from the steps before it)."""
     guests = batch["guests"]
-    if step == "image":
-        seen: Dict[str, Dict[str, Any]] = {}
-        for planned in guests.values():
-            seen.setdefault(planned["image"]["url"] + "\0" + str(sorted(planned["image"].items())),
-                            planned["image"])
-        return list(seen.values())
-    if step == "disks":
-        images = {r.get("item"): r for r in _results_by(previous)}
-        items = []
-        for planned in guests.values():
-            cached = images.get(planned["image"]["url"])
-            if cached is None or not _ok(cached):
-                continue
-            for disk in planned["disks"]:
-                disk = dict(disk)
-                if disk["kind"] == "root":
-                    disk.update(base=cached.get("path"), base_format=cached.get("format"))
-                items.append(disk)
-        return items
-    if step == "xml":
-        disks: Dict[str, List[Dict[str, Any]]] = {}
-        for result in _results_by(previous):
-            disks.setdefault(result.get("item"), []).append(result)
-        items = []
-        for name, planned in guests.items():
-            built = disks.get(planned["name"], [])
-            if len(built) != len(planned["disks"]) or not all(_ok(r) for r in built):
-                continue
-            xml = copy.deepcopy(planned["xml"])
-            xml["disks"] = [dict(built[0]["xml_disk"], boot_order=1)] + [r["xml_disk"] for r in built[1:]]
-            owned = []
-            for result in built:
-                owned += [f for f in result.get("owned_files") or [] if f not in owned]
-            xml["metadata"]["owned_files"] = owned
-            items.append(xml)
-        return items
-    if step == "domain" and previous is None:
-        return [planned["domain"] for planned in guests.values()]  # a role whose first step is the domain
+    if step == "guest":
+        return [guest_item(planned) for planned in guests.values()]
     if step == "domain":
-        written = {r.get("item"): r for r in _results_by(previous) if _ok(r)}
-        items = []
-        for planned in guests.values():
-            xml = written.get(planned["name"])
-            if xml is not None:
-                items.append(dict(planned["domain"], xml=xml["xml"]))
-        return items
+        return [planned["domain"] for planned in guests.values()]
+    if step in RESIZE_STEPS:
+        return resize_step_items(batch, step, previous, before)
     raise ValueError("unknown step %r" % step)
 
 
-STEPS = {"boot": ("image", "disks", "xml", "domain"), "destroy": ("domain",)}
-STEP_LABELS = {"image": "image", "disks": "disk", "xml": "domain XML", "domain": "domain"}
+STEPS = {"boot": ("guest",), "destroy": ("domain",),
+         "resize": ("apply", "health_command", "health_port", "health_agent", "finish")}
+# The guest module's parts, read as steps of their own (each guest's result split by _guest_parts).
+GUEST_PARTS = ("image", "disks", "xml", "domain")
+STEP_LABELS = {"guest": "arguments", "image": "image", "disks": "disk", "xml": "domain XML", "domain": "domain", "resize": "resize",
+               "apply": "resize", "health_command": "health command", "health_port": "health port",
+               "health_agent": "guest agent ping", "finish": "confirm/revert"}
+RESIZE_STEPS = STEPS["resize"]
+HEALTH_STEPS = ("health_command", "health_port", "health_agent")
+
+
+# ------------------------------------------------------------------------------------------- resize
+
+def _awaiting_check(batch: Dict[str, Any], applied: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """guest -> its resize result, for the guests whose resize is applied but not confirmed (they have checks)."""
+    by_name = {r.get("item"): r for r in _results_by(applied)}
+    waiting = {}
+    for guest, planned in batch["guests"].items():
+        result = by_name.get(planned["name"])
+        if planned["health"] and result is not None and _ok(result) and result.get("resize_state") == "applied":
+            waiting[guest] = result
+    return waiting
+
+
+def _check_passed(step: str, result: Dict[str, Any]) -> Tuple[bool, str]:
+    """Whether one health check passed, and what it said when it did not."""
+    if step == "health_agent":
+        agent = ((result.get("domains") or [{}])[0] or {}).get("agent") or {}
+        if result.get("failed") or not agent.get("responding"):
+            return False, "the guest agent did not answer: %s" % (agent.get("error") or result.get("msg") or "?")
+        return True, ""
+    if result.get("failed") or result.get("rc") not in (None, 0):
+        said = (result.get("stderr") or result.get("msg") or result.get("stdout") or "").strip()
+        return False, "%s failed%s%s" % (STEP_LABELS[step], " (rc=%s)" % result["rc"] if "rc" in result else "",
+                                         ": %s" % said[-300:] if said else "")
+    return True, ""
+
+
+def health_verdicts(batch: Dict[str, Any], checks: Dict[str, Optional[Dict[str, Any]]]
+                    ) -> Dict[str, List[str]]:
+    """guest -> what its failed checks said (an empty list: every check it has passed)."""
+    verdicts: Dict[str, List[str]] = {}
+    for step in HEALTH_STEPS:
+        seen = {}
+        for result in _results_by(checks.get(step)):
+            item = result.get("item")
+            if isinstance(item, dict):
+                seen[item.get("guest")] = result
+        for guest, planned in batch["guests"].items():
+            if step[len("health_"):] not in planned["health"]:
+                continue
+            failures = verdicts.setdefault(guest, [])
+            result = seen.get(guest)
+            if result is None:
+                continue  # not waiting for a check (unchanged, failed and rolled back): nothing to judge
+            passed, said = _check_passed(step, result)
+            if not passed:
+                failures.append(said)
+    return verdicts
+
+
+def resize_step_items(batch: Dict[str, Any], step: str, previous: Optional[Dict[str, Any]] = None,
+                      before: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """Items of the resize role's steps: ``apply`` (one vm_resize item per guest), each health check (loop
+    items of the guests whose resize waits for it; ``previous`` = the apply result), ``finish`` (confirm or
+    revert; ``previous`` = the apply result, ``before`` = the health checks' results by step)."""
+    if step == "apply":
+        return [planned["resize"] for planned in batch["guests"].values()]
+    waiting = _awaiting_check(batch, previous)
+    if step in HEALTH_STEPS:
+        kind = step[len("health_"):]
+        items = []
+        for guest in waiting:
+            health = batch["guests"][guest]["health"]
+            if kind in health:
+                items.append({"guest": guest, "name": batch["guests"][guest]["name"], kind: health[kind],
+                              "timeout": health["timeout"], "attempts": max(1, health["timeout"] // 2)})
+        return items
+    verdicts = health_verdicts(batch, before or {})
+    return [{"name": batch["guests"][guest]["name"],
+             "state": "reverted" if verdicts.get(guest) else "confirmed"} for guest in waiting]
+
+
+def _change_text(change: Dict[str, Any]) -> str:
+    return "%s %s -> %s" % (change.get("what"), change.get("before"), change.get("after"))
+
+
+def resize_outcome(plan_data: Dict[str, Any], batch: Dict[str, Any], guest: str,
+                   results: Dict[str, Optional[Dict[str, Any]]]) -> Dict[str, Any]:
+    """One guest's outcome of the resize role: what changed, live or cold, downtime, checks, confirm/revert."""
+    planned = batch["guests"][guest]
+    name = planned["name"]
+    out: Dict[str, Any] = {"changed": False, "failed": False, "hypervisor": batch["hypervisor"], "steps": {}}
+    applied = results.get("apply")
+    mine = [r for r in _results_by(applied) if r.get("item") == name]
+    if not mine:
+        why = applied.get("msg") if isinstance(applied, dict) else None
+        out.update(failed=True, msg="the resize did not run on hypervisor %s for guest %s%s" % (
+            batch["hypervisor"], guest, ": %s" % why if why else " (the hypervisor is unreachable; see the task of "
+            "its leader %s)" % batch["leader"]))
+        return out
+    resize = mine[0]
+    out["steps"]["apply"] = mine
+    out["resize"] = resize
+    if resize.get("failed"):
+        out.update(failed=True, msg="resize: %s" % resize.get("msg", "failed"))
+        return out
+    out["changed"] = bool(resize.get("changed"))
+    changes = ", ".join(_change_text(c) for c in resize.get("plan") or [])
+    parts = ["%s %s (%s)" % ("resized" if out["changed"] else "pending", resize.get("how"), changes)
+             if changes else "unchanged"]
+    if resize.get("how") not in (None, "none") or changes:
+        parts.append("downtime %s s" % resize.get("downtime_seconds", 0))
+    verdict = health_verdicts(batch, {step: results.get(step) for step in HEALTH_STEPS}).get(guest)
+    finished = [r for r in _results_by(results.get("finish")) if r.get("item") == name]
+    if finished:
+        out["steps"]["finish"] = finished
+        out["changed"] = out["changed"] or bool(finished[0].get("changed"))
+        out["resize_state"] = finished[0].get("resize_state")
+        if finished[0].get("failed"):
+            out.update(failed=True, msg="%s after the health check: %s" % (
+                "reverting" if verdict else "confirming", finished[0].get("msg", "failed")))
+            return out
+        parts.append("health %s" % ("failed" if verdict else "passed"))
+        parts.append(out["resize_state"] or "?")
+        if verdict:
+            out.update(failed=True, msg="health check failed after the resize (%s): reverted to the previous size"
+                       % "; ".join(verdict))
+    else:
+        out["resize_state"] = resize.get("resize_state")
+        if resize.get("resize_state") == "applied":
+            parts.append("awaiting confirmation")
+    out["domain"] = {"state": resize.get("state")}
+    out["summary"] = "%s: %s, %s" % (guest, resize.get("state", "?"), ", ".join(parts))
+    return out
+
+
+def _guest_parts(result: Any, planned: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[str]]:
+    """The guest module's result for one guest as the results of its four parts, or the guest's failure."""
+    if not isinstance(result, dict) or "results" not in result:
+        return {part: result for part in GUEST_PARTS}, None
+    mine = [r for r in _results_by(result) if r.get("item") == planned["name"]]
+    if not mine:
+        return {part: {"results": []} for part in GUEST_PARTS}, None
+    one = mine[0]
+    if one.get("failed"):
+        return {}, one.get("msg", "failed")
+    name = planned["name"]
+    return {"image": {"results": [dict(one.get("image") or {}, item=planned["image"]["url"])]},
+            "disks": {"results": [dict(d, item=name) for d in one.get("disks") or []]},
+            "xml": {"results": [dict(one.get("xml") or {}, item=name)]},
+            "domain": {"results": [dict(one.get("domain") or {}, item=name)]}}, None
 
 
 def guest_outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Optional[Dict[str, Any]]]
@@ -292,11 +462,20 @@ def guest_outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Opti
         return {"failed": True, "changed": False, "msg": "guest %s was not planned (it was not in the play that "
                 "planned this run)" % guest}
     batch = plan_data["batches"][label]
+    if plan_data["role"] == "resize":
+        return resize_outcome(plan_data, batch, guest, results)
     planned = batch["guests"][guest]
     name = planned["name"]
     out: Dict[str, Any] = {"changed": False, "failed": False, "hypervisor": batch["hypervisor"], "steps": {}}
     changes: List[str] = []
-    for step in STEPS[plan_data["role"]]:
+    steps = STEPS[plan_data["role"]]
+    if plan_data["role"] == "boot":
+        results, failure = _guest_parts(results.get("guest"), planned)
+        if failure is not None:
+            out.update(failed=True, msg=failure)
+            return out
+        steps = GUEST_PARTS
+    for step in steps:
         result = results.get(step)
         if not isinstance(result, dict) or ("results" not in result and not result.get("skipped")):
             why = (result or {}).get("msg") if isinstance(result, dict) else None

@@ -123,6 +123,10 @@ def test_addresses_come_from_the_networks_dhcp_leases(sandbox, guest_image, dhcp
     assert started["interfaces"] == dom["interfaces"]
     # Check mode reads the same.
     assert info(check=True, name=name)[0]["interfaces"][0]["addresses"] == nic["addresses"]
+    # The agent answers a ping (the resize role's health check); without ping_agent nothing is asked.
+    [pinged] = info(name=name, ping_agent=True, agent_timeout=10)
+    assert pinged["agent"] == {"responding": True, "error": None}, pinged["agent"]
+    assert "agent" not in dom
 
 
 def test_addresses_come_from_the_guest_agent_where_no_lease_exists(sandbox, guest_image, isolated_network, probed):
@@ -197,6 +201,12 @@ def test_waiting_for_an_address_that_never_comes_fails_clearly_and_leaves_the_gu
     wrong = run_module("domain", dict(args, state="shutdown"))
     assert wrong["_rc"] == 1 and "wait_for_address needs state=running" in wrong["msg"], wrong
     assert info(name=g["name"])[0]["state"] == "running", "a refused task does nothing"
+
+
+def test_agent_ping_of_a_guest_without_an_agent_channel_says_so(started_guest):
+    [dom] = info(name=started_guest["name"], ping_agent=True)
+    assert dom["agent"] == {"responding": False,
+                            "error": "no guest agent channel (domain_xml guest_agent: true adds one)"}, dom["agent"]
 
 
 def test_check_mode_listing_and_include_xml(started_guest):

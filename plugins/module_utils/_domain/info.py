@@ -238,7 +238,18 @@ def _addresses(guest: Guest, info: Dict[str, Any]) -> None:
         merge_addresses(info["interfaces"], answer, source)
 
 
-def describe_domain(guest: Guest, include_xml: bool = False) -> Optional[Dict[str, Any]]:
+def _agent(guest: Guest, info: Dict[str, Any], timeout: int) -> Dict[str, Any]:
+    """Whether the guest's QEMU agent answers a ping now (a health check after a resize or a boot), and why not."""
+    if info["state"] != "running":
+        return {"responding": False, "error": "the domain is %s" % info["state"]}
+    if not info["model"]["guest_agent"]:
+        return {"responding": False, "error": "no guest agent channel (domain_xml guest_agent: true adds one)"}
+    error = guest.agent_ping(timeout)
+    return {"responding": error is None, "error": error}
+
+
+def describe_domain(guest: Guest, include_xml: bool = False, ping_agent: bool = False,
+                    agent_timeout: int = 5) -> Optional[Dict[str, Any]]:
     """Everything ``domain_info`` reports about ``guest``; None when it vanished meanwhile."""
     name = "?"
     try:
@@ -258,6 +269,8 @@ def describe_domain(guest: Guest, include_xml: bool = False) -> Optional[Dict[st
             _addresses(guest, info)
         if include_xml:
             info["xml"] = xml
+        if ping_agent:
+            info["agent"] = _agent(guest, info, agent_timeout)
     except LibvirtError as exc:
         if vanished(exc):
             return None
@@ -267,15 +280,16 @@ def describe_domain(guest: Guest, include_xml: bool = False) -> Optional[Dict[st
     return info
 
 
-def gather_domains(hypervisor: Hypervisor, name: Optional[str] = None,
-                   include_xml: bool = False) -> List[Dict[str, Any]]:
+def gather_domains(hypervisor: Hypervisor, name: Optional[str] = None, include_xml: bool = False,
+                   ping_agent: bool = False, agent_timeout: int = 5) -> List[Dict[str, Any]]:
     """Domains of ``hypervisor`` (only ``name`` when given; an unknown name gives an empty list), by name."""
     if name is not None:
         guest = hypervisor.lookup(name)
         found = [guest] if guest is not None else []
     else:
         found = hypervisor.guests()
-    domains = [info for info in (describe_domain(guest, include_xml) for guest in found) if info is not None]
+    domains = [info for info in (describe_domain(guest, include_xml, ping_agent, agent_timeout) for guest in found)
+               if info is not None]
     return sorted(domains, key=lambda d: d["name"])
 
 
@@ -319,7 +333,8 @@ def report_domains(params: Dict[str, Any], check_mode: bool = False, diff: bool 
                    hypervisor: Optional[Hypervisor] = None) -> Dict[str, Any]:
     """Core of the ``domain_info`` module (read-only: check and diff mode change nothing)."""
     spec = DomainInfoSpec.from_params(params)
+    options = (spec.name, spec.include_xml, spec.ping_agent, spec.agent_timeout)
     if hypervisor is not None:
-        return {"changed": False, "domains": gather_domains(hypervisor, spec.name, spec.include_xml)}
+        return {"changed": False, "domains": gather_domains(hypervisor, *options)}
     with open_hypervisor(spec.uri) as opened:
-        return {"changed": False, "domains": gather_domains(opened, spec.name, spec.include_xml)}
+        return {"changed": False, "domains": gather_domains(opened, *options)}

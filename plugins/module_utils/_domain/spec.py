@@ -162,6 +162,8 @@ DOMAIN_MODULE_SPEC = list_form_spec(CONNECTION.merge(INSTANCES), DOMAIN_ITEM_SPE
 DOMAIN_INFO_ITEM_SPEC = ArgumentSpec({
     "name": {"type": "str"},
     "include_xml": {"type": "bool", "default": False},
+    "ping_agent": {"type": "bool", "default": False},
+    "agent_timeout": {"type": "int", "default": 5},
 })
 DOMAIN_INFO_MODULE_SPEC = CONNECTION.merge(DOMAIN_INFO_ITEM_SPEC)
 
@@ -309,6 +311,8 @@ class DomainInfoSpec:
     uri: str
     name: Optional[str]
     include_xml: bool
+    ping_agent: bool = False
+    agent_timeout: int = 5
 
     @classmethod
     def from_params(cls, params: Dict[str, Any]) -> "DomainInfoSpec":
@@ -317,4 +321,7 @@ class DomainInfoSpec:
             _fail("name must be a domain name, got %r" % (name,))
         return cls(uri=text_value(params.get("uri") or CONNECTION.argument_spec["uri"]["default"], "uri"),
                    name=name,
-                   include_xml=bool_value(option_value(params, DOMAIN_INFO_ITEM_SPEC, "include_xml"), "include_xml"))
+                   include_xml=bool_value(option_value(params, DOMAIN_INFO_ITEM_SPEC, "include_xml"), "include_xml"),
+                   ping_agent=bool_value(option_value(params, DOMAIN_INFO_ITEM_SPEC, "ping_agent"), "ping_agent"),
+                   agent_timeout=int_value(option_value(params, DOMAIN_INFO_ITEM_SPEC, "agent_timeout"),
+                                           "agent_timeout", 1, 300))

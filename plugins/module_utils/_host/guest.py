@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tupl
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import (
-    connect, libvirt, libvirt_error_text,
+    agent_command, connect, libvirt, libvirt_error_text,
 )
 
 if libvirt is not None:
@@ -200,6 +200,14 @@ class Guest:
         flag = {"lease": _flag("VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE", 1),
                 "agent": _flag("VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT", 2)}[source]
         return self._dom.interfaceAddresses(flag)
+
+    def agent_ping(self, timeout: int = 5) -> Optional[str]:
+        """None when the guest agent answers ``guest-ping`` within ``timeout`` seconds, else libvirt's reason."""
+        try:
+            agent_command(self._dom, '{"execute": "guest-ping"}', timeout)
+        except LibvirtError as exc:
+            return libvirt_error_text(exc)
+        return None
 
     def memory_stats(self) -> Dict[str, int]:
         return dict(self._dom.memoryStats())

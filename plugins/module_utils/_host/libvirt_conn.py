@@ -113,3 +113,13 @@ def connect(uri: str) -> Iterator["libvirt.virConnect"]:
     finally:
         with contextlib.suppress(Exception):
             conn.close()
+
+
+def agent_command(dom: "libvirt.virDomain", command: str, timeout: int) -> str:
+    """A QEMU guest agent command through libvirt (libvirt_qemu, the binding's QEMU-specific half); its JSON answer.
+
+    Imported on first use: only the guest agent ping needs it.
+    """
+    import libvirt_qemu  # pylint: disable=import-outside-toplevel
+
+    return libvirt_qemu.qemuAgentCommand(dom, command, timeout, 0)

@@ -293,6 +293,8 @@ def hide_url_passwords(module) -> None:
     back in the task's output, so it joins the module's no_log values."""
     candidates = []
     for params in [module.params] + list(module.params.get("items") or []):
+        if isinstance(params.get("image"), dict):  # the guest module's image part
+            params = params["image"]
         candidates.append(params.get("url") or "")
         checksum = params.get("checksum") or ""
         if ":" in checksum:

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.plugin_utils import _fleet
@@ -59,43 +61,40 @@ def test_guests_are_batched_per_hypervisor_uri_and_instances_path_with_a_leader_
     assert sorted(_plan(per_guest=True)["leaders"]) == ["a", "b", "c", "d"]
 
 
-def test_each_step_is_built_from_the_results_of_the_one_before():
+def test_each_guest_is_one_item_of_the_guest_module_without_what_the_module_fills_in():
     plan = _plan()
     batch = plan["batches"][plan["batch_of"]["a"]]
-    images = _fleet.step_items(batch, "image")
-    assert images == [{"url": "http://a:b@h/i.raw", "cache_format": "source"}]  # one fetch for both guests
-    image_result = {"results": [{"item": "http://a:b@h/i.raw", "path": "/vf/_base/x", "format": "raw"}]}
-    disks = _fleet.step_items(batch, "disks", image_result)
-    assert [(d["guest"], d["base"], d["base_format"]) for d in disks] == [("a", "/vf/_base/x", "raw"),
-                                                                          ("b", "/vf/_base/x", "raw")]
-    disk_result = {"results": [
-        {"item": "a", "xml_disk": {"path": "/vf/a/disk"}, "owned_files": ["/vf/a/disk"]},
-        {"item": "b", "failed": True, "msg": "no space"}]}
-    xml = _fleet.step_items(batch, "xml", disk_result)
-    assert [x["name"] for x in xml] == ["a"]  # b's disk failed: no XML for it
-    assert xml[0]["disks"] == [{"path": "/vf/a/disk", "boot_order": 1}]
-    assert xml[0]["metadata"]["owned_files"] == ["/vf/a/disk"]
-    domain = _fleet.step_items(batch, "domain", {"results": [{"item": "a", "xml": "<domain/>"}]})
-    assert domain == [dict(batch["guests"]["a"]["domain"], xml="<domain/>")]
+    items = _fleet.step_items(batch, "guest")
+    assert [i["name"] for i in items] == ["a", "b"]
+    assert items[0] == {"name": "a", "image": {"url": "http://a:b@h/i.raw", "cache_format": "source"},
+                        "disks": [{"kind": "root", "size": "64M", "format": "qcow2", "backing": "overlay"}],
+                        "xml": {k: v for k, v in batch["guests"]["a"]["xml"].items() if k != "name"},
+                        "domain": {"state": "running"}}
+    assert _fleet.step_items(batch, "domain") == [batch["guests"][g]["domain"] for g in ("a", "b")]
+    with pytest.raises(ValueError, match="unknown step 'disks'"):
+        _fleet.step_items(batch, "disks")
 
 
 def test_each_guest_gets_its_own_outcome():
     plan = _plan()
-    results = {
-        "image": {"results": [{"item": "http://a:b@h/i.raw", "changed": True, "actions": ["fetch"]}]},
-        "disks": {"results": [{"item": "a", "kind": "root", "changed": True, "actions": ["create"]},
-                              {"item": "b", "kind": "root", "failed": True, "msg": "no space left"}]},
-        "xml": {"results": [{"item": "a", "changed": False}]},
-        "domain": {"results": [{"item": "a", "changed": True, "state": "running", "actions": ["define", "start"],
-                                "interfaces": [{"addresses": [{"address": "10.0.0.5"}]}]}]},
-    }
+    results = {"guest": {"results": [
+        {"item": "a", "changed": True, "state": "running",
+         "image": {"changed": True, "actions": ["fetch"]},
+         "disks": [{"kind": "root", "changed": True, "actions": ["create"]}],
+         "xml": {"changed": False, "console_log": "/vf/a/console.log"},
+         "domain": {"changed": True, "state": "running", "actions": ["define", "start"],
+                    "interfaces": [{"addresses": [{"address": "10.0.0.5"}]}]}},
+        {"item": "b", "failed": True, "msg": "disk root: no space left", "failed_part": "disks"}]}}
     a = _fleet.guest_outcome(plan, "a", results)
-    assert not a["failed"] and a["changed"]
-    assert a["summary"] == "a: running, image fetch, root create, domain define+start, addresses 10.0.0.5"
+    assert not a["failed"] and a["changed"] and a["domain"]["state"] == "running"
+    assert a["summary"] == ("a: running, image fetch, root create, domain define+start, console /vf/a/console.log, "
+                            "addresses 10.0.0.5")
     b = _fleet.guest_outcome(plan, "b", results)
-    assert b["failed"] and b["msg"] == "disk: no space left"
-    c = _fleet.guest_outcome(plan, "c", {"image": None})
+    assert b["failed"] and b["msg"] == "disk root: no space left"
+    c = _fleet.guest_outcome(plan, "c", {"guest": None})
     assert c["failed"] and "did not run on hypervisor hv2 for guest c" in c["msg"] and "unreachable" in c["msg"]
+    d = _fleet.guest_outcome(plan, "d", {"guest": {"results": []}})
+    assert d["failed"] and d["msg"] == "no image result for guest d"
     assert _fleet.guest_outcome(plan, "bad", results)["msg"].startswith("Unknown flavor 'x'")
     assert "was not planned" in _fleet.guest_outcome(plan, "zz", results)["msg"]
 
@@ -106,5 +105,99 @@ def test_arguments_the_modules_would_refuse_fail_the_guest_alone_with_ansibles_w
                "choice": guest("choice", boot_image_cache_format="zip")}
     plan = _fleet.plan("boot", ["ok", "typo", "choice"], lambda g: vars_of[g])
     assert list(plan["batch_of"]) == ["ok"]
-    assert plan["errors"]["typo"].startswith("guest typo: domain XML: ") and "vcpus" in plan["errors"]["typo"]
+    assert plan["errors"]["typo"].startswith("guest typo: arguments: argument 'vcpus' is of type str found in 'xml'")
     assert "cache_format must be one of" in plan["errors"]["choice"]
+
+
+RESIZE = {"resize_guest_name": "NAME", "resize_uri": "qemu:///system", "resize_instances_path": "/vf",
+          "resize_flavor": "", "resize_flavors": {"s": {"vcpus": 1, "memory": "128M", "disk": "64M"},
+                                                  "m": {"vcpus": 2, "memory": "256M", "disk": "128M", "swap": "8M"}},
+          "resize_mode": "auto", "resize_allow_decrease": False, "resize_headroom": False,
+          "resize_health_command": "", "resize_health_port": 0, "resize_health_host": "127.0.0.1",
+          "resize_health_search": "", "resize_health_agent": False, "resize_health_timeout": 10}
+
+
+def resize_vars(name, **extra):
+    v = dict(RESIZE, resize_guest_name=name, virtfleet_hypervisor="hv1", resize_flavor="m")
+    v.update(extra)
+    return v
+
+
+def test_resize_items_follow_the_flavor_the_inventory_names_and_checks_keep_them_unconfirmed():
+    planned = _fleet.resize_guest("g", resize_vars("g"))
+    assert planned["resize"] == {"name": "g", "flavor": "m", "vcpus": 2, "memory": "256M", "headroom": False,
+                                 "disks": {"root": "128M", "swap": "8M"}, "mode": "auto", "allow_decrease": False,
+                                 "confirm": True}
+    assert planned["health"] == {}
+    checked = _fleet.resize_guest("g", resize_vars("g", resize_health_command="true", resize_health_port="2222",
+                                                   resize_health_search="SSH", resize_health_agent=True))
+    assert checked["resize"]["confirm"] is False
+    assert checked["health"] == {"command": "true", "agent": True, "timeout": 10,
+                                 "port": {"host": "127.0.0.1", "port": 2222, "search_regex": "SSH"}}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"resize_flavor": "xl"}, "Unknown flavor 'xl' for guest g. Known flavors: m, s."),
+    ({"resize_health_port": 70000}, "resize_health_port must be a TCP port (1-65535), got 70000"),
+    ({"resize_health_port": "ssh"}, "resize_health_port must be a TCP port (1-65535), got 'ssh'"),
+    ({"resize_health_timeout": 0}, "resize_health_timeout must be a number of seconds from 1 to 3600, got 0"),
+    ({"resize_health_command": {"a": 1}}, "resize_health_command must be a command line or a list of arguments"),
+])
+def test_a_resize_that_cannot_be_planned_says_why(extra, message):
+    with pytest.raises(_fleet.PlanError, match=re.escape(message)):
+        _fleet.resize_guest("g", resize_vars("g", **extra))
+
+
+def _resize_batch():
+    guests = {g: _fleet.resize_guest(g, resize_vars(g, resize_health_command="check", resize_health_agent=True))
+              for g in ("a", "b", "c")}
+    guests["d"] = _fleet.resize_guest("d", resize_vars("d"))
+    return {"leader": "a", "hypervisor": "hv1", "uri": "qemu:///system", "instances_path": "/vf",
+            "guests": guests}
+
+
+APPLIED = {"results": [
+    {"item": "a", "changed": True, "resize_state": "applied", "how": "live", "downtime_seconds": 0, "state": "running",
+     "plan": [{"what": "vcpus", "before": 1, "after": 2, "how": "live"}]},
+    {"item": "b", "changed": True, "resize_state": "applied", "how": "cold", "downtime_seconds": 11.5,
+     "state": "running", "plan": [{"what": "memory", "before": "128 MiB", "after": "256 MiB", "how": "cold"}]},
+    {"item": "c", "failed": True, "msg": "shrinking is refused"},
+    {"item": "d", "changed": False, "resize_state": "confirmed", "how": "none", "plan": [], "state": "running"},
+]}
+
+
+def test_checks_run_only_for_unconfirmed_resizes_and_a_failed_check_reverts_its_guest_alone():
+    batch = _resize_batch()
+    assert _fleet.step_items(batch, "apply")[3] == batch["guests"]["d"]["resize"]
+    commands = _fleet.step_items(batch, "health_command", APPLIED)
+    assert [(i["guest"], i["command"], i["attempts"]) for i in commands] == [("a", "check", 5), ("b", "check", 5)]
+    assert _fleet.step_items(batch, "health_port", APPLIED) == []
+    checks = {"health_command": {"results": [{"item": commands[0], "rc": 0},
+                                             {"item": commands[1], "rc": 3, "failed": True, "stderr": "db down"}]},
+              "health_agent": {"results": [
+                  {"item": {"guest": "a"}, "domains": [{"agent": {"responding": True, "error": None}}]},
+                  {"item": {"guest": "b"}, "domains": [{"agent": {"responding": True, "error": None}}]}]},
+              "health_port": {"skipped": True, "results": []}}
+    assert _fleet.step_items(batch, "finish", APPLIED, checks) == [{"name": "a", "state": "confirmed"},
+                                                                   {"name": "b", "state": "reverted"}]
+    plan = {"role": "resize", "errors": {}, "batch_of": {g: "x" for g in "abcd"}, "batches": {"x": batch}}
+    finish = {"results": [{"item": "a", "changed": True, "resize_state": "confirmed"},
+                          {"item": "b", "changed": True, "resize_state": "reverted"}]}
+    results = dict(checks, apply=APPLIED, finish=finish)
+    a, b, c, d = (_fleet.guest_outcome(plan, g, results) for g in "abcd")
+    assert a["summary"] == "a: running, resized live (vcpus 1 -> 2), downtime 0 s, health passed, confirmed"
+    assert not a["failed"] and a["changed"]
+    assert b["failed"] and b["msg"] == ("health check failed after the resize (health command failed (rc=3): db "
+                                        "down): reverted to the previous size")
+    assert c["failed"] and c["msg"] == "resize: shrinking is refused"
+    assert d == {"changed": False, "failed": False, "hypervisor": "hv1", "steps": {"apply": [APPLIED["results"][3]]},
+                 "resize": APPLIED["results"][3], "resize_state": "confirmed", "domain": {"state": "running"},
+                 "summary": "d: running, unchanged"}
+
+
+def test_an_unreachable_hypervisor_fails_each_resize_guest_with_where_to_look():
+    batch = _resize_batch()
+    plan = {"role": "resize", "errors": {}, "batch_of": {"b": "x"}, "batches": {"x": batch}}
+    outcome = _fleet.guest_outcome(plan, "b", {"apply": {"unreachable": True, "msg": "ssh: no route"}})
+    assert outcome["failed"] and outcome["msg"] == ("the resize did not run on hypervisor hv1 for guest b: "
+                                                    "ssh: no route")

@@ -406,3 +406,37 @@ def test_no_address_message_for_guests_without_leasing_networks_or_nics():
     assert "no libvirt network that leases addresses" in info.no_address_message("tiny", 5, bridged)
     assert "no guest agent channel (domain_xml guest_agent: true adds one)" in info.no_address_message("tiny", 5, bridged)
     assert "has no network interface" in info.no_address_message("tiny", 5, dict(base, interfaces=[]))
+
+
+def test_agent_ping_reports_an_answer_a_refusal_and_guests_that_cannot_answer(monkeypatch):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import guest as guest_module
+
+    asked = []
+
+    def agent_command(dom, command, timeout):
+        asked.append((dom.name(), json.loads(command), timeout))
+        if dom.name() == "hung":
+            raise libvirt_error("Guest agent is not responding: timeout", libvirt.VIR_ERR_AGENT_UNRESPONSIVE)
+        return '{"return": {}}'
+
+    monkeypatch.setattr(guest_module, "agent_command", agent_command)
+    up = FakeDomain("up", UEFI_GUEST, leases={})
+    hung = FakeDomain("hung", UEFI_GUEST, leases={})
+    off = FakeDomain("off", UEFI_GUEST, state=libvirt.VIR_DOMAIN_SHUTOFF)
+    tiny = FakeDomain("tiny", LIVE_TCG_GUEST, leases={})
+    result = {d["name"]: d["agent"] for d in info.gather_domains(Hypervisor(FakeConn([up, hung, off, tiny])),
+                                                                    ping_agent=True, agent_timeout=7)}
+    assert result["up"] == {"responding": True, "error": None}
+    assert result["hung"]["responding"] is False and "not responding: timeout" in result["hung"]["error"]
+    assert result["off"] == {"responding": False, "error": "the domain is shutoff"}
+    assert result["tiny"] == {"responding": False,
+                              "error": "no guest agent channel (domain_xml guest_agent: true adds one)"}
+    assert sorted(asked) == [("hung", {"execute": "guest-ping"}, 7), ("up", {"execute": "guest-ping"}, 7)]
+    assert "agent" not in info.gather_domains(Hypervisor(FakeConn([up])))[0]
+
+
+@pytest.mark.parametrize("timeout", [0, 301, "soon", True])
+def test_agent_timeout_out_of_range_is_refused(timeout):
+    with pytest.raises(VirtfleetError, match="agent_timeout must be"):
+        info.report_domains({"name": "web1", "ping_agent": True, "agent_timeout": timeout},
+                            hypervisor=Hypervisor(FakeConn([])))
