@@ -132,9 +132,9 @@ def parse(cluster: bytes) -> Header:
 
 def read(path: str, max_bytes: int = 2 << 20) -> Optional[Header]:
     """The header of the regular file ``path`` (not followed through a symlink); None when it is not a
-    readable qcow2 file."""
+    readable qcow2 file. Opened non-blocking: a FIFO planted under a disk's name must not hang the run."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
     try:

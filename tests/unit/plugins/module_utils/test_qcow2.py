@@ -48,3 +48,20 @@ def test_extensions_that_run_off_the_cluster_are_an_error():
     cluster += struct.pack(">QQQII", 0, 0, 0, 4, 104) + struct.pack(">II", qcow2.EXT_BACKING_FORMAT, 400)
     with pytest.raises(qcow2.HeaderError, match="runs past"):
         qcow2.parse(bytes(cluster) + b"\0" * 100)
+
+
+def test_a_fifo_under_a_disk_name_is_not_a_header_and_does_not_block(tmp_path):
+    import multiprocessing
+
+    fifo = tmp_path / "disk"
+    os.mkfifo(fifo)
+    # in a child process: a blocking open of a FIFO without a writer would hang, and the child would not finish
+    child = multiprocessing.get_context("fork").Process(target=lambda: os._exit(0 if qcow2.read(str(fifo)) is None
+                                                                                 else 1))
+    child.start()
+    child.join(10)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung and child.exitcode == 0
+    assert qcow2.backing_file_of(str(fifo)) is None
