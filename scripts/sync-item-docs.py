@@ -74,6 +74,21 @@ def _strip_defaults(option: dict) -> dict:
     return option
 
 
+_MARKUP = re.compile(r"\b(O|RV)\((?![\w.]+#)([^)]+)\)")
+
+
+def _external(value, module: str):
+    """Copied option docs with their O()/RV() references pointed at the module they were copied from."""
+    if isinstance(value, str):
+        return _MARKUP.sub(lambda m: "%s(virtfleet.libvirt.%s#module:%s)" % (m.group(1), module, m.group(2)), value)
+    if isinstance(value, list):
+        return [_external(v, module) for v in value]
+    if isinstance(value, dict):
+        return {k: (_external(v, module) if k in ("description", "suboptions") or isinstance(v, dict) else v)
+                for k, v in value.items()}
+    return value
+
+
 def guest_parts() -> dict:
     """The guest module's image, disks, xml and domain options, documented as the modules they come from."""
     spec = importlib.import_module(MU + "_guest.spec")
@@ -83,7 +98,7 @@ def guest_parts() -> dict:
         nested = spec.ITEM_SPEC.argument_spec[part]
         suboptions = {}
         for name, option in nested["options"].items():
-            suboptions[name] = copy.deepcopy(documented[name])
+            suboptions[name] = _external(copy.deepcopy(documented[name]), module)
             if option.get("required"):
                 suboptions[name]["required"] = True
         for name in suboptions:  # "required unless items" is the top level's rule, not the part's

@@ -472,7 +472,8 @@ options:
             description:
             - Where the image comes from. C(http://), C(https://), C(file://) or an absolute path on the hypervisor.
             - Credentials in the URL are used for the request but never appear in names, records or messages.
-            - Required with O(state=present) and O(state=absent).
+            - Required with O(virtfleet.libvirt.image_cache#module:state=present) and O(virtfleet.libvirt.image_cache#module:state=absent),
+              unless O(virtfleet.libvirt.image_cache#module:items) lists the images.
             type: str
             required: true
           checksum:
@@ -529,7 +530,7 @@ options:
             default: 60
           retries:
             description: How many times a transient failure (refused or reset connection, timeout, HTTP 5xx, body
-              cut short) is retried (0 to 100), with exponential backoff starting at O(retry_delay).
+              cut short) is retried (0 to 100), with exponential backoff starting at O(virtfleet.libvirt.image_cache#module:retry_delay).
             type: int
             default: 3
           retry_delay:
@@ -562,7 +563,8 @@ options:
             description: PEM file with a client certificate (and optionally its key) for TLS client authentication.
             type: path
           client_key:
-            description: PEM file with the key of O(client_cert) when it is not in that file.
+            description: PEM file with the key of O(virtfleet.libvirt.image_cache#module:client_cert) when it is
+              not in that file.
             type: path
           use_proxy:
             description: Use the proxies set in the environment (C(http_proxy), C(https_proxy), C(no_proxy)).
@@ -585,16 +587,18 @@ options:
             - blank
             - config_drive
           force:
-            description: With O(state=absent), remove the file even when a defined libvirt domain references it.
+            description: With O(virtfleet.libvirt.guest_disk#module:state=absent), remove the file even when a defined
+              libvirt domain references it.
             type: bool
             default: false
           adopt:
             description:
             - Record an existing disk file that has no record in C(disk.info.json) (the record was lost), or whose
               record it no longer matches, as it is now, instead of refusing it.
-            - The format is taken from O(format), which is then required (a config drive is raw); it is never guessed
-              from the file. A qcow2 file is adopted only when the backing file its header names, if any, is O(base)
-              (root) or the cached formatted base (ephemeral, swap), with its format named.
+            - The format is taken from O(virtfleet.libvirt.guest_disk#module:format), which is then required (a
+              config drive is raw); it is never guessed from the file. A qcow2 file is adopted only when the backing
+              file its header names, if any, is O(virtfleet.libvirt.guest_disk#module:base) (root) or the cached
+              formatted base (ephemeral, swap), with its format named.
             - Nothing is written when the disk already matches its record.
             type: bool
             default: false
@@ -603,14 +607,14 @@ options:
             type: path
           file_name:
             description:
-            - File name inside the instance directory. Defaults by O(kind) to C(disk), C(disk.local), C(disk.swap),
-              C(disk.blank) or C(disk.config).
+            - File name inside the instance directory. Defaults by O(virtfleet.libvirt.guest_disk#module:kind) to
+              C(disk), C(disk.local), C(disk.swap), C(disk.blank) or C(disk.config).
             type: str
           format:
             description:
             - Format of the disk file, C(qcow2) (the default) or C(raw). An overlay is always C(qcow2).
-            - For O(kind=config_drive), the layout instead, C(config-2) (the default) or C(nocloud); the file is
-              a raw ISO.
+            - For O(virtfleet.libvirt.guest_disk#module:kind=config_drive), the layout instead, C(config-2) (the
+              default) or C(nocloud); the file is a raw ISO.
             - For an existing disk the recorded format is used.
             type: str
             choices:
@@ -622,8 +626,10 @@ options:
             description:
             - Virtual size of the disk, such as C(10G) or C(512M) or a number of bytes. Units are binary (C(G) and
               C(GiB) are 1024^3 bytes), except C(KB), C(MB), C(GB), C(TB) which are decimal.
-            - Required for O(kind=ephemeral), O(kind=swap) and O(kind=blank). For O(kind=root) it defaults to the
-              virtual size of the base. A size smaller than the current disk or than the base is refused.
+            - Required for O(virtfleet.libvirt.guest_disk#module:kind=ephemeral), O(virtfleet.libvirt.guest_disk#module:kind=swap)
+              and O(virtfleet.libvirt.guest_disk#module:kind=blank). For O(virtfleet.libvirt.guest_disk#module:kind=root)
+              it defaults to the virtual size of the base. A size smaller than the current disk or than the base
+              is refused.
             type: str
           preallocation:
             description:
@@ -638,8 +644,8 @@ options:
           backing:
             description:
             - C(overlay) makes a qcow2 file backed by the base (fast, shares the base); C(flat) copies the base.
-            - Defaults to C(overlay) for O(kind=root); for ephemeral and swap disks to C(overlay) with O(format=qcow2)
-              and C(flat) with O(format=raw).
+            - Defaults to C(overlay) for O(virtfleet.libvirt.guest_disk#module:kind=root); for ephemeral and swap
+              disks to C(overlay) with O(virtfleet.libvirt.guest_disk#module:format=qcow2) and C(flat) with O(virtfleet.libvirt.guest_disk#module:format=raw).
             type: str
             choices:
             - overlay
@@ -666,8 +672,8 @@ options:
             - Permissions of the disk file, an octal string such as C('0640') (quote it in YAML).
             - A number is taken as the mode only when it reads as one (a YAML C(0640) arrives as 416); a plain C(640),
               which YAML makes the number 640 (octal 1200), is refused.
-            - When not given, a new file gets C(0600) (C(0660) when O(group) is given), and an existing file is
-              left as it is.
+            - When not given, a new file gets C(0600) (C(0660) when O(virtfleet.libvirt.guest_disk#module:group)
+              is given), and an existing file is left as it is.
             type: raw
           owner:
             description:
@@ -675,16 +681,16 @@ options:
               and existing files keep their owner (libvirt changes it to the qemu user while a guest runs).
             type: str
           group:
-            description: Group of the disk file (name or gid), like O(owner).
+            description: Group of the disk file (name or gid), like O(virtfleet.libvirt.guest_disk#module:owner).
             type: str
           hostname:
-            description: Config drive; the guest's host name. Defaults to O(guest).
+            description: Config drive; the guest's host name. Defaults to O(virtfleet.libvirt.guest_disk#module:guest).
             type: str
           instance_uuid:
             description:
             - Config drive; the instance UUID (C(uuid) / C(instance-id)), in the 8-4-4-4-12 hex form (not the nil
-              UUID). Defaults to a UUID derived from O(guest), stable across runs; pass the domain's UUID to have
-              both agree.
+              UUID). Defaults to a UUID derived from O(virtfleet.libvirt.guest_disk#module:guest), stable across
+              runs; pass the domain's UUID to have both agree.
             type: str
           public_keys:
             description:
@@ -704,7 +710,7 @@ options:
             description:
             - Config drive; C(vendor_data.json) (config-2) or C(vendor-data) (nocloud).
             - Not treated as a secret (Ansible would mask each of its values wherever it appears, paths included);
-              put secrets in O(user_data) or O(admin_pass).
+              put secrets in O(virtfleet.libvirt.guest_disk#module:user_data) or O(virtfleet.libvirt.guest_disk#module:admin_pass).
             type: dict
           metadata:
             description: Config drive; user metadata (C(meta) in C(meta_data.json)).
@@ -757,7 +763,7 @@ options:
             type: int
             default: 1
           max_vcpus:
-            description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(vcpus).
+            description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(virtfleet.libvirt.domain_xml#module:vcpus).
             type: int
           memory:
             description:
@@ -768,16 +774,17 @@ options:
             default: 512M
           max_memory:
             description:
-            - Maximum memory for hot-plug, same format as O(memory). The guest gets C(<maxMemory>) with O(max_memory_slots)
-              slots and one NUMA cell, so that memory can later be added while it runs (DIMMs or virtio-mem up to
-              this size).
+            - Maximum memory for hot-plug, same format as O(virtfleet.libvirt.domain_xml#module:memory). The guest
+              gets C(<maxMemory>) with O(virtfleet.libvirt.domain_xml#module:max_memory_slots) slots and one NUMA
+              cell, so that memory can later be added while it runs (DIMMs or virtio-mem up to this size).
             - The headroom costs little on the host (guest RAM is allocated as the guest uses it), but QEMU reserves
               address space and the guest kernel sizes its memory map for it.
             type: raw
           max_memory_slots:
             description:
-            - Number of memory slots for devices hot-plugged up to O(max_memory) (1 to 255). Needs O(max_memory).
-            - Defaults to 16 when O(max_memory) is given.
+            - Number of memory slots for devices hot-plugged up to O(virtfleet.libvirt.domain_xml#module:max_memory)
+              (1 to 255). Needs O(virtfleet.libvirt.domain_xml#module:max_memory).
+            - Defaults to 16 when O(virtfleet.libvirt.domain_xml#module:max_memory) is given.
             type: int
           virt_type:
             description:
@@ -802,7 +809,7 @@ options:
             - maximum
             - custom
           cpu_model:
-            description: CPU model for O(cpu_mode=custom), for example C(Skylake-Client).
+            description: CPU model for O(virtfleet.libvirt.domain_xml#module:cpu_mode=custom), for example C(Skylake-Client).
             type: str
           firmware:
             description:
@@ -813,7 +820,8 @@ options:
             - bios
             - uefi
           secure_boot:
-            description: With O(firmware=uefi), use the Secure Boot capable OVMF build (needs O(machine=q35)).
+            description: With O(virtfleet.libvirt.domain_xml#module:firmware=uefi), use the Secure Boot capable
+              OVMF build (needs O(virtfleet.libvirt.domain_xml#module:machine=q35)).
             type: bool
             default: false
           graphics:
@@ -847,7 +855,8 @@ options:
             type: bool
             default: false
           tpm_model:
-            description: Interface of the TPM with O(tpm=true). C(tpm-crb) suits UEFI guests.
+            description: Interface of the TPM with O(virtfleet.libvirt.domain_xml#module:tpm=true). C(tpm-crb) suits
+              UEFI guests.
             type: str
             default: tpm-tis
             choices:
@@ -864,7 +873,8 @@ options:
             - i6300esb
             - itco
           watchdog_action:
-            description: What the hypervisor does when the watchdog fires (with O(watchdog) other than C(none)).
+            description: What the hypervisor does when the watchdog fires (with O(virtfleet.libvirt.domain_xml#module:watchdog)
+              other than C(none)).
             type: str
             default: reset
             choices:
@@ -966,8 +976,9 @@ options:
                 type: str
           nics:
             description:
-            - Network interfaces, in order. Give O(nics[].type) and O(nics[].source), or one of O(nics[].network),
-              O(nics[].bridge), O(nics[].direct) as a shorthand.
+            - Network interfaces, in order. Give O(virtfleet.libvirt.domain_xml#module:nics[].type) and O(virtfleet.libvirt.domain_xml#module:nics[].source),
+              or one of O(virtfleet.libvirt.domain_xml#module:nics[].network), O(virtfleet.libvirt.domain_xml#module:nics[].bridge),
+              O(virtfleet.libvirt.domain_xml#module:nics[].direct) as a shorthand.
             type: list
             elements: dict
             suboptions:
@@ -976,9 +987,10 @@ options:
                 - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
                 - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no
                   source. The guest gets the host's addresses by DHCP from passt, reaches what the host reaches,
-                  and is reached only through O(nics[].port_forwards). libvirt 9.0.0 as in Debian 12 cannot run
-                  passt; defining such a domain there fails with that reason.
-                - Not together with the shorthands O(nics[].network), O(nics[].bridge), O(nics[].direct).
+                  and is reached only through O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards). libvirt
+                  9.0.0 as in Debian 12 cannot run passt; defining such a domain there fails with that reason.
+                - Not together with the shorthands O(virtfleet.libvirt.domain_xml#module:nics[].network), O(virtfleet.libvirt.domain_xml#module:nics[].bridge),
+                  O(virtfleet.libvirt.domain_xml#module:nics[].direct).
                 type: str
                 choices:
                 - network
@@ -989,13 +1001,15 @@ options:
                 description: The libvirt network, host bridge or host interface. Default C(default) for networks.
                 type: str
               network:
-                description: Shorthand for O(nics[].type=network) with this source.
+                description: Shorthand for O(virtfleet.libvirt.domain_xml#module:nics[].type=network) with this
+                  source.
                 type: str
               bridge:
-                description: Shorthand for O(nics[].type=bridge) with this source.
+                description: Shorthand for O(virtfleet.libvirt.domain_xml#module:nics[].type=bridge) with this source.
                 type: str
               direct:
-                description: Shorthand for O(nics[].type=direct) (macvtap) on this host interface.
+                description: Shorthand for O(virtfleet.libvirt.domain_xml#module:nics[].type=direct) (macvtap) on
+                  this host interface.
                 type: str
               mode:
                 description: macvtap mode of a direct interface (only for those). Defaults to C(bridge).
@@ -1022,7 +1036,8 @@ options:
                 type: int
               port_forwards:
                 description:
-                - With O(nics[].type=user), host ports that reach the guest (passt listens on them).
+                - With O(virtfleet.libvirt.domain_xml#module:nics[].type=user), host ports that reach the guest
+                  (passt listens on them).
                 type: list
                 elements: dict
                 suboptions:
@@ -1031,7 +1046,7 @@ options:
                     type: int
                     required: true
                   guest_port:
-                    description: Port in the guest the connections go to. Defaults to O(nics[].port_forwards[].host_port).
+                    description: Port in the guest the connections go to. Defaults to O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards[].host_port).
                     type: int
                   address:
                     description:
@@ -1074,10 +1089,11 @@ options:
             description:
             - C(running) defines the domain when needed and starts or resumes it.
             - C(paused) defines it and leaves it started but paused.
-            - C(shutdown) asks the guest to power off (ACPI) and waits up to O(shutdown_timeout); see O(force_off).
+            - C(shutdown) asks the guest to power off (ACPI) and waits up to O(virtfleet.libvirt.domain#module:shutdown_timeout);
+              see O(virtfleet.libvirt.domain#module:force_off).
             - C(defined) defines or updates the definition without changing whether the guest runs.
             - C(absent) stops the domain (hard) and undefines it, with its NVRAM and TPM state.
-            - The XML (when read) must define the domain called O(name).
+            - The XML (when read) must define the domain called O(virtfleet.libvirt.domain#module:name).
             type: str
             default: running
             choices:
@@ -1092,8 +1108,9 @@ options:
           apply:
             description:
             - What to do when the definition changed while the guest runs.
-            - C(none) stores the new definition and reports RV(restart_pending); C(restart) shuts the guest down
-              cleanly (see O(shutdown_timeout), O(force_off)) and starts it again.
+            - C(none) stores the new definition and reports RV(virtfleet.libvirt.domain#module:restart_pending);
+              C(restart) shuts the guest down cleanly (see O(virtfleet.libvirt.domain#module:shutdown_timeout),
+              O(virtfleet.libvirt.domain#module:force_off)) and starts it again.
             type: str
             default: none
             choices:
@@ -1110,38 +1127,40 @@ options:
             default: 60
           force_off:
             description:
-            - Power the guest off hard when it did not shut down within O(shutdown_timeout).
+            - Power the guest off hard when it did not shut down within O(virtfleet.libvirt.domain#module:shutdown_timeout).
             - Without it such a guest makes the task fail, and nothing is forced.
             type: bool
             default: false
           remove_storage:
             description:
-            - With O(state=absent), also delete the files the collection created for this guest, and then its instance
-              directory C(<instances_path>/<name>) when nothing else is left in it.
+            - With O(virtfleet.libvirt.domain#module:state=absent), also delete the files the collection created
+              for this guest, and then its instance directory C(<instances_path>/<name>) when nothing else is left
+              in it.
             - Only files the collection recorded making are removed. These are the disks in the guest's C(disk.info.json)
               (written by M(virtfleet.libvirt.guest_disk)) with their digest records, and the instance directory's
               own files (C(domain.xml), C(console.log), C(nvram.fd), C(disk.info.json)).
             - Each must be a regular file directly inside the guest's own instance directory, reached through no
-              symbolic link below O(instances_path), and no other defined or running domain may use it as a disk
-              or in a disk's backing chain. Anything else is kept with a warning, including what the domain's metadata
-              lists as C(owned_files) and every other path attached to the guest.
+              symbolic link below O(virtfleet.libvirt.domain#module:instances_path), and no other defined or running
+              domain may use it as a disk or in a disk's backing chain. Anything else is kept with a warning, including
+              what the domain's metadata lists as C(owned_files) and every other path attached to the guest.
             - Also works when the domain is gone already (a run that undefined it and then failed is finished).
             type: bool
             default: false
           wait_for_address:
             description:
-            - With O(state=running), wait until the guest has an IP address on one of its interfaces, and return
-              its interfaces with their addresses in RV(interfaces), as M(virtfleet.libvirt.domain_info) reports
-              them.
+            - With O(virtfleet.libvirt.domain#module:state=running), wait until the guest has an IP address on one
+              of its interfaces, and return its interfaces with their addresses in RV(virtfleet.libvirt.domain#module:interfaces),
+              as M(virtfleet.libvirt.domain_info) reports them.
             - Addresses come from the DHCP leases of libvirt networks and from the guest agent (when the domain
               has its channel and the agent answers). IPv6 link-local addresses do not count.
-            - Waiting changes nothing; it also happens when the guest already ran. After O(address_timeout) seconds
-              the task fails and says where it looked; the guest is left running.
-            - In check mode nothing is waited for, and RV(interfaces) holds the addresses known now.
+            - Waiting changes nothing; it also happens when the guest already ran. After O(virtfleet.libvirt.domain#module:address_timeout)
+              seconds the task fails and says where it looked; the guest is left running.
+            - In check mode nothing is waited for, and RV(virtfleet.libvirt.domain#module:interfaces) holds the
+              addresses known now.
             type: bool
             default: false
           address_timeout:
-            description: Seconds (0 to 86400) to wait for an address with O(wait_for_address=true).
+            description: Seconds (0 to 86400) to wait for an address with O(virtfleet.libvirt.domain#module:wait_for_address=true).
             type: int
             default: 300
   batch_concurrency:
@@ -1497,7 +1516,8 @@ options:
         description:
         - Where the image comes from. C(http://), C(https://), C(file://) or an absolute path on the hypervisor.
         - Credentials in the URL are used for the request but never appear in names, records or messages.
-        - Required with O(state=present) and O(state=absent).
+        - Required with O(virtfleet.libvirt.image_cache#module:state=present) and O(virtfleet.libvirt.image_cache#module:state=absent),
+          unless O(virtfleet.libvirt.image_cache#module:items) lists the images.
         type: str
         required: true
       checksum:
@@ -1554,7 +1574,7 @@ options:
         default: 60
       retries:
         description: How many times a transient failure (refused or reset connection, timeout, HTTP 5xx, body cut
-          short) is retried (0 to 100), with exponential backoff starting at O(retry_delay).
+          short) is retried (0 to 100), with exponential backoff starting at O(virtfleet.libvirt.image_cache#module:retry_delay).
         type: int
         default: 3
       retry_delay:
@@ -1586,7 +1606,8 @@ options:
         description: PEM file with a client certificate (and optionally its key) for TLS client authentication.
         type: path
       client_key:
-        description: PEM file with the key of O(client_cert) when it is not in that file.
+        description: PEM file with the key of O(virtfleet.libvirt.image_cache#module:client_cert) when it is not
+          in that file.
         type: path
       use_proxy:
         description: Use the proxies set in the environment (C(http_proxy), C(https_proxy), C(no_proxy)).
@@ -1609,16 +1630,18 @@ options:
         - blank
         - config_drive
       force:
-        description: With O(state=absent), remove the file even when a defined libvirt domain references it.
+        description: With O(virtfleet.libvirt.guest_disk#module:state=absent), remove the file even when a defined
+          libvirt domain references it.
         type: bool
         default: false
       adopt:
         description:
         - Record an existing disk file that has no record in C(disk.info.json) (the record was lost), or whose record
           it no longer matches, as it is now, instead of refusing it.
-        - The format is taken from O(format), which is then required (a config drive is raw); it is never guessed
-          from the file. A qcow2 file is adopted only when the backing file its header names, if any, is O(base)
-          (root) or the cached formatted base (ephemeral, swap), with its format named.
+        - The format is taken from O(virtfleet.libvirt.guest_disk#module:format), which is then required (a config
+          drive is raw); it is never guessed from the file. A qcow2 file is adopted only when the backing file its
+          header names, if any, is O(virtfleet.libvirt.guest_disk#module:base) (root) or the cached formatted base
+          (ephemeral, swap), with its format named.
         - Nothing is written when the disk already matches its record.
         type: bool
         default: false
@@ -1627,14 +1650,14 @@ options:
         type: path
       file_name:
         description:
-        - File name inside the instance directory. Defaults by O(kind) to C(disk), C(disk.local), C(disk.swap),
-          C(disk.blank) or C(disk.config).
+        - File name inside the instance directory. Defaults by O(virtfleet.libvirt.guest_disk#module:kind) to C(disk),
+          C(disk.local), C(disk.swap), C(disk.blank) or C(disk.config).
         type: str
       format:
         description:
         - Format of the disk file, C(qcow2) (the default) or C(raw). An overlay is always C(qcow2).
-        - For O(kind=config_drive), the layout instead, C(config-2) (the default) or C(nocloud); the file is a raw
-          ISO.
+        - For O(virtfleet.libvirt.guest_disk#module:kind=config_drive), the layout instead, C(config-2) (the default)
+          or C(nocloud); the file is a raw ISO.
         - For an existing disk the recorded format is used.
         type: str
         choices:
@@ -1646,8 +1669,10 @@ options:
         description:
         - Virtual size of the disk, such as C(10G) or C(512M) or a number of bytes. Units are binary (C(G) and C(GiB)
           are 1024^3 bytes), except C(KB), C(MB), C(GB), C(TB) which are decimal.
-        - Required for O(kind=ephemeral), O(kind=swap) and O(kind=blank). For O(kind=root) it defaults to the virtual
-          size of the base. A size smaller than the current disk or than the base is refused.
+        - Required for O(virtfleet.libvirt.guest_disk#module:kind=ephemeral), O(virtfleet.libvirt.guest_disk#module:kind=swap)
+          and O(virtfleet.libvirt.guest_disk#module:kind=blank). For O(virtfleet.libvirt.guest_disk#module:kind=root)
+          it defaults to the virtual size of the base. A size smaller than the current disk or than the base is
+          refused.
         type: str
       preallocation:
         description:
@@ -1662,8 +1687,8 @@ options:
       backing:
         description:
         - C(overlay) makes a qcow2 file backed by the base (fast, shares the base); C(flat) copies the base.
-        - Defaults to C(overlay) for O(kind=root); for ephemeral and swap disks to C(overlay) with O(format=qcow2)
-          and C(flat) with O(format=raw).
+        - Defaults to C(overlay) for O(virtfleet.libvirt.guest_disk#module:kind=root); for ephemeral and swap disks
+          to C(overlay) with O(virtfleet.libvirt.guest_disk#module:format=qcow2) and C(flat) with O(virtfleet.libvirt.guest_disk#module:format=raw).
         type: str
         choices:
         - overlay
@@ -1689,8 +1714,8 @@ options:
         - Permissions of the disk file, an octal string such as C('0640') (quote it in YAML).
         - A number is taken as the mode only when it reads as one (a YAML C(0640) arrives as 416); a plain C(640),
           which YAML makes the number 640 (octal 1200), is refused.
-        - When not given, a new file gets C(0600) (C(0660) when O(group) is given), and an existing file is left
-          as it is.
+        - When not given, a new file gets C(0600) (C(0660) when O(virtfleet.libvirt.guest_disk#module:group) is
+          given), and an existing file is left as it is.
         type: raw
       owner:
         description:
@@ -1698,15 +1723,16 @@ options:
           existing files keep their owner (libvirt changes it to the qemu user while a guest runs).
         type: str
       group:
-        description: Group of the disk file (name or gid), like O(owner).
+        description: Group of the disk file (name or gid), like O(virtfleet.libvirt.guest_disk#module:owner).
         type: str
       hostname:
-        description: Config drive; the guest's host name. Defaults to O(guest).
+        description: Config drive; the guest's host name. Defaults to O(virtfleet.libvirt.guest_disk#module:guest).
         type: str
       instance_uuid:
         description:
         - Config drive; the instance UUID (C(uuid) / C(instance-id)), in the 8-4-4-4-12 hex form (not the nil UUID).
-          Defaults to a UUID derived from O(guest), stable across runs; pass the domain's UUID to have both agree.
+          Defaults to a UUID derived from O(virtfleet.libvirt.guest_disk#module:guest), stable across runs; pass
+          the domain's UUID to have both agree.
         type: str
       public_keys:
         description:
@@ -1726,7 +1752,7 @@ options:
         description:
         - Config drive; C(vendor_data.json) (config-2) or C(vendor-data) (nocloud).
         - Not treated as a secret (Ansible would mask each of its values wherever it appears, paths included); put
-          secrets in O(user_data) or O(admin_pass).
+          secrets in O(virtfleet.libvirt.guest_disk#module:user_data) or O(virtfleet.libvirt.guest_disk#module:admin_pass).
         type: dict
       metadata:
         description: Config drive; user metadata (C(meta) in C(meta_data.json)).
@@ -1779,7 +1805,7 @@ options:
         type: int
         default: 1
       max_vcpus:
-        description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(vcpus).
+        description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(virtfleet.libvirt.domain_xml#module:vcpus).
         type: int
       memory:
         description:
@@ -1789,16 +1815,17 @@ options:
         default: 512M
       max_memory:
         description:
-        - Maximum memory for hot-plug, same format as O(memory). The guest gets C(<maxMemory>) with O(max_memory_slots)
-          slots and one NUMA cell, so that memory can later be added while it runs (DIMMs or virtio-mem up to this
-          size).
+        - Maximum memory for hot-plug, same format as O(virtfleet.libvirt.domain_xml#module:memory). The guest gets
+          C(<maxMemory>) with O(virtfleet.libvirt.domain_xml#module:max_memory_slots) slots and one NUMA cell, so
+          that memory can later be added while it runs (DIMMs or virtio-mem up to this size).
         - The headroom costs little on the host (guest RAM is allocated as the guest uses it), but QEMU reserves
           address space and the guest kernel sizes its memory map for it.
         type: raw
       max_memory_slots:
         description:
-        - Number of memory slots for devices hot-plugged up to O(max_memory) (1 to 255). Needs O(max_memory).
-        - Defaults to 16 when O(max_memory) is given.
+        - Number of memory slots for devices hot-plugged up to O(virtfleet.libvirt.domain_xml#module:max_memory)
+          (1 to 255). Needs O(virtfleet.libvirt.domain_xml#module:max_memory).
+        - Defaults to 16 when O(virtfleet.libvirt.domain_xml#module:max_memory) is given.
         type: int
       virt_type:
         description:
@@ -1823,7 +1850,7 @@ options:
         - maximum
         - custom
       cpu_model:
-        description: CPU model for O(cpu_mode=custom), for example C(Skylake-Client).
+        description: CPU model for O(virtfleet.libvirt.domain_xml#module:cpu_mode=custom), for example C(Skylake-Client).
         type: str
       firmware:
         description:
@@ -1834,7 +1861,8 @@ options:
         - bios
         - uefi
       secure_boot:
-        description: With O(firmware=uefi), use the Secure Boot capable OVMF build (needs O(machine=q35)).
+        description: With O(virtfleet.libvirt.domain_xml#module:firmware=uefi), use the Secure Boot capable OVMF
+          build (needs O(virtfleet.libvirt.domain_xml#module:machine=q35)).
         type: bool
         default: false
       graphics:
@@ -1868,7 +1896,8 @@ options:
         type: bool
         default: false
       tpm_model:
-        description: Interface of the TPM with O(tpm=true). C(tpm-crb) suits UEFI guests.
+        description: Interface of the TPM with O(virtfleet.libvirt.domain_xml#module:tpm=true). C(tpm-crb) suits
+          UEFI guests.
         type: str
         default: tpm-tis
         choices:
@@ -1885,7 +1914,8 @@ options:
         - i6300esb
         - itco
       watchdog_action:
-        description: What the hypervisor does when the watchdog fires (with O(watchdog) other than C(none)).
+        description: What the hypervisor does when the watchdog fires (with O(virtfleet.libvirt.domain_xml#module:watchdog)
+          other than C(none)).
         type: str
         default: reset
         choices:
@@ -1986,8 +2016,9 @@ options:
             type: str
       nics:
         description:
-        - Network interfaces, in order. Give O(nics[].type) and O(nics[].source), or one of O(nics[].network), O(nics[].bridge),
-          O(nics[].direct) as a shorthand.
+        - Network interfaces, in order. Give O(virtfleet.libvirt.domain_xml#module:nics[].type) and O(virtfleet.libvirt.domain_xml#module:nics[].source),
+          or one of O(virtfleet.libvirt.domain_xml#module:nics[].network), O(virtfleet.libvirt.domain_xml#module:nics[].bridge),
+          O(virtfleet.libvirt.domain_xml#module:nics[].direct) as a shorthand.
         type: list
         elements: dict
         suboptions:
@@ -1996,9 +2027,10 @@ options:
             - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
             - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no source.
               The guest gets the host's addresses by DHCP from passt, reaches what the host reaches, and is reached
-              only through O(nics[].port_forwards). libvirt 9.0.0 as in Debian 12 cannot run passt; defining such
-              a domain there fails with that reason.
-            - Not together with the shorthands O(nics[].network), O(nics[].bridge), O(nics[].direct).
+              only through O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards). libvirt 9.0.0 as in Debian
+              12 cannot run passt; defining such a domain there fails with that reason.
+            - Not together with the shorthands O(virtfleet.libvirt.domain_xml#module:nics[].network), O(virtfleet.libvirt.domain_xml#module:nics[].bridge),
+              O(virtfleet.libvirt.domain_xml#module:nics[].direct).
             type: str
             choices:
             - network
@@ -2009,13 +2041,14 @@ options:
             description: The libvirt network, host bridge or host interface. Default C(default) for networks.
             type: str
           network:
-            description: Shorthand for O(nics[].type=network) with this source.
+            description: Shorthand for O(virtfleet.libvirt.domain_xml#module:nics[].type=network) with this source.
             type: str
           bridge:
-            description: Shorthand for O(nics[].type=bridge) with this source.
+            description: Shorthand for O(virtfleet.libvirt.domain_xml#module:nics[].type=bridge) with this source.
             type: str
           direct:
-            description: Shorthand for O(nics[].type=direct) (macvtap) on this host interface.
+            description: Shorthand for O(virtfleet.libvirt.domain_xml#module:nics[].type=direct) (macvtap) on this
+              host interface.
             type: str
           mode:
             description: macvtap mode of a direct interface (only for those). Defaults to C(bridge).
@@ -2042,7 +2075,8 @@ options:
             type: int
           port_forwards:
             description:
-            - With O(nics[].type=user), host ports that reach the guest (passt listens on them).
+            - With O(virtfleet.libvirt.domain_xml#module:nics[].type=user), host ports that reach the guest (passt
+              listens on them).
             type: list
             elements: dict
             suboptions:
@@ -2051,7 +2085,7 @@ options:
                 type: int
                 required: true
               guest_port:
-                description: Port in the guest the connections go to. Defaults to O(nics[].port_forwards[].host_port).
+                description: Port in the guest the connections go to. Defaults to O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards[].host_port).
                 type: int
               address:
                 description:
@@ -2093,10 +2127,11 @@ options:
         description:
         - C(running) defines the domain when needed and starts or resumes it.
         - C(paused) defines it and leaves it started but paused.
-        - C(shutdown) asks the guest to power off (ACPI) and waits up to O(shutdown_timeout); see O(force_off).
+        - C(shutdown) asks the guest to power off (ACPI) and waits up to O(virtfleet.libvirt.domain#module:shutdown_timeout);
+          see O(virtfleet.libvirt.domain#module:force_off).
         - C(defined) defines or updates the definition without changing whether the guest runs.
         - C(absent) stops the domain (hard) and undefines it, with its NVRAM and TPM state.
-        - The XML (when read) must define the domain called O(name).
+        - The XML (when read) must define the domain called O(virtfleet.libvirt.domain#module:name).
         type: str
         default: running
         choices:
@@ -2111,8 +2146,9 @@ options:
       apply:
         description:
         - What to do when the definition changed while the guest runs.
-        - C(none) stores the new definition and reports RV(restart_pending); C(restart) shuts the guest down cleanly
-          (see O(shutdown_timeout), O(force_off)) and starts it again.
+        - C(none) stores the new definition and reports RV(virtfleet.libvirt.domain#module:restart_pending); C(restart)
+          shuts the guest down cleanly (see O(virtfleet.libvirt.domain#module:shutdown_timeout), O(virtfleet.libvirt.domain#module:force_off))
+          and starts it again.
         type: str
         default: none
         choices:
@@ -2129,37 +2165,39 @@ options:
         default: 60
       force_off:
         description:
-        - Power the guest off hard when it did not shut down within O(shutdown_timeout).
+        - Power the guest off hard when it did not shut down within O(virtfleet.libvirt.domain#module:shutdown_timeout).
         - Without it such a guest makes the task fail, and nothing is forced.
         type: bool
         default: false
       remove_storage:
         description:
-        - With O(state=absent), also delete the files the collection created for this guest, and then its instance
-          directory C(<instances_path>/<name>) when nothing else is left in it.
+        - With O(virtfleet.libvirt.domain#module:state=absent), also delete the files the collection created for
+          this guest, and then its instance directory C(<instances_path>/<name>) when nothing else is left in it.
         - Only files the collection recorded making are removed. These are the disks in the guest's C(disk.info.json)
           (written by M(virtfleet.libvirt.guest_disk)) with their digest records, and the instance directory's own
           files (C(domain.xml), C(console.log), C(nvram.fd), C(disk.info.json)).
         - Each must be a regular file directly inside the guest's own instance directory, reached through no symbolic
-          link below O(instances_path), and no other defined or running domain may use it as a disk or in a disk's
-          backing chain. Anything else is kept with a warning, including what the domain's metadata lists as C(owned_files)
-          and every other path attached to the guest.
+          link below O(virtfleet.libvirt.domain#module:instances_path), and no other defined or running domain may
+          use it as a disk or in a disk's backing chain. Anything else is kept with a warning, including what the
+          domain's metadata lists as C(owned_files) and every other path attached to the guest.
         - Also works when the domain is gone already (a run that undefined it and then failed is finished).
         type: bool
         default: false
       wait_for_address:
         description:
-        - With O(state=running), wait until the guest has an IP address on one of its interfaces, and return its
-          interfaces with their addresses in RV(interfaces), as M(virtfleet.libvirt.domain_info) reports them.
+        - With O(virtfleet.libvirt.domain#module:state=running), wait until the guest has an IP address on one of
+          its interfaces, and return its interfaces with their addresses in RV(virtfleet.libvirt.domain#module:interfaces),
+          as M(virtfleet.libvirt.domain_info) reports them.
         - Addresses come from the DHCP leases of libvirt networks and from the guest agent (when the domain has
           its channel and the agent answers). IPv6 link-local addresses do not count.
-        - Waiting changes nothing; it also happens when the guest already ran. After O(address_timeout) seconds
-          the task fails and says where it looked; the guest is left running.
-        - In check mode nothing is waited for, and RV(interfaces) holds the addresses known now.
+        - Waiting changes nothing; it also happens when the guest already ran. After O(virtfleet.libvirt.domain#module:address_timeout)
+          seconds the task fails and says where it looked; the guest is left running.
+        - In check mode nothing is waited for, and RV(virtfleet.libvirt.domain#module:interfaces) holds the addresses
+          known now.
         type: bool
         default: false
       address_timeout:
-        description: Seconds (0 to 86400) to wait for an address with O(wait_for_address=true).
+        description: Seconds (0 to 86400) to wait for an address with O(virtfleet.libvirt.domain#module:wait_for_address=true).
         type: int
         default: 300
     default: {}

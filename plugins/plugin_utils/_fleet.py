@@ -22,7 +22,6 @@ collection-wide ``virtfleet_<name>`` (shared by the boot, resize and destroy rol
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 

@@ -29,7 +29,7 @@ def _item(name, url, vcpus, **extra):
 
 
 def test_one_call_boots_many_whole_guests_and_a_rerun_reads_only_state(sandbox, guest_image_url):
-    names = [sandbox.guest_name("w") for _ in range(3)]
+    names = [sandbox.guest_name("w%d" % i) for i in range(3)]
     vcpus = dict(zip(names, (1, 2, 1)))
     args = {"instances_path": sandbox.instances, "items": [
         _item(n, guest_image_url, vcpus[n], xml={"vcpus": vcpus[n], "memory": "128M", "virt_type": "qemu",
@@ -67,8 +67,8 @@ def test_a_failing_part_stops_its_guest_alone_and_says_which(sandbox, guest_imag
     good, bad = sandbox.guest_name("ok"), sandbox.guest_name("bad")
     xml = {"vcpus": 1, "memory": "128M", "virt_type": "qemu", "fw_cfg": {"opt/org.virtfleet/mode": "stay"}}
     items = [_item(good, guest_image_url, 1, xml=xml),
-             _item(bad, guest_image_url, 1, xml=xml, disks=[{"kind": "root", "size": "96M"},
-                                                             {"kind": "ephemeral", "size": "20T"}])]
+             _item(bad, guest_image_url, 1, xml=xml,
+                   disks=[{"kind": "root", "size": "96M"}, {"kind": "ephemeral", "size": "20T"}])]
     result = run_module("guest", {"instances_path": sandbox.instances, "items": items})
     assert result["_rc"] != 0 and result["msg"].startswith("1 of 2 items failed: %s: disk ephemeral: " % bad), result
     failed = result["results"][1]

@@ -55,9 +55,12 @@ def test_a_fifo_under_a_disk_name_is_not_a_header_and_does_not_block(tmp_path):
 
     fifo = tmp_path / "disk"
     os.mkfifo(fifo)
+
     # in a child process: a blocking open of a FIFO without a writer would hang, and the child would not finish
-    child = multiprocessing.get_context("fork").Process(target=lambda: os._exit(0 if qcow2.read(str(fifo)) is None
-                                                                                 else 1))
+    def probe():
+        os._exit(0 if qcow2.read(str(fifo)) is None else 1)
+
+    child = multiprocessing.get_context("fork").Process(target=probe)
     child.start()
     child.join(10)
     hung = child.is_alive()

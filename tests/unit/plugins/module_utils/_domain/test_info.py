@@ -424,8 +424,8 @@ def test_agent_ping_reports_an_answer_a_refusal_and_guests_that_cannot_answer(mo
     hung = FakeDomain("hung", UEFI_GUEST, leases={})
     off = FakeDomain("off", UEFI_GUEST, state=libvirt.VIR_DOMAIN_SHUTOFF)
     tiny = FakeDomain("tiny", LIVE_TCG_GUEST, leases={})
-    result = {d["name"]: d["agent"] for d in info.gather_domains(Hypervisor(FakeConn([up, hung, off, tiny])),
-                                                                    ping_agent=True, agent_timeout=7)}
+    found = info.gather_domains(Hypervisor(FakeConn([up, hung, off, tiny])), ping_agent=True, agent_timeout=7)
+    result = {d["name"]: d["agent"] for d in found}
     assert result["up"] == {"responding": True, "error": None}
     assert result["hung"]["responding"] is False and "not responding: timeout" in result["hung"]["error"]
     assert result["off"] == {"responding": False, "error": "the domain is shutoff"}
