@@ -328,6 +328,11 @@ class Hypervisor:
     def domain_capabilities(self, machine: str, virt_type: str, arch: str = "x86_64") -> str:
         return self._conn.getDomainCapabilities(None, arch, machine, virt_type, 0)
 
+    def host_resources(self) -> Tuple[int, int]:
+        """(logical CPUs, memory in KiB) of the host: what hot-plug headroom is capped by."""
+        info = self._conn.getInfo()
+        return int(info[2]), int(info[1]) * 1024
+
     def lib_version(self) -> int:
         """1000000 * major + 1000 * minor + micro of the libvirt daemon."""
         return int(self._conn.getLibVersion())
