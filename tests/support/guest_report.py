@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 
 _LINE = re.compile(r"VFREPORT (\d+) (\S+)((?: \S+=\S*)*)")
 _POWEROFF = re.compile(r"VFREPORT (acpi-poweroff|poweroff)\b")
+_BEAT = re.compile(r"VFBEAT (\d+) boot=(\S+) up=([0-9.]+)")
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Report:
     uuid: Optional[str] = None
     tpms: Dict[str, str] = field(default_factory=dict)  # device (tpm0) -> TPM major version ("2", "1", "?")
     agent_port: Optional[str] = None  # the virtio-serial port qemu-ga runs on, while it runs
+    data: Optional[Dict[str, str]] = None  # dev, found, wrote: the scribble hook's sha256s (see tests/guest)
     configdrive: Optional[Dict[str, str]] = None
     cdfiles: Dict[str, Dict[str, object]] = field(default_factory=dict)
     complete: bool = False
@@ -107,6 +109,8 @@ def parse_reports(text: str) -> List[Report]:
             current.agent_port = rest.get("port")
         elif kind == "uuid":
             current.uuid = rest["value"]
+        elif kind == "data":
+            current.data = rest
         elif kind == "configdrive":
             current.configdrive = rest
         elif kind == "cdfile":
@@ -121,3 +125,25 @@ def latest_complete(text: str) -> Optional[Report]:
         if report.complete:
             return report
     return None
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One heartbeat line: its number within the boot, the boot id and the guest's uptime in seconds."""
+
+    n: int
+    boot: str
+    uptime: float
+
+
+def heartbeats(text: str) -> List[Beat]:
+    """Every complete heartbeat line in a console log, in order."""
+    found = []
+    for raw in text.splitlines():
+        start = raw.find("VFBEAT ")
+        if start < 0:
+            continue
+        match = _BEAT.match(raw[start:].rstrip("\r"))
+        if match:
+            found.append(Beat(int(match.group(1)), match.group(2), float(match.group(3))))
+    return found

@@ -68,7 +68,11 @@ def _unfinished(spec: ResizeSpec, record: Optional[ResizeRecord]) -> None:
 
 def resize(hypervisor: Hypervisor, spec: ResizeSpec, check_mode: bool, diff: bool) -> Dict[str, Any]:
     record = read_record(spec.layout)
-    plan = plan_resize(hypervisor, spec)
+    try:
+        plan = plan_resize(hypervisor, spec)
+    except VirtfleetError:
+        _unfinished(spec, record)  # the resize in progress explains the guest's state better
+        raise
     if not plan.changed or check_mode:
         if plan.changed:
             _unfinished(spec, record)

@@ -318,7 +318,7 @@ def restore(run: Run, stop_first: bool, stop_timeout: int, force_off: bool) -> R
     if any(step in record.done for step in DEFINITION_STEPS) or data.get("failed_step") in DEFINITION_STEPS:
         run.hypervisor.define(data["old_definition"])
         out.done.append("defined the old definition")
-        if run.guest.status() in ACTIVE and data.get("path") == LIVE:
+        if run.guest.status() in ACTIVE and data.get("how") == LIVE:
             out.left.append("the running guest keeps what was plugged into it (%s) until its next restart; its "
                             "definition is the old one" % ", ".join(
                                 c["what"] for c in data.get("changes") or [] if c.get("how") == LIVE))
@@ -337,7 +337,7 @@ def rollback(run: Run, step: str, failure: str) -> None:
     """Undo what the resize did before ``step`` failed, and raise the failure with what was rolled back."""
     record = run.record
     record.data["failure"], record.data["failed_step"] = failure, step
-    stop_first = record.data.get("path") != LIVE and ("start" in record.done or step == "start")
+    stop_first = record.data.get("how") != LIVE and ("start" in record.done or step == "start")
     try:
         record.save()
         undone = restore(run, stop_first, ROLLBACK_SHUTDOWN_TIMEOUT, True)
