@@ -20,7 +20,8 @@ description:
     and writes nothing.
   - "Live: more vCPUs up to the C(<vcpu>) maximum (the guest brings them online, as a udev rule does); more
     memory through the balloon up to C(<memory>), and through DIMMs (whole multiples of 128 MiB) up to
-    C(<maxMemory>) for guests with memory headroom (M(virtfleet.libvirt.domain_xml) O(virtfleet.libvirt.domain_xml#module:headroom));
+    C(<maxMemory>) for guests with memory headroom (M(virtfleet.libvirt.domain_xml) option
+    O(virtfleet.libvirt.domain_xml#module:headroom));
     larger virtio and SCSI disks (libvirt's blockResize). Both the running guest and its persistent definition
     get the new values."
   - "Cold: vCPUs or memory above the maxima (the maxima grow with them, see O(headroom)), any decrease (only with
@@ -56,8 +57,9 @@ options:
     type: int
   memory:
     description:
-      - Memory the guest should have, as in M(virtfleet.libvirt.domain_xml) O(virtfleet.libvirt.domain_xml#module:memory):
-        a size with a binary unit (C(384M), C(2G)) or an integer number of MiB. Unchanged when not given.
+      - Memory the guest should have, as in M(virtfleet.libvirt.domain_xml)
+        O(virtfleet.libvirt.domain_xml#module:memory), a size with a binary unit (C(384M), C(2G)) or an integer
+        number of MiB. Unchanged when not given.
     type: raw
   max_vcpus:
     description:
@@ -74,8 +76,8 @@ options:
     type: raw
   headroom:
     description:
-      - The headroom rule of M(virtfleet.libvirt.domain_xml) O(virtfleet.libvirt.domain_xml#module:headroom):
-        when O(vcpus) or O(memory) outgrow the maxima and no maximum is given, the new maxima are twice the new
+      - The headroom rule of M(virtfleet.libvirt.domain_xml) O(virtfleet.libvirt.domain_xml#module:headroom).
+        When O(vcpus) or O(memory) outgrow the maxima and no maximum is given, the new maxima are twice the new
         values (capped by the host); a guest without memory headroom gets it (cold).
       - Pass the same value that the guest's M(virtfleet.libvirt.domain_xml) task gets, so that both give the
         same definition for the same flavor.
@@ -84,7 +86,7 @@ options:
   disks:
     description:
       - New sizes of disks, by target device (C(vda), C(sdb)) or by what M(virtfleet.libvirt.guest_disk) made them
-        as (C(root), C(ephemeral), C(swap), C(blank): the files of those kinds in the instance directory). Sizes
+        as (C(root), C(ephemeral), C(swap), C(blank), meaning the files of those kinds in the instance directory). Sizes
         use binary units (C(20G)) or bytes, whole 512-byte sectors.
       - A disk only grows. The file system inside does not; the guest grows it (cloud-init's growpart does that
         at boot for the root disk). An ephemeral or swap disk keeps the file system or swap area it was made
@@ -102,8 +104,8 @@ options:
   state:
     description:
       - C(resized) resizes to the values given.
-      - C(confirmed) finishes a resize left unconfirmed (O(confirm=false)): its backups are removed.
-      - C(reverted) takes it back: the guest is shut down, its old disks (from the backups; disks grown live are
+      - C(confirmed) finishes a resize left unconfirmed (O(confirm=false)), and removes its backups.
+      - C(reverted) takes it back. The guest is shut down, its old disks (from the backups; disks grown live are
         cut back to their old size), old definition and old C(domain.xml) are put back, and it is started again
         when it ran before the resize. What the guest wrote after the resize is lost.
       - C(confirmed) and C(reverted) take no new values, and do nothing when the last resize is already so.

@@ -138,8 +138,8 @@ def test_live_growth_of_vcpus_dimm_memory_and_root_disk_without_downtime(boot):
 
     predicted = guest.resize(check=True, **args)
     assert predicted["_rc"] == 0 and predicted["changed"] and predicted["how"] == "live", predicted
-    assert [(c["what"], c["how"]) for c in predicted["plan"]] == [("vcpus", "live"), ("memory", "live"),
-                                                                ("disk vda", "live")]
+    assert [(c["what"], c["how"]) for c in predicted["plan"]] == [
+        ("vcpus", "live"), ("memory", "live"), ("disk vda", "live")]
     assert predicted["steps"] == ["prepare", "set_vcpus", "plug_dimms", "block_resize", "sync_definition",
                                   "write_domain_xml", "applied", "confirm"]
     assert guest.inactive() == inactive and guest.files() == files, "check mode touched the guest"
@@ -374,3 +374,29 @@ def test_no_room_for_the_backup_is_refused_before_anything_is_touched(small_inst
     assert refused["_rc"] != 0 and "not enough space" in refused["msg"] and "nothing was changed" in refused["msg"]
     assert guest.files() == files and guest.inactive() == inactive
     assert beats.boots() == [guest.first.boot] and beats.longest_gap() < 3.0
+
+
+# ------------------------------------------------------------------------------ the boot role after a resize
+
+def test_boot_playbook_with_the_new_flavor_changes_nothing_after_a_resize(sandbox, guest_image, guest_image_url):
+    """The per-guest boot role (which gives guests no headroom): a resize to the next flavor is cold, and
+    playbooks/boot.yml run again with that flavor finds nothing to change."""
+    from tests.integration.test_boot_playbook import FLAVORS, PLAYBOOK, write_inventory
+    from tests.support.runner import run_playbook
+
+    name = sandbox.guest_name("pb")
+    first = run_playbook(PLAYBOOK, write_inventory(sandbox, {name: "t.one"}, guest_image_url))
+    assert first.rc == 0, first.stdout[-3000:]
+    console = os.path.join(sandbox.instances, name, "console.log")
+    booted = wait_for_report(console)
+    bigger = FLAVORS["t.two"]
+    done = _run("vm_resize", {"name": name, "instances_path": sandbox.instances, "vcpus": bigger["vcpus"],
+                              "memory": bigger["memory"], "disks": {"root": bigger["disk"]}})
+    assert done["_rc"] == 0 and done["how"] == "cold", done
+    after = wait_for_report(console, predicate=lambda r: r.boot != booted.boot)
+    assert (after.cpus, after.disks["vda"]["size"]) == (2, 96 * MIB)
+    again = run_playbook(PLAYBOOK, write_inventory(sandbox, {name: "t.two"}, guest_image_url))
+    assert again.rc == 0, again.stdout[-3000:]
+    assert again.changed() == 0, again.stdout[-4000:]
+    assert "restart" not in again.stdout.lower(), again.stdout[-4000:]
+    assert wait_for_report(console).boot == after.boot

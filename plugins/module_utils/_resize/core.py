@@ -26,7 +26,9 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.record i
     APPLIED, CONFIRMED, PREPARED, REVERTED, UNFINISHED, ResizeRecord, read_record,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.spec import ResizeSpec
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.steps import Run, remove_backups, revert, run_steps
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.steps import (
+    Run, remove_backups, revert, run_steps,
+)
 
 LOCK_TIMEOUT = 1800
 

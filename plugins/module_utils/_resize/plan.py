@@ -307,8 +307,9 @@ class _Planner:
             file_name = os.path.basename(path)
             entry = records.get(file_name)
             if not self.spec.layout.owns(path) or not isinstance(entry, dict) or not entry.get("format"):
-                _fail("disks.%s: %s has no format record in %s; vm_resize grows only disks virtfleet.libvirt.guest_disk "
-                      "made in the guest's instance directory (their format is recorded, never probed)"
+                _fail("disks.%s: %s has no format record in %s; vm_resize grows only disks "
+                      "virtfleet.libvirt.guest_disk made in the guest's instance directory (their format is recorded, "
+                      "never probed)"
                       % (key, path, self.spec.layout.disk_info))
             kind = entry.get("kind") or "root"
             if kind == "config_drive":
@@ -397,8 +398,8 @@ class _Planner:
         plan.new_definition = _with_flavor(self.defined, flavor)
         if self.file is not None:
             plan.new_file = _with_flavor(self.file, flavor).encode("utf-8")
-        plan.steps = steps_for(plan, spec.confirm, definition_changes=_differs(plan.old_definition,
-                                                                              plan.new_definition))
+        changes_definition = _differs(plan.old_definition, plan.new_definition)
+        plan.steps = steps_for(plan, spec.confirm, definition_changes=changes_definition)
         if plan.path != LIVE and plan.disks:
             self.check_backup_space()
         return plan

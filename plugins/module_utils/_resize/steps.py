@@ -379,8 +379,8 @@ def where_things_are(run: Run) -> str:
             "started": "being grown (may be partly grown)", "done": "grown to %s" % format_size(disk["after"]),
         }.get(disk.get("grow"), "as it was"), ", backup at %s" % disk["backup"] if disk.get("backup") else ""))
     defined = any(step in record.done for step in DEFINITION_STEPS)
-    parts.append("libvirt's definition: %s" % ("the new one (the old one is in the record)" if defined
-                                              else "the old one"))
+    parts.append("libvirt's definition: %s" % (
+        "the new one (the old one is in the record)" if defined else "the old one"))
     return "; ".join(parts)
 
 
