@@ -132,14 +132,18 @@ def copy_sparse(src: str, dst: str, mode: int, after_chunk: Optional[Callable[[i
     """Publish at ``dst`` a copy of ``src`` (atomically, with ``mode`` and ``src``'s owner), sharing extents
     where the file system can (reflink) and otherwise copying only the data: holes stay holes.
 
-    ``after_chunk(bytes copied so far)`` is called after each chunk written (a caller's progress or fault hook).
+    ``after_chunk(bytes copied so far)`` is called after each chunk written, or once after a reflink (a caller's
+    progress or fault hook); what it raises leaves nothing behind.
     """
     with atomic_output(dst, mode) as tmp:
         with open(src, "rb") as source:
             info = os.fstat(source.fileno())
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "wb") as target:
-                if not _reflink(source.fileno(), target.fileno()):
+                if _reflink(source.fileno(), target.fileno()):
+                    if after_chunk is not None:
+                        after_chunk(info.st_size)  # one shared "chunk"
+                else:
                     _copy_data(source.fileno(), target.fileno(), info.st_size, after_chunk)
                     target.truncate(info.st_size)
         if os.geteuid() == 0:

@@ -51,6 +51,12 @@ options:
       - Name of the guest (its libvirt domain), by the one guest-name rule of this collection.
     type: str
     required: true
+  flavor:
+    description:
+      - The name of the flavor the guest is resized to, recorded in its virtfleet metadata as
+        M(virtfleet.libvirt.domain_xml) O(virtfleet.libvirt.domain_xml#module:metadata.flavor) records it (set in the
+        running guest too). Unchanged when not given.
+    type: str
   vcpus:
     description:
       - Number of vCPUs the guest should have (1 to 4096). Unchanged when not given.
@@ -184,6 +190,7 @@ EXAMPLES = r"""
 - name: Resize to a flavor, keeping the backup until a health check passed
   virtfleet.libvirt.vm_resize:
     name: web1
+    flavor: m1.medium
     vcpus: "{{ flavor.vcpus }}"
     memory: "{{ flavor.memory }}"
     max_vcpus: "{{ flavor.max_vcpus | default(omit) }}"
@@ -230,7 +237,7 @@ plan:
   elements: dict
   contains:
     what:
-      description: C(vcpus), C(max_vcpus), C(memory), C(max_memory) or C(disk <target>).
+      description: C(flavor), C(vcpus), C(max_vcpus), C(memory), C(max_memory) or C(disk <target>).
       type: str
     before:
       description: The value before (vCPUs, memory as C(<MiB>M), disk size in bytes).

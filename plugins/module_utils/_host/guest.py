@@ -109,10 +109,11 @@ class Guest:
         """The definition the guest runs with (the persistent one when it is shut off)."""
         return self._dom.XMLDesc(0)
 
-    def set_metadata(self, element: Optional[str], prefix: Optional[str], namespace: str) -> None:
-        """Write (element) or remove (None) our metadata element, in the persistent definition only."""
+    def set_metadata(self, element: Optional[str], prefix: Optional[str], namespace: str, live: bool = False) -> None:
+        """Write (element) or remove (None) our metadata element, in the persistent definition (and with ``live``
+        in the running guest's too)."""
         self._dom.setMetadata(_flag("VIR_DOMAIN_METADATA_ELEMENT", 2), element, prefix, namespace,
-                              _flag("VIR_DOMAIN_AFFECT_CONFIG", 2))
+                              self._affect(live, True))
 
     # ---- lifecycle
 

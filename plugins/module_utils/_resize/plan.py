@@ -91,6 +91,7 @@ class ResizePlan:
     new_definition: str = ""
     old_file: Optional[bytes] = None     # domain.xml as read (None: the guest has none)
     new_file: Optional[bytes] = None
+    metadata_xml: Optional[str] = None   # live: our metadata element with the new flavor name
     vcpus: Optional[int] = None          # live: the vCPU count to plug up to
     balloon_kib: Optional[int] = None    # live: the balloon target
     new_dimms_kib: Tuple[int, ...] = ()  # live: the DIMMs to plug
@@ -297,6 +298,16 @@ class _Planner:
             self.plan.balloon_kib = now.total_kib
         self.plan.new_dimms_kib = (grow,)
 
+    # ---- the flavor's name in the guest's metadata (domain_xml records it there)
+
+    def flavor_name(self) -> Optional[str]:
+        spec, meta = self.spec, self.current.metadata
+        if spec.flavor is None or (meta is not None and meta.flavor == spec.flavor):
+            return None
+        self.add("flavor", meta.flavor if meta is not None else None, spec.flavor, True,
+                 "libvirt sets a running guest's metadata")
+        return spec.flavor
+
     # ---- disks
 
     def disks(self) -> None:
@@ -365,6 +376,7 @@ class _Planner:
 
     def build(self) -> ResizePlan:
         plan, spec, now = self.plan, self.spec, self.now
+        flavor_name = self.flavor_name()
         vcpus, max_vcpus = self.vcpus()
         memory, max_memory, slots = self.memory()
         self.disks()
@@ -395,9 +407,11 @@ class _Planner:
         if flavor.current_memory_kib == flavor.memory_kib:
             flavor = FlavorLayout(**dict(asdict(flavor), current_memory_kib=None))
         plan.flavor = flavor
-        plan.new_definition = _with_flavor(self.defined, flavor)
+        plan.new_definition = _with_flavor(self.defined, flavor, flavor_name)
         if self.file is not None:
-            plan.new_file = _with_flavor(self.file, flavor).encode("utf-8")
+            plan.new_file = _with_flavor(self.file, flavor, flavor_name).encode("utf-8")
+        if flavor_name is not None and plan.path == LIVE:
+            plan.metadata_xml = _metadata_element(model.Domain.from_xml(plan.new_definition).metadata)
         changes_definition = _differs(plan.old_definition, plan.new_definition)
         plan.steps = steps_for(plan, spec.confirm, definition_changes=changes_definition)
         if plan.path != LIVE and plan.disks:
@@ -425,10 +439,22 @@ def _kib(value: Optional[int]) -> Optional[str]:
     return "%dM" % (value // 1024) if value % 1024 == 0 else "%dK" % value
 
 
-def _with_flavor(domain: model.Domain, flavor: FlavorLayout) -> str:
+def _with_flavor(domain: model.Domain, flavor: FlavorLayout, flavor_name: Optional[str]) -> str:
     changed = domain.copy()
     designer.apply_flavor(changed, flavor)
+    if flavor_name is not None:
+        changed.metadata = changed.metadata or model.Metadata()
+        changed.metadata.flavor = flavor_name
     return changed.to_string()
+
+
+def _metadata_element(metadata: model.Metadata) -> str:
+    """Our metadata element as libvirt's setMetadata takes it: without namespaces (libvirt puts ours on)."""
+    own = metadata.to_element()[0]
+    for element in own.iter():
+        element.tag = model.etree.QName(element).localname
+    model.etree.cleanup_namespaces(own)
+    return model.etree.tostring(own, encoding="unicode")
 
 
 def _differs(before: str, after: str) -> bool:
@@ -441,7 +467,8 @@ def steps_for(plan: ResizePlan, confirm: bool, definition_changes: bool) -> List
     file_changes = plan.new_file is not None and plan.new_file != plan.old_file
     steps = ["prepare"]
     if plan.path == LIVE:
-        steps += [name for name, needed in (("set_vcpus", plan.vcpus is not None),
+        steps += [name for name, needed in (("set_metadata", plan.metadata_xml is not None),
+                                            ("set_vcpus", plan.vcpus is not None),
                                             ("balloon", plan.balloon_kib is not None),
                                             ("plug_dimms", bool(plan.new_dimms_kib)),
                                             ("block_resize", bool(plan.disks)),

@@ -34,6 +34,7 @@ SECTOR = 512
 
 ITEM_SPEC = ArgumentSpec({
     "name": {"type": "str", "required": True},
+    "flavor": {"type": "str"},
     "vcpus": {"type": "int"},
     "memory": {"type": "raw"},
     "max_vcpus": {"type": "int"},
@@ -50,7 +51,7 @@ ITEM_SPEC = ArgumentSpec({
 })
 MODULE_SPEC = CONNECTION.merge(INSTANCES, ITEM_SPEC)
 # What a resize to a new size is made of; a ``state`` other than resized takes none of them.
-TARGET_OPTIONS = ("vcpus", "memory", "max_vcpus", "max_memory", "disks")
+TARGET_OPTIONS = ("flavor", "vcpus", "memory", "max_vcpus", "max_memory", "disks")
 
 
 def _fail(msg: str) -> None:
@@ -105,6 +106,7 @@ class ResizeSpec:
     uri: str
     state: str
     mode: str
+    flavor: Optional[str]
     vcpus: Optional[int]
     memory_kib: Optional[int]
     max_vcpus: Optional[int]
@@ -141,6 +143,7 @@ class ResizeSpec:
             name=layout.name, layout=layout, state=state,
             uri=text_value(params.get("uri") or DEFAULT_URI, "uri", allow_empty=False, max_len=4096),
             mode=choice_value(_value(params, "mode"), MODES, "mode"),
+            flavor=_optional(params.get("flavor"), text_value, "flavor", True, 256),
             vcpus=vcpus, memory_kib=memory, max_vcpus=max_vcpus, max_memory_kib=max_memory,
             headroom=bool_value(_value(params, "headroom"), "headroom"),
             disks=_disks(params.get("disks")),

@@ -49,7 +49,7 @@ BACKUP_DIR_MODE = 0o700
 BALLOON_WAIT = 10.0
 ROLLBACK_SHUTDOWN_TIMEOUT = 30
 # Steps after which libvirt's persistent definition may differ from the old one.
-DEFINITION_STEPS = ("set_vcpus", "balloon", "plug_dimms", "sync_definition", "redefine")
+DEFINITION_STEPS = ("set_metadata", "set_vcpus", "balloon", "plug_dimms", "sync_definition", "redefine")
 
 
 def fault(step: str) -> bool:
@@ -171,6 +171,11 @@ def _start(run: Run) -> None:
         run.downtime = time.monotonic() - run.down_at
 
 
+def _set_metadata(run: Run) -> None:
+    _inject("set_metadata")
+    run.guest.set_metadata(run.plan.metadata_xml, model.VIRTFLEET_PREFIX, model.VIRTFLEET_NS, live=True)
+
+
 def _set_vcpus(run: Run) -> None:
     _inject("set_vcpus")
     run.guest.set_vcpus(run.plan.vcpus, live=True, config=True)
@@ -227,6 +232,7 @@ STEPS: Dict[str, Handler] = {
     "redefine": _redefine,
     "write_domain_xml": _write_domain_xml,
     "start": _start,
+    "set_metadata": _set_metadata,
     "set_vcpus": _set_vcpus,
     "balloon": _balloon,
     "plug_dimms": _plug_dimms,

@@ -115,6 +115,13 @@ class FakeDomain:
             dom.memory_kib += size
             dom.current_memory_kib = dom.memory_kib
 
+    def setMetadata(self, kind, xml, key, uri, flags):  # noqa: N802
+        self._maybe_fail("setMetadata")
+        flavor = model.parse_element(xml).findtext("flavor")
+        for dom in self._both(flags):
+            dom.metadata = dom.metadata or model.Metadata()
+            dom.metadata.flavor = flavor
+
     def blockInfo(self, target):  # noqa: N802
         return [self.sizes[target], self.sizes[target], self.sizes[target]]
 

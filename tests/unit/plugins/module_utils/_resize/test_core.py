@@ -47,6 +47,17 @@ def test_live_resize_makes_only_live_calls_and_updates_definition_file_and_recor
     assert result["resize_state"] == "confirmed" and record_of(guest)["state"] == "confirmed"
 
 
+def test_the_flavor_name_is_set_live_in_the_metadata_and_in_domain_xml(box):
+    guest = box(metadata={"flavor": "m1.small", "owned_files": ["/srv/x"]})
+    result = resize(guest, flavor="m1.medium", vcpus=2)
+    assert [(c["what"], c["before"], c["after"], c["how"]) for c in result["plan"]] == [
+        ("flavor", "m1.small", "m1.medium", "live"), ("vcpus", 1, 2, "live")]
+    assert guest.dom.calls == ["setMetadata", "setVcpus"] and guest.conn.defined == []
+    assert guest.dom.live.metadata.flavor == guest.dom.inactive.metadata.flavor == "m1.medium"
+    assert guest.file_text() == guest.design(vcpus=2, metadata={"flavor": "m1.medium", "owned_files": ["/srv/x"]})
+    assert not resize(guest, flavor="m1.medium", vcpus=2)["changed"]
+
+
 def test_resizing_to_the_current_size_writes_nothing(box):
     guest = box()
     before = snapshot(guest)
