@@ -49,8 +49,8 @@ options:
   name:
     description:
       - Name of the guest (its libvirt domain), by the one guest-name rule of this collection.
+      - Required unless O(items) is given (then it is not allowed).
     type: str
-    required: true
   flavor:
     description:
       - The name of the flavor the guest is resized to, recorded in its virtfleet metadata as
@@ -147,6 +147,69 @@ options:
         makes the task fail, with nothing changed.
     type: bool
     default: false
+  items:
+    description:
+      - The list form - resize many guests of this hypervisor in one call (one module call for all its guests is
+        what makes a fleet fast). Each element takes the options above; an option an element leaves out takes
+        the top-level value (and its default).
+      - Guests are resized concurrently (see O(batch_concurrency)), each under its own lock; one guest's failure
+        (rolled back as ever) does not stop the others, and the task fails naming each guest that failed.
+        RV(results) holds each guest's result, with RV(results[].item) its name.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: The guest, as O(name). Required.
+        type: str
+        required: true
+      flavor:
+        description: As O(flavor).
+        type: str
+      vcpus:
+        description: As O(vcpus).
+        type: int
+      memory:
+        description: As O(memory).
+        type: raw
+      max_vcpus:
+        description: As O(max_vcpus).
+        type: int
+      max_memory:
+        description: As O(max_memory).
+        type: raw
+      headroom:
+        description: As O(headroom).
+        type: bool
+      disks:
+        description: As O(disks).
+        type: dict
+      mode:
+        description: As O(mode).
+        type: str
+        choices: [auto, live, cold]
+      state:
+        description: As O(state).
+        type: str
+        choices: [resized, confirmed, reverted]
+      confirm:
+        description: As O(confirm).
+        type: bool
+      allow_decrease:
+        description: As O(allow_decrease).
+        type: bool
+      shutdown_timeout:
+        description: As O(shutdown_timeout).
+        type: int
+      start_timeout:
+        description: As O(start_timeout).
+        type: int
+      force_off:
+        description: As O(force_off).
+        type: bool
+  batch_concurrency:
+    description: With O(items), how many guests are resized at once (1 to 64).
+    type: int
+    default: 4
 notes:
   - "Measured on libvirt 9.0 and QEMU 7.2: a hot-added vCPU arrives offline and the guest brings it online
     (every current distribution does, with a udev rule or the guest agent). The balloon only works between 0 and
@@ -215,6 +278,16 @@ EXAMPLES = r"""
     name: web1
     state: "{{ 'confirmed' if health is succeeded else 'reverted' }}"
 
+- name: Resize every guest of this hypervisor in one call, two at a time
+  virtfleet.libvirt.vm_resize:
+    items:
+      - {name: web1, vcpus: 2, memory: 2G}
+      - {name: web2, vcpus: 4, memory: 4G, disks: {root: 40G}}
+      - {name: db1, memory: 8G, mode: live}
+    headroom: true
+    batch_concurrency: 2
+  register: fleet
+
 - name: Fewer vCPUs (cold)
   virtfleet.libvirt.vm_resize:
     name: web1
@@ -223,16 +296,37 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+results:
+  description:
+    - With O(items), one result per guest, in the order of O(items), each with the keys below, RV(results[].item)
+      (the guest's name), RV(results[].changed) and RV(results[].failed) (with RV(results[].msg) when it failed).
+  returned: with O(items)
+  type: list
+  elements: dict
+  contains:
+    item:
+      description: The guest's name.
+      type: str
+    changed:
+      description: Whether this guest changed.
+      type: bool
+    failed:
+      description: Whether this guest's resize failed.
+      type: bool
+    msg:
+      description: Why it failed (what was rolled back included).
+      type: str
+      returned: when it failed
 how:
   description:
     - How the resize is (or, in check mode, would be) applied; C(none) when nothing changes.
-  returned: always
+  returned: always (with O(items), in each of RV(results))
   type: str
   sample: live
 plan:
   description:
     - One entry per value that changes.
-  returned: always
+  returned: always (with O(items), in each of RV(results))
   type: list
   elements: dict
   contains:
@@ -258,19 +352,19 @@ steps:
     - The steps of the resize in order, for example C([prepare, set_vcpus, plug_dimms, block_resize, applied,
       confirm]) live or C([prepare, shutdown, backup, grow_disks, redefine, write_domain_xml, start, applied,
       confirm]) cold; with O(state=reverted) C([shutdown, restore, start]).
-  returned: always
+  returned: always (with O(items), in each of RV(results))
   type: list
   elements: str
 downtime_seconds:
   description:
     - Seconds the guest was not running (from the shutdown request until it ran again); 0 for a live or offline
       resize and when nothing changed; null in check mode for a cold resize or revert.
-  returned: always
+  returned: always (with O(items), in each of RV(results))
   type: float
   sample: 12.4
 backup:
   description: Paths of the disk backups that exist after the task (until the resize is confirmed or reverted).
-  returned: always
+  returned: always (with O(items), in each of RV(results))
   type: list
   elements: str
   sample: [/var/lib/virtfleet/instances/web1/resize-backup/disk]
@@ -278,17 +372,17 @@ resize_state:
   description:
     - State of the guest's resize record after the task (C(prepared), C(applied), C(confirmed), C(reverted)),
       null when the guest was never resized.
-  returned: always
+  returned: always (with O(items), in each of RV(results))
   type: str
   sample: confirmed
 record:
   description: Path of the resize record.
-  returned: always
+  returned: always (with O(items), in each of RV(results))
   type: str
   sample: /var/lib/virtfleet/instances/web1/resize.json
 state:
   description: State of the guest after the task (C(running), C(paused), C(shutoff)).
-  returned: always
+  returned: always (with O(items), in each of RV(results))
   type: str
   sample: running
 reverted:

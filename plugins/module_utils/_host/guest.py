@@ -368,3 +368,13 @@ def open_hypervisor(uri: str) -> Iterator[Hypervisor]:
     """A ``Hypervisor`` on ``uri``, closed afterwards."""
     with connect(uri) as conn:
         yield Hypervisor(conn)
+
+
+@contextlib.contextmanager
+def shared_or_opened(uri: str, hypervisor: Optional[Hypervisor]) -> Iterator[Hypervisor]:
+    """``hypervisor`` when a caller (a batch) shares one, else one opened on ``uri`` for this call."""
+    if hypervisor is not None:
+        yield hypervisor
+        return
+    with open_hypervisor(uri) as opened:
+        yield opened

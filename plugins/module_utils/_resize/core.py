@@ -16,30 +16,23 @@ import contextlib
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import DEFAULT_URI
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._batch import ITEMS, run_items
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY, VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import exclusive_lock
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor, open_hypervisor
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor, shared_or_opened
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.plan import (
     COLD, LIVE, ResizePlan, plan_resize,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.record import (
     APPLIED, CONFIRMED, PREPARED, REVERTED, UNFINISHED, ResizeRecord, read_record,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.spec import ResizeSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.spec import ITEM_SPEC, ResizeSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.steps import (
     Run, remove_backups, revert, run_steps,
 )
 
 LOCK_TIMEOUT = 1800
-
-
-@contextlib.contextmanager
-def _hypervisor_for(spec: ResizeSpec, hypervisor: Optional[Hypervisor]) -> Iterator[Hypervisor]:
-    if hypervisor is not None:
-        yield hypervisor
-        return
-    with open_hypervisor(spec.uri) as opened:
-        yield opened
 
 
 @contextlib.contextmanager
@@ -50,12 +43,22 @@ def _guest_lock(spec: ResizeSpec) -> Iterator[None]:
 
 def ensure_resize(params: Dict[str, Any], check_mode: bool = False, diff: bool = False,
                   hypervisor: Optional[Hypervisor] = None) -> Dict[str, Any]:
-    """Core of the ``vm_resize`` module. ``hypervisor`` may be shared by a batch of guests."""
+    """Core of the ``vm_resize`` module: one guest, or with ``items`` each of them (sharing one connection;
+    guests resize concurrently, each under its own lock). ``hypervisor`` may be shared by a batch of guests."""
+    if params.get(ITEMS):
+        return _resize_items(params, check_mode, diff, hypervisor)
     spec = ResizeSpec.from_params(params)
-    with _hypervisor_for(spec, hypervisor) as opened:
+    with shared_or_opened(spec.uri, hypervisor) as opened:
         if spec.state == "resized":
             return resize(opened, spec, check_mode, diff)
         return finish(opened, spec, check_mode)
+
+
+def _resize_items(params: Dict[str, Any], check_mode: bool, diff: bool,
+                  hypervisor: Optional[Hypervisor]) -> Dict[str, Any]:
+    with shared_or_opened(params.get("uri") or DEFAULT_URI, hypervisor) as shared:
+        return run_items(params, ITEM_SPEC, "name", lambda one: ensure_resize(one, check_mode, diff, shared), diff,
+                         serial=lambda one: one.get("name"))
 
 
 def _unfinished(spec: ResizeSpec, record: Optional[ResizeRecord]) -> None:

@@ -4,7 +4,8 @@
 """Private to virtfleet.libvirt: what vm_resize accepts, said once.
 
 ``ITEM_SPEC`` is the argument spec of one guest's resize (choices from the constants below, which the
-planner uses too); ``MODULE_SPEC`` adds the shared connection and instances options. ``ResizeSpec``
+planner uses too); ``MODULE_SPEC`` adds the shared connection and instances options and the list
+form (``items``: many guests in one call, see ``_batch``). ``ResizeSpec``
 is the typed, validated form the planner works from. Sizes and counts follow ``domain_xml``'s rules
 (the same validators), so a flavor means the same to both modules.
 """
@@ -17,6 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import (
     CONNECTION, DEFAULT_URI, INSTANCES, ArgumentSpec,
 )
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._batch import list_form_spec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._identifiers import DISK_TARGET
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout, guest_layout
@@ -49,7 +51,8 @@ ITEM_SPEC = ArgumentSpec({
     "start_timeout": {"type": "int", "default": 60},
     "force_off": {"type": "bool", "default": False},
 })
-MODULE_SPEC = CONNECTION.merge(INSTANCES, ITEM_SPEC)
+# The single form, and the list form: ``items`` of the same options (each defaulting to the top-level value).
+MODULE_SPEC = list_form_spec(CONNECTION.merge(INSTANCES), ITEM_SPEC, "name")
 # What a resize to a new size is made of; a ``state`` other than resized takes none of them.
 TARGET_OPTIONS = ("flavor", "vcpus", "memory", "max_vcpus", "max_memory", "disks")
 

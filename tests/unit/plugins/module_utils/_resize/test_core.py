@@ -231,3 +231,23 @@ def test_state_reverted_without_a_record_is_an_error(box):
     with pytest.raises(VirtfleetError, match="has no resize to revert"):
         resize(box(), state="reverted")
     assert not resize(box(name="g2"), state="confirmed")["changed"]
+
+
+def test_the_list_form_resizes_each_guest_and_names_each_failure(tmp_path):
+    from .conftest import FakeDomain, GuestBox
+
+    first = GuestBox(str(tmp_path), name="g1")
+    second = GuestBox(str(tmp_path), name="g2")
+    first.conn.domains["g2"] = FakeDomain(first.conn, second.dom.inactive.to_string())
+    first.conn.domains["g2"].sizes = dict(second.dom.sizes)
+    params = {"instances_path": first.instances, "items": [{"name": "g1", "vcpus": 2}, {"name": "g2", "vcpus": 2},
+                                                           {"name": "g2x"}], "memory": "384M", "batch_concurrency": 2}
+    result = ensure_resize(params, hypervisor=first.hypervisor)
+    assert result["failed"] and result["changed"]
+    assert result["msg"].startswith("1 of 3 items failed: g2x: domain g2x is not defined"), result["msg"]
+    assert [(r["item"], r["changed"], r["failed"]) for r in result["results"]] == [
+        ("g1", True, False), ("g2", True, False), ("g2x", False, True)]
+    assert first.dom.calls == ["setVcpus", "attach"] and first.conn.domains["g2"].calls == ["setVcpus", "attach"]
+    assert first.dom.live.vcpu_current is None and first.dom.live.memory_kib == 384 * 1024
+    again = ensure_resize(dict(params, items=params["items"][:2]), hypervisor=first.hypervisor)
+    assert not again["changed"] and not again.get("failed")
