@@ -240,7 +240,7 @@ def test_offline_resize_of_a_stopped_guest_keeps_it_off(boot):
     guest = boot("off")
     guest.dom().shutdown()
     guest.report(lambda r: r.poweroff is not None)
-    for _ in range(100):
+    for _attempt in range(100):
         if guest.state() == "shutoff":
             break
         time.sleep(0.2)

@@ -60,7 +60,7 @@ class HeartbeatMonitor:
         now = time.monotonic()
         self._offset += len(data)
         data = self._tail + data
-        complete, _, self._tail = data.rpartition(b"\n")
+        complete, _newline, self._tail = data.rpartition(b"\n")
         for beat in heartbeats(complete.decode("utf-8", "replace")):
             self.beats.append((now, beat))
 

@@ -28,8 +28,8 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import format_size
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.record import read_disk_records
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.virtual_size import recorded_virtual_size
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer as designer
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.designer import FlavorLayout
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.normalize import normalize_for_compare
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Guest, Hypervisor, LibvirtError

@@ -29,11 +29,11 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import fo
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.record import (
     read_disk_records, write_disk_records,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer as designer
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.normalize import normalize_for_compare
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_file import FILE_MODE as XML_FILE_MODE
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img as qemu_img
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import qemu_img
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Guest, Hypervisor, LibvirtError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import (
     explain_libvirt_failure, libvirt_error_text,

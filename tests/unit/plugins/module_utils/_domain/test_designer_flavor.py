@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer as designer
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.designer import FlavorLayout
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout

@@ -14,8 +14,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer as designer
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import guest as guest_mod
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize import plan as plan_mod
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.plan import plan_resize
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.spec import ResizeSpec
