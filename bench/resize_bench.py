@@ -12,8 +12,13 @@ builds guests (guest_disk root overlay and a blank data disk, domain_xml with he
    last beat before the guest went down to the first beat after it came back, so both contain the same
    shutdown and boot; their difference is what a cold resize costs beyond shutdown + boot. Target <= 1 s.
 
+3. ``--fleet N``: N such guests resized live to 2 vCPUs and 384M by a playbook with one vm_resize task per
+   guest (delegated to the hypervisor, as a per-guest role does), then to 512M by one vm_resize call with
+   ``items`` for all of them (the per-hypervisor form), then the per-guest playbook again with nothing to
+   change; against a playbook with one ``ansible.builtin.stat`` task per guest (same inventory, forks = N).
+
 Usage (root, libvirtd on qemu:///system), under the integration lock:
-  flock /work/integration.lock .venv/bin/python bench/resize_bench.py [--rounds 3] [--output FILE]
+  flock /work/integration.lock .venv/bin/python bench/resize_bench.py [--rounds 3] [--fleet 20] [--output FILE]
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ import libvirt  # noqa: E402
 
 from tests.support.guest_report import latest_complete  # noqa: E402
 from tests.support.heartbeat import HeartbeatMonitor  # noqa: E402
-from tests.support.runner import run_module  # noqa: E402
+from tests.support.runner import run_module, run_playbook  # noqa: E402
 
 BENCH_ROOT = "/var/lib/virtfleet-bench"
 BEAT_INTERVAL = 1.0
+# The cold resize's steps between the guest going off and its start: what it adds to a restart.
+OFF_STEPS = ("backup", "grow_disks", "redefine", "write_domain_xml")
 
 
 def check(result, what):
@@ -112,9 +119,94 @@ def restart(dom):
     return run
 
 
+PER_GUEST = """- hosts: guests
+  gather_facts: false
+  tasks:
+    - name: Resize
+      virtfleet.libvirt.vm_resize:
+        name: "{{ inventory_hostname }}"
+        instances_path: "{{ instances }}"
+        vcpus: "{{ vcpus }}"
+        memory: "{{ memory }}"
+      delegate_to: hv
+"""
+PER_HYPERVISOR = """- hosts: hv
+  gather_facts: false
+  tasks:
+    - name: Resize all guests of this hypervisor
+      virtfleet.libvirt.vm_resize:
+        items: "{{ groups['guests'] | map('community.general.dict_kv', 'name') | list }}"
+        instances_path: "{{ instances }}"
+        memory: "{{ memory }}"
+        batch_concurrency: 8
+"""
+STAT = """- hosts: guests
+  gather_facts: false
+  tasks:
+    - name: Stat
+      ansible.builtin.stat:
+        path: "{{ instances }}/{{ inventory_hostname }}/domain.xml"
+      delegate_to: hv
+"""
+
+
+def fleet(root, instances, names, image, figures):
+    """Boot the guests ``names``, then time resizing them by playbooks against stat tasks."""
+    count = len(names)
+    for name in names:
+        boot_guest(instances, name, image)
+    for name in names:
+        wait_report(os.path.join(instances, name, "console.log"), lambda r: True, timeout=600)
+    inventory = os.path.join(root, "inventory.json")
+    with open(inventory, "w") as handle:
+        json.dump({"all": {"vars": {"instances": instances},
+                           "children": {"hypervisors": {"hosts": {"hv": {
+                               "ansible_connection": "local",
+                               "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}},
+                               "guests": {"hosts": {name: {} for name in names}}}}}, handle)
+    books = {}
+    for label, text in (("per_guest", PER_GUEST), ("per_hypervisor", PER_HYPERVISOR.replace(
+            "groups['guests'] | map('community.general.dict_kv', 'name') | list",
+            json.dumps([{"name": n} for n in names]).replace('"', "'"))), ("stat", STAT)):
+        books[label] = os.path.join(root, label + ".yml")
+        with open(books[label], "w") as handle:
+            handle.write(text)
+    env = {"ANSIBLE_FORKS": str(count)}
+
+    def timed(label, extra):
+        started = time.monotonic()
+        run = run_playbook(books[label], inventory, extra_vars=extra, env=env, timeout=1800)
+        took = time.monotonic() - started
+        if run.rc != 0:
+            raise SystemExit("%s failed:\n%s" % (label, run.stdout[-3000:]))
+        return took, run.changed()
+
+    rows = {}
+    rows["stat"] = timed("stat", {})
+    rows["live_per_guest"] = timed("per_guest", {"vcpus": 2, "memory": "384M"})
+    rows["live_items"] = timed("per_hypervisor", {"memory": "512M"})
+    rows["rerun_per_guest"] = timed("per_guest", {"vcpus": 2, "memory": "512M"})
+    rows["stat_again"] = timed("stat", {})
+    for name in names:
+        report = wait_report(os.path.join(instances, name, "console.log"), lambda r: r.cpus == 2, timeout=120)
+        assert report.cpus == 2, name
+    stat = statistics.mean([rows["stat"][0], rows["stat_again"][0]])
+    figures["fleet"] = {"guests": count, **{k: {"seconds": round(v[0], 2), "changed": v[1]} for k, v in rows.items()},
+                        "ratio_live_per_guest": round(rows["live_per_guest"][0] / stat, 2),
+                        "ratio_live_items": round(rows["live_items"][0] / stat, 2),
+                        "ratio_rerun": round(rows["rerun_per_guest"][0] / stat, 2)}
+    print("fleet of %d: stat %.1f s / %.1f s; live resize per guest %.1f s (%.2fx, changed %d), with items %.1f s "
+          "(%.2fx), re-run %.1f s (%.2fx, changed %d)" % (
+              count, rows["stat"][0], rows["stat_again"][0], rows["live_per_guest"][0],
+              figures["fleet"]["ratio_live_per_guest"], rows["live_per_guest"][1], rows["live_items"][0],
+              figures["fleet"]["ratio_live_items"], rows["rerun_per_guest"][0], figures["fleet"]["ratio_rerun"],
+              rows["rerun_per_guest"][1]), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fleet", type=int, default=0, help="also resize this many guests by playbooks")
     parser.add_argument("--image-dir", default=os.path.join(os.environ.get("VIRTFLEET_TEST_ROOT",
                                                                            "/var/lib/virtfleet-test"), "guest-image"))
     parser.add_argument("--output")
@@ -126,6 +218,7 @@ def main():
     for path in (BENCH_ROOT, root, instances):
         os.chmod(path, 0o755)
     name = "vfb-%s-resize" % token
+    fleet_names = []
     conn = libvirt.open("qemu:///system")
     libvirt.registerErrorHandler(lambda *_a: None, None)
     figures = {"rounds": opts.rounds, "commit": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
@@ -159,27 +252,41 @@ def main():
             resize = vm_resize(vcpus=vcpus, disks={"blank": "%dM" % data_mib}, mode="cold", allow_decrease=True)
             gap, wall, result = gap_around(console, resize, after_boot=True)
             assert result["how"] == "cold", result
-            rows["cold"].append({"gap": gap, "wall": wall, "downtime_seconds": result["downtime_seconds"]})
-            print("round %d: restart gap %.2f s (wall %.2f s); cold resize gap %.2f s (module %.2f s, "
-                  "downtime_seconds %.2f)" % (index + 1, rows["restart"][-1]["gap"], rows["restart"][-1]["wall"], gap,
-                                              wall, result["downtime_seconds"]), flush=True)
+            between = sum(result["step_seconds"].get(step, 0.0) for step in OFF_STEPS)
+            rows["cold"].append({"gap": gap, "wall": wall, "downtime_seconds": result["downtime_seconds"],
+                                 "steps_while_off": round(between, 3), "step_seconds": result["step_seconds"]})
+            print("round %d: restart gap %.2f s (shutdown + start %.2f s); cold resize gap %.2f s (module %.2f s, "
+                  "downtime_seconds %.2f, of which backup/grow/define/write %.3f s)" % (
+                      index + 1, rows["restart"][-1]["gap"], rows["restart"][-1]["wall"], gap, wall,
+                      result["downtime_seconds"], between), flush=True)
         restart_gap = statistics.median(r["gap"] for r in rows["restart"])
         cold_gap = statistics.median(r["gap"] for r in rows["cold"])
+        off_work = statistics.median(r["steps_while_off"] for r in rows["cold"])
+        libvirt_overhead = statistics.median(r["downtime_seconds"] for r in rows["cold"]) - statistics.median(
+            r["wall"] for r in rows["restart"])
         figures.update(rows, restart_gap=round(restart_gap, 3), cold_gap=round(cold_gap, 3),
-                       cold_overhead=round(cold_gap - restart_gap, 3),
+                       cold_overhead_from_gaps=round(cold_gap - restart_gap, 3),
+                       cold_overhead_steps_while_off=round(off_work, 3),
+                       cold_overhead_down_to_running=round(libvirt_overhead, 3),
                        cold_downtime=round(cold_gap - BEAT_INTERVAL, 3))
-        print("median: restart gap %.2f s, cold resize gap %.2f s: cold downtime %.2f s, overhead beyond shutdown + "
-              "boot %.2f s (target <= 1 s); live downtime %.2f s" % (
-                  restart_gap, cold_gap, cold_gap - BEAT_INTERVAL, cold_gap - restart_gap,
-                  figures["live"]["downtime"]), flush=True)
+        print("median: restart gap %.2f s, cold resize gap %.2f s: cold downtime %.2f s (live %.2f s). Cold overhead "
+              "beyond shutdown + boot (target <= 1 s): %.2f s from the heartbeat gaps, %.3f s of work while the guest "
+              "is off (backup, grow, define, domain.xml), %.2f s in shutdown-to-running time vs a plain restart" % (
+                  restart_gap, cold_gap, cold_gap - BEAT_INTERVAL, figures["live"]["downtime"],
+                  cold_gap - restart_gap, off_work, libvirt_overhead), flush=True)
+        if opts.fleet:
+            dom.destroy()
+            fleet_names.extend("vfb-%s-f%02d" % (token, i) for i in range(opts.fleet))
+            fleet(root, instances, fleet_names, image, figures)
     finally:
-        try:
-            dom = conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass
+        for one in [name] + fleet_names:
+            try:
+                dom = conn.lookupByName(one)
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+            except libvirt.libvirtError:
+                pass
         shutil.rmtree(root, ignore_errors=True)
     results = os.path.join(BENCH_ROOT, "results")
     os.makedirs(results, exist_ok=True)

@@ -101,6 +101,7 @@ def resize(hypervisor: Hypervisor, spec: ResizeSpec, check_mode: bool, diff: boo
         run_steps(run, plan.steps)
         result = _result(hypervisor, spec, plan, record, diff, changed=True)
         result["downtime_seconds"] = round(run.downtime, 3)
+        result["step_seconds"] = dict(run.step_seconds)
         if run.warnings:
             result.setdefault(WARNINGS_KEY, []).extend(run.warnings)
         return result

@@ -74,6 +74,7 @@ class Run:
     down_at: Optional[float] = None
     downtime: float = 0.0
     warnings: List[str] = field(default_factory=list)
+    step_seconds: Dict[str, float] = field(default_factory=dict)
 
     @property
     def layout(self):
@@ -268,7 +269,9 @@ def run_steps(run: Run, steps: List[str]) -> None:
     step = ""
     try:
         for step in steps:
+            started = time.monotonic()
             STEPS[step](run)
+            run.step_seconds[step] = round(time.monotonic() - started, 3)
             if step not in ("applied", "confirm"):
                 run.record.step_done(step)
     except (VirtfleetError, LibvirtError, OSError) as exc:
