@@ -357,8 +357,9 @@ steps:
   elements: str
 downtime_seconds:
   description:
-    - Seconds the guest was not running (from the shutdown request until it ran again); 0 for a live or offline
-      resize and when nothing changed; null in check mode for a cold resize or revert.
+    - Seconds the guest was not running, from the shutdown request until libvirt runs it again (its operating
+      system then boots, which takes the guest's own boot time on top); 0 for a live or offline resize and when
+      nothing changed; null in check mode for a cold resize or revert.
   returned: always (with O(items), in each of RV(results))
   type: float
   sample: 12.4
