@@ -271,9 +271,9 @@ def run_steps(run: Run, steps: List[str]) -> None:
         for step in steps:
             started = time.monotonic()
             STEPS[step](run)
-            run.step_seconds[step] = round(time.monotonic() - started, 3)
             if step not in ("applied", "confirm"):
                 run.record.step_done(step)
+            run.step_seconds[step] = round(time.monotonic() - started, 3)  # its record write included
     except (VirtfleetError, LibvirtError, OSError) as exc:
         failure = "resize of guest %s failed at step %s: %s" % (run.spec.name, step, _explain(exc))
         rollback(run, step, failure)
