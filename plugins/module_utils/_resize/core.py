@@ -28,11 +28,16 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.record i
     APPLIED, CONFIRMED, PREPARED, REVERTED, UNFINISHED, ResizeRecord, read_record,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.spec import ITEM_SPEC, ResizeSpec
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.steps import (
-    Run, remove_backups, revert, run_steps,
-)
 
 LOCK_TIMEOUT = 1800
+
+
+def _steps():
+    """The step handlers (with qemu-img and the file writers), imported only when something changes: a re-run
+    with nothing to do never loads them."""
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize import steps
+
+    return steps
 
 
 @contextlib.contextmanager
@@ -97,8 +102,9 @@ def resize(hypervisor: Hypervisor, spec: ResizeSpec, check_mode: bool, diff: boo
             disks=[{"target": d.target, "path": d.path, "file_name": d.file_name, "kind": d.kind, "format": d.format,
                     "bus": d.bus, "before": d.before, "after": d.after, "entry": d.entry, "backup": None,
                     "grow": None} for d in plan.disks])
-        run = Run(hypervisor, spec, hypervisor.lookup(spec.name), record, plan)
-        run_steps(run, plan.steps)
+        handlers = _steps()
+        run = handlers.Run(hypervisor, spec, hypervisor.lookup(spec.name), record, plan)
+        handlers.run_steps(run, plan.steps)
         result = _result(hypervisor, spec, plan, record, diff, changed=True)
         result["downtime_seconds"] = round(run.downtime, 3)
         result["step_seconds"] = dict(run.step_seconds)
@@ -176,14 +182,15 @@ def finish(hypervisor: Hypervisor, spec: ResizeSpec, check_mode: bool) -> Dict[s
         record = read_record(spec.layout)
         if record is None or record.state not in (APPLIED, PREPARED):
             return finish(hypervisor, spec, check_mode)
-        run = Run(hypervisor, spec, guest, record)
+        handlers = _steps()
+        run = handlers.Run(hypervisor, spec, guest, record)
         started = time.monotonic()
         if wanted == CONFIRMED:
-            remove_backups(record)
+            handlers.remove_backups(record)
             record.set_state(CONFIRMED)
             base["downtime_seconds"] = 0.0
         else:
-            undone = revert(run)
+            undone = handlers.revert(run)
             base["reverted"] = undone.done
             if undone.left:
                 base[WARNINGS_KEY] = ["guest %s: not undone: %s" % (spec.name, "; ".join(undone.left))]

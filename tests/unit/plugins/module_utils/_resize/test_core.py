@@ -251,3 +251,14 @@ def test_the_list_form_resizes_each_guest_and_names_each_failure(tmp_path):
     assert first.dom.live.vcpu_current is None and first.dom.live.memory_kib == 384 * 1024
     again = ensure_resize(dict(params, items=params["items"][:2]), hypervisor=first.hypervisor)
     assert not again["changed"] and not again.get("failed")
+
+
+def test_the_core_loads_the_step_handlers_and_qemu_img_only_when_something_changes():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize import core; "
+            "print(any(m.endswith('_resize.steps') or m.endswith('_host.qemu_img') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.stdout.strip() == "False"
