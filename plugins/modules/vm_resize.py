@@ -45,11 +45,12 @@ extends_documentation_fragment:
   - virtfleet.libvirt.common.connection
   - virtfleet.libvirt.common.instances
   - virtfleet.libvirt.common.attributes
+  - virtfleet.libvirt.items.vm_resize
 options:
   name:
     description:
       - Name of the guest (its libvirt domain), by the one guest-name rule of this collection.
-      - Required unless O(items) is given (then it is not allowed).
+      - Required, unless O(items) lists the guests.
     type: str
   flavor:
     description:
@@ -147,69 +148,6 @@ options:
         makes the task fail, with nothing changed.
     type: bool
     default: false
-  items:
-    description:
-      - The list form - resize many guests of this hypervisor in one call (one module call for all its guests is
-        what makes a fleet fast). Each element takes the options above; an option an element leaves out takes
-        the top-level value (and its default).
-      - Guests are resized concurrently (see O(batch_concurrency)), each under its own lock; one guest's failure
-        (rolled back as ever) does not stop the others, and the task fails naming each guest that failed.
-        RV(results) holds each guest's result, with RV(results[].item) its name.
-    type: list
-    elements: dict
-    suboptions:
-      name:
-        description: The guest, as O(name). Required.
-        type: str
-        required: true
-      flavor:
-        description: As O(flavor).
-        type: str
-      vcpus:
-        description: As O(vcpus).
-        type: int
-      memory:
-        description: As O(memory).
-        type: raw
-      max_vcpus:
-        description: As O(max_vcpus).
-        type: int
-      max_memory:
-        description: As O(max_memory).
-        type: raw
-      headroom:
-        description: As O(headroom).
-        type: bool
-      disks:
-        description: As O(disks).
-        type: dict
-      mode:
-        description: As O(mode).
-        type: str
-        choices: [auto, live, cold]
-      state:
-        description: As O(state).
-        type: str
-        choices: [resized, confirmed, reverted]
-      confirm:
-        description: As O(confirm).
-        type: bool
-      allow_decrease:
-        description: As O(allow_decrease).
-        type: bool
-      shutdown_timeout:
-        description: As O(shutdown_timeout).
-        type: int
-      start_timeout:
-        description: As O(start_timeout).
-        type: int
-      force_off:
-        description: As O(force_off).
-        type: bool
-  batch_concurrency:
-    description: With O(items), how many guests are resized at once (1 to 64).
-    type: int
-    default: 4
 notes:
   - "Measured on libvirt 9.0 and QEMU 7.2: a hot-added vCPU arrives offline and the guest brings it online
     (every current distribution does, with a udev rule or the guest agent). The balloon only works between 0 and
@@ -427,12 +365,12 @@ not_undone:
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import require_libvirt_and_lxml
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.core import ensure_resize
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.core import vm_resize_core
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.spec import MODULE_SPEC
 
 
 def main() -> None:
-    run_core(MODULE_SPEC, ensure_resize, requires=[require_libvirt_and_lxml])
+    run_core(MODULE_SPEC, vm_resize_core, requires=[require_libvirt_and_lxml])
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@ import contextlib
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._argspec import DEFAULT_URI
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._batch import ITEMS, run_items
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY, VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import exclusive_lock
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor, shared_or_opened
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.shared import list_form
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.plan import (
     COLD, LIVE, ResizePlan, plan_resize,
 )
@@ -48,22 +47,12 @@ def _guest_lock(spec: ResizeSpec) -> Iterator[None]:
 
 def ensure_resize(params: Dict[str, Any], check_mode: bool = False, diff: bool = False,
                   hypervisor: Optional[Hypervisor] = None) -> Dict[str, Any]:
-    """Core of the ``vm_resize`` module: one guest, or with ``items`` each of them (sharing one connection;
-    guests resize concurrently, each under its own lock). ``hypervisor`` may be shared by a batch of guests."""
-    if params.get(ITEMS):
-        return _resize_items(params, check_mode, diff, hypervisor)
+    """One guest's resize (``vm_resize_core`` adds the list form). ``hypervisor`` may be shared by a batch."""
     spec = ResizeSpec.from_params(params)
     with shared_or_opened(spec.uri, hypervisor) as opened:
         if spec.state == "resized":
             return resize(opened, spec, check_mode, diff)
         return finish(opened, spec, check_mode)
-
-
-def _resize_items(params: Dict[str, Any], check_mode: bool, diff: bool,
-                  hypervisor: Optional[Hypervisor]) -> Dict[str, Any]:
-    with shared_or_opened(params.get("uri") or DEFAULT_URI, hypervisor) as shared:
-        return run_items(params, ITEM_SPEC, "name", lambda one: ensure_resize(one, check_mode, diff, shared), diff,
-                         serial=lambda one: one.get("name"))
 
 
 def _unfinished(spec: ResizeSpec, record: Optional[ResizeRecord]) -> None:
@@ -198,3 +187,8 @@ def finish(hypervisor: Hypervisor, spec: ResizeSpec, check_mode: bool) -> Dict[s
                 ("running", "paused") else 0.0
     base.update(resize_state=record.state, backup=record.backups(), state=guest.status())
     return base
+
+
+# The module: one guest, or each element of ``items`` (concurrently, sharing one connection; a guest's elements
+# one after the other, each resize under the guest's own lock).
+vm_resize_core = list_form(ensure_resize, ITEM_SPEC, "name", serial=lambda one: one.get("name"))

@@ -24,8 +24,9 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._identifiers imp
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout, guest_layout
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, parse_size
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import (
-    MAX_VCPUS, bool_value, choice_value, int_value, memory_kib, text_value, timeout_value,
+    MAX_VCPUS, bool_value, choice_value, int_value, text_value, timeout_value,
 )
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import memory_kib
 
 MODES = ("auto", "live", "cold")
 STATES = ("resized", "confirmed", "reverted")

@@ -8,7 +8,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import V
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.designer import FlavorLayout
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout
 
 FACTS = designer.HostFacts(virt_type="qemu", machine="pc-i440fx-7.2", host_cpus=4, host_memory_kib=1 << 20)

@@ -16,7 +16,7 @@ import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import designer
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainXmlSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import guest as guest_mod
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout
 

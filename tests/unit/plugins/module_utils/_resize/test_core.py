@@ -233,7 +233,10 @@ def test_state_reverted_without_a_record_is_an_error(box):
     assert not resize(box(name="g2"), state="confirmed")["changed"]
 
 
-def test_the_list_form_resizes_each_guest_and_names_each_failure(tmp_path):
+def test_the_list_form_resizes_each_guest_and_names_each_failure(tmp_path, monkeypatch):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._host import shared
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._resize.core import vm_resize_core
+
     from .conftest import FakeDomain, GuestBox
 
     first = GuestBox(str(tmp_path), name="g1")
@@ -242,14 +245,28 @@ def test_the_list_form_resizes_each_guest_and_names_each_failure(tmp_path):
     first.conn.domains["g2"].sizes = dict(second.dom.sizes)
     params = {"instances_path": first.instances, "items": [{"name": "g1", "vcpus": 2}, {"name": "g2", "vcpus": 2},
                                                            {"name": "g2x"}], "memory": "384M", "batch_concurrency": 2}
-    result = ensure_resize(params, hypervisor=first.hypervisor)
+    opened = []
+
+    class Shared:  # the batch's one connection: the faked libvirt
+        def __init__(self, uri):
+            opened.append(uri)
+
+        def __getattr__(self, name):
+            return getattr(first.hypervisor, name)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(shared, "SharedHypervisor", Shared)
+    result = vm_resize_core(params)
+    assert opened == ["qemu:///system"], "one connection for the whole batch"
     assert result["failed"] and result["changed"]
     assert result["msg"].startswith("1 of 3 items failed: g2x: domain g2x is not defined"), result["msg"]
     assert [(r["item"], r["changed"], r["failed"]) for r in result["results"]] == [
         ("g1", True, False), ("g2", True, False), ("g2x", False, True)]
     assert first.dom.calls == ["setVcpus", "attach"] and first.conn.domains["g2"].calls == ["setVcpus", "attach"]
     assert first.dom.live.vcpu_current is None and first.dom.live.memory_kib == 384 * 1024
-    again = ensure_resize(dict(params, items=params["items"][:2]), hypervisor=first.hypervisor)
+    again = vm_resize_core(dict(params, items=params["items"][:2]))
     assert not again["changed"] and not again.get("failed")
 
 
