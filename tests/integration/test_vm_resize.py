@@ -8,6 +8,7 @@ libvirt and from the disk, not from the module's result alone.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import time
@@ -84,42 +85,65 @@ def _run(module, args, check=False, diff=False, env=None):
         os.environ.update(old)
 
 
+def _boot(sandbox, guest_image, label="r", mode="stay", headroom=True, data_disk=True, data_bus=None, **flavor):
+    """Boot a test guest like the boot role does: a qcow2 root overlay, a 64 MiB data disk (vdb, or on
+    ``data_bus``, which the guest scribbles on), domain_xml with headroom, and the domain started."""
+    name = sandbox.guest_name(label)
+    flavor = dict(BASE_FLAVOR, **flavor)
+    disk_args = [{"guest": name, "kind": "root", "size": "64M", "format": "qcow2", "base": guest_image["path"],
+                  "base_format": "raw", "instances_path": sandbox.instances}]
+    if data_disk:
+        disk_args.append({"guest": name, "kind": "blank", "size": "64M", "format": "qcow2",
+                          "instances_path": sandbox.instances})
+    disks = []
+    for args in disk_args:
+        made = _run("guest_disk", args)
+        assert made["_rc"] == 0, made
+        disks.append(made["xml_disk"])
+    disks[0]["boot_order"] = 1
+    if data_bus:
+        disks[1].update(bus=data_bus)
+    fw_cfg = {"opt/org.virtfleet/mode": mode, "opt/org.virtfleet/heartbeat": "1"}
+    if data_disk:
+        fw_cfg["opt/org.virtfleet/scribble"] = "vdb" if not data_bus else "sda"
+    xml_args = {"name": name, "virt_type": "qemu", "instances_path": sandbox.instances, "headroom": headroom,
+                "fw_cfg": fw_cfg, "disks": disks}
+    xml_args.update(flavor)
+    written = _run("domain_xml", xml_args)
+    assert written["_rc"] == 0, written
+    started = _run("domain", {"name": name, "instances_path": sandbox.instances})
+    assert started["_rc"] == 0, started
+    guest = Booted(sandbox, name, xml_args, disk_args)
+    guest.first = guest.report()
+    return guest
+
+
 @pytest.fixture
 def boot(sandbox, guest_image):
-    """Boot a test guest like the boot role does: a qcow2 root overlay, a 64 MiB data disk (vdb, which the
-    guest scribbles on), domain_xml with headroom, and the domain started."""
+    """A test's own guest: ``boot(label, mode=..., headroom=..., data_disk=..., data_bus=..., **flavor)``."""
+    return functools.partial(_boot, sandbox, guest_image)
 
-    def make(label="r", mode="stay", headroom=True, data_disk=True, data_bus=None, **flavor):
-        name = sandbox.guest_name(label)
-        flavor = dict(BASE_FLAVOR, **flavor)
-        disk_args = [{"guest": name, "kind": "root", "size": "64M", "format": "qcow2", "base": guest_image["path"],
-                      "base_format": "raw", "instances_path": sandbox.instances}]
-        if data_disk:
-            disk_args.append({"guest": name, "kind": "blank", "size": "64M", "format": "qcow2",
-                              "instances_path": sandbox.instances})
-        disks = []
-        for args in disk_args:
-            made = _run("guest_disk", args)
-            assert made["_rc"] == 0, made
-            disks.append(made["xml_disk"])
-        disks[0]["boot_order"] = 1
-        if data_bus:
-            disks[1].update(bus=data_bus)
-        fw_cfg = {"opt/org.virtfleet/mode": mode, "opt/org.virtfleet/heartbeat": "1"}
-        if data_disk:
-            fw_cfg["opt/org.virtfleet/scribble"] = "vdb" if not data_bus else "sda"
-        xml_args = {"name": name, "virt_type": "qemu", "instances_path": sandbox.instances, "headroom": headroom,
-                    "fw_cfg": fw_cfg, "disks": disks}
-        xml_args.update(flavor)
-        written = _run("domain_xml", xml_args)
-        assert written["_rc"] == 0, written
-        started = _run("domain", {"name": name, "instances_path": sandbox.instances})
-        assert started["_rc"] == 0, started
-        guest = Booted(sandbox, name, xml_args, disk_args)
-        guest.first = guest.report()
-        return guest
 
-    return make
+# Guests shared by the tests of this file, one after the other (each boot costs seconds of TCG). Each test
+# starts from the guest's latest report, not from its first, so that it also runs alone (-k).
+
+@pytest.fixture(scope="module")
+def ide_guest(module_sandbox, guest_image):
+    """Ignores the power button and has its data disk on IDE: refusals (while untouched), then live growth,
+    then a cold resize whose shutdown times out."""
+    return _boot(module_sandbox, guest_image, "ide", mode="stay-noacpi", data_bus="ide")
+
+
+@pytest.fixture(scope="module")
+def fault_guest(module_sandbox, guest_image):
+    """Every failed cold resize leaves it as it was (that is what the fault tests assert)."""
+    return _boot(module_sandbox, guest_image, "fault")
+
+
+@pytest.fixture(scope="module")
+def shrink_guest(module_sandbox, guest_image):
+    """2 vCPUs and 320 MiB, no data disk: shrunk cold, then grown back while shut off."""
+    return _boot(module_sandbox, guest_image, "shrink", vcpus=2, memory="320M", data_disk=False)
 
 
 def _mem_grew_by(report, before, kib):
@@ -127,11 +151,37 @@ def _mem_grew_by(report, before, kib):
     return abs(report.mem_kib - before.mem_kib - kib) <= 4 * KIB
 
 
-# ---------------------------------------------------------------------------------------------- live
+# ------------------------------------------------------------------------------- refusals, then live
 
-def test_live_growth_of_vcpus_dimm_memory_and_root_disk_without_downtime(boot):
-    guest = boot("live")
-    before = guest.first
+def test_refusals_leave_the_guest_untouched(ide_guest):
+    guest = ide_guest
+    files, inactive, before = guest.files(), guest.inactive(), guest.report()
+    with HeartbeatMonitor(guest.console) as beats:
+        beats.wait_for_beats(2)
+        cases = [
+            ({"disks": {"root": "32M"}}, "refusing to shrink disk vda"),
+            ({"vcpus": 3, "mode": "live"}, "mode live: guest"),
+            ({"disks": {"hda": "96M"}, "mode": "live"}, "does not see a live size change"),
+            ({"memory": "300M", "mode": "live"}, "128 MiB"),
+            ({"disks": {"vdz": "1G"}}, "has no disk vdz"),
+            ({"memory": "128M"}, "allow_decrease"),
+            ({"vcpus": 400, "max_vcpus": 400}, "takes at most"),
+            ({"disks": {"root": "1G"}, "vcpus": 0}, "vcpus must be between"),
+        ]
+        for args, expected in cases:
+            result = guest.resize(**args)
+            assert result["_rc"] != 0 and expected in result["msg"], (args, result)
+            assert "internal error" not in result["msg"]
+        beats.wait_for_beats(len(beats.beats) + 2)
+    assert guest.files() == files and guest.inactive() == inactive
+    assert not os.path.exists(os.path.join(guest.dir, "resize.json"))
+    assert beats.boots() == [before.boot] and beats.longest_gap() < 3.0
+    assert guest.report().disks["vda"]["size"] == before.disks["vda"]["size"]
+
+
+def test_live_growth_of_vcpus_dimm_memory_and_root_disk_without_downtime(ide_guest):
+    guest = ide_guest
+    before = guest.report()
     assert (before.cpus, before.disks["vda"]["size"]) == (1, 64 * MIB)
     args = {"vcpus": 2, "memory": "384M", "disks": {"root": "96M"}, "headroom": True}
     inactive, files = guest.inactive(), guest.files()
@@ -167,6 +217,27 @@ def test_live_growth_of_vcpus_dimm_memory_and_root_disk_without_downtime(boot):
     assert [d["changed"] for d in disks] == [False, False], disks
     assert xml["changed"] is False, xml
     assert domain["changed"] is False and domain["restart_pending"] is False, domain
+
+
+def test_a_guest_that_does_not_shut_down_is_left_as_it_was(ide_guest):
+    """The first step of a cold resize times out (the guest ignores the power button): nothing has changed."""
+    guest = ide_guest
+    before = guest.report()
+    old_xml_file, old_inactive, old_files = guest.file_bytes(), guest.inactive(), guest.files()
+    with HeartbeatMonitor(guest.console) as beats:
+        beats.wait_for_beats(2)
+        failed = guest.resize(vcpus=before.cpus + 1, max_vcpus=before.cpus + 2, disks={"blank": "96M"},
+                              shutdown_timeout=3)
+        beats.wait_for_beats(len(beats.beats) + 2)
+    assert failed["_rc"] != 0 and "failed at step shutdown" in failed["msg"], failed
+    assert "nothing had changed yet" in failed["msg"] and "internal error" not in failed["msg"], failed
+    assert failed["resize_state"] == "reverted" and failed["rolled_back"] == [], failed
+    assert beats.boots() == [before.boot] and guest.state() == "running"
+    now = guest.report()
+    assert (now.cpus, now.disks) == (before.cpus, before.disks)
+    assert guest.file_bytes() == old_xml_file and guest.inactive() == old_inactive
+    assert _not_resize_files(guest.files()) == _not_resize_files(old_files)
+    assert not os.path.exists(os.path.join(guest.dir, "resize-backup"))
 
 
 def test_live_balloon_growth_within_memory(boot, sandbox):
@@ -229,6 +300,11 @@ def test_cold_resize_beyond_the_maxima_then_revert_restores_values_and_data(boot
     assert guest.resize(state="confirmed")["_rc"] != 0
 
 
+def _not_resize_files(files):
+    """The guest's files but its resize record and backups (which a failed resize leaves as its account)."""
+    return {path for path in files if not os.path.basename(path).startswith("resize")}
+
+
 def _canonical(xml):
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model, normalize
     from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.memo import strip_memo
@@ -236,8 +312,33 @@ def _canonical(xml):
     return normalize.normalize_for_compare(model.Domain.from_xml(strip_memo(xml))).to_string()
 
 
-def test_offline_resize_of_a_stopped_guest_keeps_it_off(boot):
-    guest = boot("off")
+def test_allow_decrease_shrinks_vcpus_and_memory_cold_then_confirmed(shrink_guest):
+    guest = shrink_guest
+    before = guest.report()
+    assert (before.cpus, guest.state()) == (2, "running")
+    refused = guest.resize(vcpus=1)
+    assert refused["_rc"] != 0 and "allow_decrease" in refused["msg"] and "nothing was changed" in refused["msg"]
+    done = guest.resize(vcpus=1, memory="256M", allow_decrease=True, confirm=False)
+    assert done["_rc"] == 0 and done["how"] == "cold" and done["resize_state"] == "applied", done
+    # No disk changed, so no disk backup: the old definition and domain.xml are in the resize record.
+    assert done["backup"] == [] and os.path.exists(os.path.join(guest.dir, "resize.json")), done
+    after = guest.report(lambda r: r.boot != before.boot)
+    assert after.cpus == 1 and before.mem_kib - after.mem_kib >= 60 * 1024
+
+    record = guest.file_bytes("resize.json")
+    predicted = guest.resize(check=True, state="confirmed")
+    assert predicted["changed"] and guest.file_bytes("resize.json") == record, predicted
+    confirmed = guest.resize(state="confirmed")
+    assert confirmed["_rc"] == 0 and confirmed["resize_state"] == "confirmed" and confirmed["backup"] == []
+    assert not os.path.exists(os.path.join(guest.dir, "resize-backup"))
+    assert guest.report().boot == after.boot, "confirming restarted the guest"
+    assert guest.resize(state="confirmed")["changed"] is False
+    assert guest.resize(state="reverted")["_rc"] != 0
+
+
+def test_offline_resize_of_a_stopped_guest_keeps_it_off(shrink_guest):
+    guest = shrink_guest
+    before = guest.report()
     guest.dom().shutdown()
     guest.report(lambda r: r.poweroff is not None)
     for _attempt in range(100):
@@ -249,46 +350,8 @@ def test_offline_resize_of_a_stopped_guest_keeps_it_off(boot):
     assert {c["how"] for c in done["plan"]} == {"offline"} and done["downtime_seconds"] == 0
     assert guest.state() == "shutoff"
     guest.dom().create()
-    after = guest.report(lambda r: r.boot != guest.first.boot)
+    after = guest.report(lambda r: r.boot != before.boot)
     assert (after.cpus, after.disks["vda"]["size"]) == (2, 80 * MIB)
-
-
-def test_allow_decrease_shrinks_vcpus_and_memory_cold(boot):
-    guest = boot("down", vcpus=2, memory="320M", data_disk=False)
-    refused = guest.resize(vcpus=1)
-    assert refused["_rc"] != 0 and "allow_decrease" in refused["msg"] and "nothing was changed" in refused["msg"]
-    done = guest.resize(vcpus=1, memory="256M", allow_decrease=True)
-    assert done["_rc"] == 0 and done["how"] == "cold", done
-    after = guest.report(lambda r: r.boot != guest.first.boot)
-    assert after.cpus == 1 and guest.first.mem_kib - after.mem_kib >= 60 * 1024
-
-
-# ------------------------------------------------------------------------------------------ refusals
-
-def test_refusals_leave_the_guest_untouched(boot):
-    guest = boot("no", data_bus="ide")
-    files, inactive = guest.files(), guest.inactive()
-    with HeartbeatMonitor(guest.console) as beats:
-        beats.wait_for_beats(2)
-        cases = [
-            ({"disks": {"root": "32M"}}, "refusing to shrink disk vda"),
-            ({"vcpus": 3, "mode": "live"}, "mode live: guest"),
-            ({"disks": {"hda": "96M"}, "mode": "live"}, "does not see a live size change"),
-            ({"memory": "300M", "mode": "live"}, "128 MiB"),
-            ({"disks": {"vdz": "1G"}}, "has no disk vdz"),
-            ({"memory": "128M"}, "allow_decrease"),
-            ({"vcpus": 400, "max_vcpus": 400}, "takes at most"),
-            ({"disks": {"root": "1G"}, "vcpus": 0}, "vcpus must be between"),
-        ]
-        for args, expected in cases:
-            result = guest.resize(**args)
-            assert result["_rc"] != 0 and expected in result["msg"], (args, result)
-            assert "internal error" not in result["msg"]
-        beats.wait_for_beats(len(beats.beats) + 2)
-    assert guest.files() == files and guest.inactive() == inactive
-    assert not os.path.exists(os.path.join(guest.dir, "resize.json"))
-    assert beats.boots() == [guest.first.boot] and beats.longest_gap() < 3.0
-    assert guest.report().disks["vda"]["size"] == 64 * MIB
 
 
 # ----------------------------------------------------------------------------------- fault injection
@@ -299,23 +362,21 @@ exec /usr/bin/qemu-img "$@"
 """
 
 
-@pytest.mark.parametrize("fault", ["shutdown_timeout", "backup_enospc", "grow_disks", "redefine",
-                                   "write_domain_xml", "start"])
-def test_every_cold_step_rolls_back_on_failure(boot, sandbox, fault):
-    guest = boot("f" + fault.replace("_", "")[:6], mode="stay-noacpi" if fault == "shutdown_timeout" else "stay")
-    before = guest.first
+# "start" stays last: the retry at its end leaves the shared guest resized.
+@pytest.mark.parametrize("fault", ["backup_enospc", "grow_disks", "redefine", "write_domain_xml", "start"])
+def test_every_cold_step_rolls_back_on_failure(fault_guest, fault):
+    guest = fault_guest
+    before = guest.report()
     old_xml_file, old_inactive, old_files = guest.file_bytes(), guest.inactive(), guest.files()
     env, args = {}, {"vcpus": 3, "headroom": True, "disks": {"blank": "96M"}}
-    expected = {"shutdown_timeout": "failed at step shutdown", "backup_enospc": "No space left on device",
-                "grow_disks": "refusing to resize (test)", "redefine": "failed at step redefine",
-                "write_domain_xml": "failed at step write_domain_xml", "start": "failed at step start"}[fault]
-    if fault == "shutdown_timeout":
-        args["shutdown_timeout"] = 3
-    elif fault == "backup_enospc":
+    expected = {"backup_enospc": "No space left on device", "grow_disks": "refusing to resize (test)",
+                "redefine": "failed at step redefine", "write_domain_xml": "failed at step write_domain_xml",
+                "start": "failed at step start"}[fault]
+    if fault == "backup_enospc":
         env["VIRTFLEET_RESIZE_FAULT"] = "backup"
     elif fault == "grow_disks":
-        shim = os.path.join(sandbox.root, "bin")
-        os.makedirs(shim)
+        shim = os.path.join(guest.sandbox.root, "bin")
+        os.makedirs(shim, exist_ok=True)
         with open(os.path.join(shim, "qemu-img"), "w") as handle:
             handle.write(QEMU_IMG_SHIM)
         os.chmod(os.path.join(shim, "qemu-img"), 0o755)
@@ -326,20 +387,15 @@ def test_every_cold_step_rolls_back_on_failure(boot, sandbox, fault):
     assert failed["_rc"] != 0 and expected in failed["msg"], failed
     assert failed["resize_state"] == "reverted", failed
     assert "Rolled back" in failed["msg"] and "internal error" not in failed["msg"]
-    if fault == "shutdown_timeout":
-        assert failed["rolled_back"] == [] and "nothing had changed yet" in failed["msg"]
-        now = guest.report()
-        assert now.boot == before.boot
-    else:
-        assert "started the guest again" in failed["rolled_back"], failed
-        now = guest.report(lambda r: r.boot != before.boot)
+    assert "started the guest again" in failed["rolled_back"], failed
+    now = guest.report(lambda r: r.boot != before.boot)
     assert guest.state() == "running"
     assert (now.cpus, now.disks["vdb"]["size"]) == (before.cpus, 64 * MIB)
-    assert now.data["found"] == before.data["wrote"] or now.boot == before.boot
+    assert now.data["found"] == before.data["wrote"], "the data the guest wrote before the resize is gone"
     assert guest.file_bytes() == old_xml_file
     assert _canonical(guest.inactive()) == _canonical(old_inactive)
     assert not os.path.exists(os.path.join(guest.dir, "resize-backup"))
-    assert {p for p in guest.files() if not os.path.basename(p).startswith("resize")} == set(old_files)
+    assert _not_resize_files(guest.files()) == _not_resize_files(old_files)
     # The failure is over: the same resize works now.
     if fault == "start":
         retried = guest.resize(**args)
