@@ -279,6 +279,14 @@ def main():
             dom.destroy()
             fleet_names.extend("vfb-%s-f%02d" % (token, i) for i in range(opts.fleet))
             fleet(root, instances, fleet_names, image, figures)
+    except BaseException:
+        # Keep the guest's console for the post-mortem: the run directory goes below.
+        kept = os.path.join(BENCH_ROOT, "results", "resize_bench-%s-console.log" % token)
+        os.makedirs(os.path.dirname(kept), exist_ok=True)
+        if os.path.exists(os.path.join(instances, name, "console.log")):
+            shutil.copyfile(os.path.join(instances, name, "console.log"), kept)
+            print("the guest's console log is kept in %s" % kept, file=sys.stderr)
+        raise
     finally:
         for one in [name] + fleet_names:
             try:
