@@ -31,6 +31,7 @@ LIST_FORMS = {
     "domain_xml": ("_domain.spec", "DOMAIN_XML_ITEM_SPEC", "name", "guest's domain XML", True),
     "domain": ("_domain.spec", "DOMAIN_ITEM_SPEC", "name", "domain", True),
     "guest": ("_guest.spec", "ITEM_SPEC", "name", "guest", True),
+    "vm_resize": ("_resize.spec", "ITEM_SPEC", "name", "guest's resize", True),
 }
 # The guest module's parts: its option -> (the module whose options they are, what the part is).
 GUEST_PARTS = {

@@ -146,7 +146,9 @@ options:
         description: Number of virtual CPUs the guest starts with.
         type: int
       max_vcpus:
-        description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(vcpus).
+        description:
+        - Maximum number of virtual CPUs (for hot-plug, see M(virtfleet.libvirt.vm_resize)). Without it, O(vcpus)
+          (no vCPU headroom), or the headroom default with O(headroom=true).
         type: int
       memory:
         description:
@@ -158,14 +160,34 @@ options:
         - Maximum memory for hot-plug, same format as O(memory). The guest gets C(<maxMemory>) with O(max_memory_slots)
           slots and one NUMA cell, so that memory can later be added while it runs (DIMMs or virtio-mem up to this
           size).
-        - The headroom costs little on the host (guest RAM is allocated as the guest uses it), but QEMU reserves
-          address space and the guest kernel sizes its memory map for it.
+        - Without it, no memory headroom, or the headroom default with O(headroom=true). See O(headroom) for what
+          headroom costs.
         type: raw
       max_memory_slots:
         description:
-        - Number of memory slots for devices hot-plugged up to O(max_memory) (1 to 255). Needs O(max_memory).
-        - Defaults to 16 when O(max_memory) is given.
+        - Number of memory slots for devices hot-plugged up to O(max_memory) (1 to 255). Needs O(max_memory) or
+          O(headroom=true).
+        - Defaults to 16 when the guest has memory headroom.
         type: int
+      headroom:
+        description:
+        - Give the guest hot-plug headroom, so that M(virtfleet.libvirt.vm_resize) can later grow its vCPUs and
+          memory while it runs. Defaults for O(max_vcpus) and O(max_memory) when they are not given; a given maximum
+          always wins.
+        - The default maximum is twice O(vcpus) (at most the host's logical CPUs) and twice O(memory) (at most the
+          host's memory); a maximum that would leave no room (a 2-vCPU guest on a 2-CPU host) gives none.
+        - A maximum changes only when the guest restarts. So once the definition file has headroom, its maxima are
+          kept while they still cover the flavor (a guest grown live keeps them, and a re-run after M(virtfleet.libvirt.vm_resize)
+          changes nothing); a flavor above them gets the default again.
+        - 'What it costs, measured with the test guest (Linux 6.1, i440fx, TCG): on the host nothing up front (QEMU
+          reserves address space; RAM is allocated when memory is plugged and used). In the guest, memory headroom
+          of any size takes about 65 MiB of its RAM (MemTotal 223612 KiB without and 157308 KiB with for 256 MiB;
+          996604 and 930300 KiB for 1 GiB with a maximum of 2 GiB or 8 GiB alike): Linux sets up its 64 MiB SWIOTLB
+          bounce buffer as soon as memory can reach above 4 GiB, where hot-plugged memory goes. A guest whose RAM
+          reaches above 4 GiB already pays that. vCPU headroom takes about 280 KiB per extra possible vCPU (per-CPU
+          areas). A small guest that only needs to grow vCPUs live can leave O(headroom) off and give O(max_vcpus)
+          alone.'
+        type: bool
       virt_type:
         description:
         - Domain type. C(auto) uses KVM only when it is known to run guests on this host, else C(qemu) (TCG).
@@ -763,7 +785,9 @@ options:
             type: int
             default: 1
           max_vcpus:
-            description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(virtfleet.libvirt.domain_xml#module:vcpus).
+            description:
+            - Maximum number of virtual CPUs (for hot-plug, see M(virtfleet.libvirt.vm_resize)). Without it, O(virtfleet.libvirt.domain_xml#module:vcpus)
+              (no vCPU headroom), or the headroom default with O(virtfleet.libvirt.domain_xml#module:headroom=true).
             type: int
           memory:
             description:
@@ -777,15 +801,36 @@ options:
             - Maximum memory for hot-plug, same format as O(virtfleet.libvirt.domain_xml#module:memory). The guest
               gets C(<maxMemory>) with O(virtfleet.libvirt.domain_xml#module:max_memory_slots) slots and one NUMA
               cell, so that memory can later be added while it runs (DIMMs or virtio-mem up to this size).
-            - The headroom costs little on the host (guest RAM is allocated as the guest uses it), but QEMU reserves
-              address space and the guest kernel sizes its memory map for it.
+            - Without it, no memory headroom, or the headroom default with O(virtfleet.libvirt.domain_xml#module:headroom=true).
+              See O(virtfleet.libvirt.domain_xml#module:headroom) for what headroom costs.
             type: raw
           max_memory_slots:
             description:
             - Number of memory slots for devices hot-plugged up to O(virtfleet.libvirt.domain_xml#module:max_memory)
-              (1 to 255). Needs O(virtfleet.libvirt.domain_xml#module:max_memory).
-            - Defaults to 16 when O(virtfleet.libvirt.domain_xml#module:max_memory) is given.
+              (1 to 255). Needs O(virtfleet.libvirt.domain_xml#module:max_memory) or O(virtfleet.libvirt.domain_xml#module:headroom=true).
+            - Defaults to 16 when the guest has memory headroom.
             type: int
+          headroom:
+            description:
+            - Give the guest hot-plug headroom, so that M(virtfleet.libvirt.vm_resize) can later grow its vCPUs
+              and memory while it runs. Defaults for O(virtfleet.libvirt.domain_xml#module:max_vcpus) and O(virtfleet.libvirt.domain_xml#module:max_memory)
+              when they are not given; a given maximum always wins.
+            - The default maximum is twice O(virtfleet.libvirt.domain_xml#module:vcpus) (at most the host's logical
+              CPUs) and twice O(virtfleet.libvirt.domain_xml#module:memory) (at most the host's memory); a maximum
+              that would leave no room (a 2-vCPU guest on a 2-CPU host) gives none.
+            - A maximum changes only when the guest restarts. So once the definition file has headroom, its maxima
+              are kept while they still cover the flavor (a guest grown live keeps them, and a re-run after M(virtfleet.libvirt.vm_resize)
+              changes nothing); a flavor above them gets the default again.
+            - 'What it costs, measured with the test guest (Linux 6.1, i440fx, TCG): on the host nothing up front
+              (QEMU reserves address space; RAM is allocated when memory is plugged and used). In the guest, memory
+              headroom of any size takes about 65 MiB of its RAM (MemTotal 223612 KiB without and 157308 KiB with
+              for 256 MiB; 996604 and 930300 KiB for 1 GiB with a maximum of 2 GiB or 8 GiB alike): Linux sets up
+              its 64 MiB SWIOTLB bounce buffer as soon as memory can reach above 4 GiB, where hot-plugged memory
+              goes. A guest whose RAM reaches above 4 GiB already pays that. vCPU headroom takes about 280 KiB per
+              extra possible vCPU (per-CPU areas). A small guest that only needs to grow vCPUs live can leave O(virtfleet.libvirt.domain_xml#module:headroom)
+              off and give O(virtfleet.libvirt.domain_xml#module:max_vcpus) alone.'
+            type: bool
+            default: false
           virt_type:
             description:
             - Domain type. C(auto) uses KVM only when it is known to run guests on this host, else C(qemu) (TCG).
@@ -1504,6 +1549,123 @@ options:
     default: 4
 """
 
+    VM_RESIZE = r"""
+options:
+  items:
+    description:
+    - 'The list form: one guest''s resize per element, each taking the options of the single form (documented above).
+      An option an element leaves out takes the module''s top-level value (which carries the default).'
+    - The elements are handled concurrently (see O(batch_concurrency)); one element's failure does not stop the
+      others, and the task then fails naming each failed element and why. RV(results) holds one result per element,
+      in order, with the keys of the single form plus C(item), C(failed) and C(msg).
+    - Mutually exclusive with O(name).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+        - Name of the guest (its libvirt domain), by the one guest-name rule of this collection.
+        - Required.
+        type: str
+        required: true
+      flavor:
+        description:
+        - The name of the flavor the guest is resized to, recorded in its virtfleet metadata as M(virtfleet.libvirt.domain_xml)
+          O(virtfleet.libvirt.domain_xml#module:metadata.flavor) records it (set in the running guest too). Unchanged
+          when not given.
+        type: str
+      vcpus:
+        description:
+        - Number of vCPUs the guest should have (1 to 4096). Unchanged when not given.
+        type: int
+      memory:
+        description:
+        - Memory the guest should have, as in M(virtfleet.libvirt.domain_xml) O(virtfleet.libvirt.domain_xml#module:memory),
+          a size with a binary unit (C(384M), C(2G)) or an integer number of MiB. Unchanged when not given.
+        type: raw
+      max_vcpus:
+        description:
+        - The vCPU maximum (hot-plug headroom) after the resize. Without it the guest keeps its maximum while that
+          covers O(vcpus); above it the maximum follows O(headroom).
+        - A different maximum needs a restart (cold); a lower one needs O(allow_decrease).
+        type: int
+      max_memory:
+        description:
+        - The memory maximum (C(<maxMemory>), hot-plug headroom) after the resize, same format as O(memory). Without
+          it the guest keeps its maximum while that covers O(memory); above it the maximum follows O(headroom).
+        - A different maximum needs a restart (cold); a lower one needs O(allow_decrease).
+        type: raw
+      headroom:
+        description:
+        - The headroom rule of M(virtfleet.libvirt.domain_xml) O(virtfleet.libvirt.domain_xml#module:headroom).
+          When O(vcpus) or O(memory) outgrow the maxima and no maximum is given, the new maxima are twice the new
+          values (capped by the host); a guest without memory headroom gets it (cold).
+        - Pass the same value that the guest's M(virtfleet.libvirt.domain_xml) task gets, so that both give the
+          same definition for the same flavor.
+        type: bool
+      disks:
+        description:
+        - New sizes of disks, by target device (C(vda), C(sdb)) or by what M(virtfleet.libvirt.guest_disk) made
+          them as (C(root), C(ephemeral), C(swap), C(blank), meaning the files of those kinds in the instance directory).
+          Sizes use binary units (C(20G)) or bytes, whole 512-byte sectors.
+        - A disk only grows. The file system inside does not; the guest grows it (cloud-init's growpart does that
+          at boot for the root disk). An ephemeral or swap disk keeps the file system or swap area it was made with
+          until the guest grows it.
+        type: dict
+      mode:
+        description:
+        - C(auto) applies live what a running guest can take live, and everything cold when anything needs it.
+        - C(live) fails before touching anything when a change needs a cold resize, saying which and why.
+        - C(cold) always shuts a running guest down (for guests that must not be changed while they run).
+        - A guest that is shut off is changed while it is off (C(offline)) in every mode.
+        type: str
+        choices:
+        - auto
+        - live
+        - cold
+      state:
+        description:
+        - C(resized) resizes to the values given.
+        - C(confirmed) finishes a resize left unconfirmed (O(confirm=false)), and removes its backups.
+        - C(reverted) takes it back. The guest is shut down, its old disks (from the backups; disks grown live are
+          cut back to their old size), old definition and old C(domain.xml) are put back, and it is started again
+          when it ran before the resize. What the guest wrote after the resize is lost.
+        - C(confirmed) and C(reverted) take no new values, and do nothing when the last resize is already so.
+        type: str
+        choices:
+        - resized
+        - confirmed
+        - reverted
+      confirm:
+        description:
+        - Confirm the resize once the guest runs with its new size (its backups are removed).
+        - With C(false) the guest stays resized with its backups until O(state=confirmed) or O(state=reverted) (a
+          health check in between decides); another resize is refused until then.
+        type: bool
+      allow_decrease:
+        description:
+        - Allow fewer vCPUs, less memory or lower maxima than the guest has. Always cold (live removal is not reliable).
+          Disks never shrink.
+        type: bool
+      shutdown_timeout:
+        description:
+        - Seconds (0 to 86400) to wait for the guest to power off after an ACPI shutdown request (cold resize and
+          revert).
+        type: int
+      start_timeout:
+        description: Seconds (0 to 86400) to wait for the guest to run again after a cold resize or a revert.
+        type: int
+      force_off:
+        description:
+        - Power the guest off hard when it did not shut down within O(shutdown_timeout). Without it such a guest
+          makes the task fail, with nothing changed.
+        type: bool
+  batch_concurrency:
+    description: How many elements of O(items) are handled at once (1 to 64).
+    type: int
+    default: 4
+"""
+
     GUEST_PARTS = r"""
 options:
   image:
@@ -1805,7 +1967,9 @@ options:
         type: int
         default: 1
       max_vcpus:
-        description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(virtfleet.libvirt.domain_xml#module:vcpus).
+        description:
+        - Maximum number of virtual CPUs (for hot-plug, see M(virtfleet.libvirt.vm_resize)). Without it, O(virtfleet.libvirt.domain_xml#module:vcpus)
+          (no vCPU headroom), or the headroom default with O(virtfleet.libvirt.domain_xml#module:headroom=true).
         type: int
       memory:
         description:
@@ -1818,15 +1982,36 @@ options:
         - Maximum memory for hot-plug, same format as O(virtfleet.libvirt.domain_xml#module:memory). The guest gets
           C(<maxMemory>) with O(virtfleet.libvirt.domain_xml#module:max_memory_slots) slots and one NUMA cell, so
           that memory can later be added while it runs (DIMMs or virtio-mem up to this size).
-        - The headroom costs little on the host (guest RAM is allocated as the guest uses it), but QEMU reserves
-          address space and the guest kernel sizes its memory map for it.
+        - Without it, no memory headroom, or the headroom default with O(virtfleet.libvirt.domain_xml#module:headroom=true).
+          See O(virtfleet.libvirt.domain_xml#module:headroom) for what headroom costs.
         type: raw
       max_memory_slots:
         description:
         - Number of memory slots for devices hot-plugged up to O(virtfleet.libvirt.domain_xml#module:max_memory)
-          (1 to 255). Needs O(virtfleet.libvirt.domain_xml#module:max_memory).
-        - Defaults to 16 when O(virtfleet.libvirt.domain_xml#module:max_memory) is given.
+          (1 to 255). Needs O(virtfleet.libvirt.domain_xml#module:max_memory) or O(virtfleet.libvirt.domain_xml#module:headroom=true).
+        - Defaults to 16 when the guest has memory headroom.
         type: int
+      headroom:
+        description:
+        - Give the guest hot-plug headroom, so that M(virtfleet.libvirt.vm_resize) can later grow its vCPUs and
+          memory while it runs. Defaults for O(virtfleet.libvirt.domain_xml#module:max_vcpus) and O(virtfleet.libvirt.domain_xml#module:max_memory)
+          when they are not given; a given maximum always wins.
+        - The default maximum is twice O(virtfleet.libvirt.domain_xml#module:vcpus) (at most the host's logical
+          CPUs) and twice O(virtfleet.libvirt.domain_xml#module:memory) (at most the host's memory); a maximum that
+          would leave no room (a 2-vCPU guest on a 2-CPU host) gives none.
+        - A maximum changes only when the guest restarts. So once the definition file has headroom, its maxima are
+          kept while they still cover the flavor (a guest grown live keeps them, and a re-run after M(virtfleet.libvirt.vm_resize)
+          changes nothing); a flavor above them gets the default again.
+        - 'What it costs, measured with the test guest (Linux 6.1, i440fx, TCG): on the host nothing up front (QEMU
+          reserves address space; RAM is allocated when memory is plugged and used). In the guest, memory headroom
+          of any size takes about 65 MiB of its RAM (MemTotal 223612 KiB without and 157308 KiB with for 256 MiB;
+          996604 and 930300 KiB for 1 GiB with a maximum of 2 GiB or 8 GiB alike): Linux sets up its 64 MiB SWIOTLB
+          bounce buffer as soon as memory can reach above 4 GiB, where hot-plugged memory goes. A guest whose RAM
+          reaches above 4 GiB already pays that. vCPU headroom takes about 280 KiB per extra possible vCPU (per-CPU
+          areas). A small guest that only needs to grow vCPUs live can leave O(virtfleet.libvirt.domain_xml#module:headroom)
+          off and give O(virtfleet.libvirt.domain_xml#module:max_vcpus) alone.'
+        type: bool
+        default: false
       virt_type:
         description:
         - Domain type. C(auto) uses KVM only when it is known to run guests on this host, else C(qemu) (TCG).

@@ -12,6 +12,7 @@ The one place that spells out the on-disk layout (Nova-like)::
     <instances_path>/<guest>/                  the instance directory: disk, disk.local, disk.swap,
                                                disk.config (+ .digest.json), disk.info.json, domain.xml,
                                                console.log, nvram.fd, resize.json
+    <instances_path>/<guest>/resize-backup/    what an unconfirmed resize can be reverted to
 
 and the one rule for a guest name. A guest name becomes a libvirt domain name and a directory, so it
 must not climb out of the tree, smuggle anything into XML, or collide with the layout's own names.
@@ -41,6 +42,7 @@ DOMAIN_XML_FILE = "domain.xml"
 CONSOLE_LOG = "console.log"
 NVRAM_FILE = "nvram.fd"
 RESIZE_RECORD = "resize.json"
+RESIZE_BACKUP_DIR = "resize-backup"  # copies of the disks a cold resize changes, until it is confirmed
 TEMP_MARKER = ".virtfleet-tmp-"     # temporary siblings of files being written (see _fileutil)
 DISK_FILE_NAMES = {"root": "disk", "ephemeral": "disk.local", "swap": "disk.swap", "blank": "disk.blank",
                    "config_drive": "disk.config"}
@@ -64,7 +66,7 @@ def validate_disk_file_name(name: Any) -> str:
     """A disk's file name inside its instance directory: plain, and not one of the collection's records."""
     FILE_NAME.check(name, "file_name")
     if name in RECORD_FILES or name.endswith((".json", ".xml", LOCK_SUFFIX)) or TEMP_MARKER in name \
-            or name == CONSOLE_LOG or name == NVRAM_FILE:
+            or name in (CONSOLE_LOG, NVRAM_FILE, RESIZE_BACKUP_DIR):
         raise VirtfleetError("invalid file_name %r: it is one of the instance directory's own records or logs; "
                              "choose another name" % (name,))
     return name
@@ -175,6 +177,14 @@ class GuestLayout:
     @property
     def resize_record(self) -> str:
         return self.file(RESIZE_RECORD)
+
+    @property
+    def resize_backup_dir(self) -> str:
+        return self.file(RESIZE_BACKUP_DIR)
+
+    def resize_backup(self, file_name: str) -> str:
+        """Where a resize keeps the copy of disk ``file_name`` (or of ``domain.xml``) until it is confirmed."""
+        return os.path.join(self.resize_backup_dir, file_name)
 
     @property
     def lock(self) -> str:

@@ -56,7 +56,9 @@ options:
     type: int
     default: 1
   max_vcpus:
-    description: Maximum number of virtual CPUs (for hot-plug). Defaults to O(vcpus).
+    description:
+      - Maximum number of virtual CPUs (for hot-plug, see M(virtfleet.libvirt.vm_resize)). Without it, O(vcpus)
+        (no vCPU headroom), or the headroom default with O(headroom=true).
     type: int
   memory:
     description:
@@ -69,14 +71,35 @@ options:
       - Maximum memory for hot-plug, same format as O(memory). The guest gets C(<maxMemory>) with
         O(max_memory_slots) slots and one NUMA cell, so that memory can later be added while it runs (DIMMs or
         virtio-mem up to this size).
-      - The headroom costs little on the host (guest RAM is allocated as the guest uses it), but QEMU reserves
-        address space and the guest kernel sizes its memory map for it.
+      - Without it, no memory headroom, or the headroom default with O(headroom=true). See O(headroom) for what
+        headroom costs.
     type: raw
   max_memory_slots:
     description:
-      - Number of memory slots for devices hot-plugged up to O(max_memory) (1 to 255). Needs O(max_memory).
-      - Defaults to 16 when O(max_memory) is given.
+      - Number of memory slots for devices hot-plugged up to O(max_memory) (1 to 255). Needs O(max_memory) or
+        O(headroom=true).
+      - Defaults to 16 when the guest has memory headroom.
     type: int
+  headroom:
+    description:
+      - Give the guest hot-plug headroom, so that M(virtfleet.libvirt.vm_resize) can later grow its vCPUs and
+        memory while it runs. Defaults for O(max_vcpus) and O(max_memory) when they are not given; a given
+        maximum always wins.
+      - The default maximum is twice O(vcpus) (at most the host's logical CPUs) and twice O(memory) (at most the
+        host's memory); a maximum that would leave no room (a 2-vCPU guest on a 2-CPU host) gives none.
+      - A maximum changes only when the guest restarts. So once the definition file has headroom, its maxima
+        are kept while they still cover the flavor (a guest grown live keeps them, and a re-run after
+        M(virtfleet.libvirt.vm_resize) changes nothing); a flavor above them gets the default again.
+      - "What it costs, measured with the test guest (Linux 6.1, i440fx, TCG): on the host nothing up front
+        (QEMU reserves address space; RAM is allocated when memory is plugged and used). In the guest, memory
+        headroom of any size takes about 65 MiB of its RAM (MemTotal 223612 KiB without and 157308 KiB with
+        for 256 MiB; 996604 and 930300 KiB for 1 GiB with a maximum of 2 GiB or 8 GiB alike): Linux sets up
+        its 64 MiB SWIOTLB bounce buffer as soon as memory can reach above 4 GiB, where hot-plugged memory
+        goes. A guest whose RAM reaches above 4 GiB already pays that. vCPU headroom takes about 280 KiB per
+        extra possible vCPU (per-CPU areas). A small guest that only needs to grow vCPUs live can leave
+        O(headroom) off and give O(max_vcpus) alone."
+    type: bool
+    default: false
   virt_type:
     description:
       - Domain type. C(auto) uses KVM only when it is known to run guests on this host, else C(qemu) (TCG).

@@ -192,9 +192,9 @@ def destroy_domains(conn, names):
             dom.undefineFlags(flags)
 
 
-@pytest.fixture
-def sandbox(virt_host, request):
-    """A fresh instances tree and guest-name factory; removes every domain and file the test made."""
+@contextlib.contextmanager
+def new_sandbox(conn):
+    """A fresh instances tree and guest-name factory; removes every domain and file made in it afterwards."""
     token = uuid.uuid4().hex[:6]
     root = os.path.join(SCRATCH, "run-" + token)
     instances = os.path.join(root, "instances")
@@ -213,10 +213,27 @@ def sandbox(virt_host, request):
     box.instances = instances
     box.guest_name = guest_name
     box.names = names
-    box.conn = virt_host
-    yield box
-    destroy_domains(virt_host, names)
-    shutil.rmtree(root, ignore_errors=True)
+    box.conn = conn
+    try:
+        yield box
+    finally:
+        destroy_domains(conn, names)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def sandbox(virt_host, request):
+    """A sandbox (see ``new_sandbox``) for one test."""
+    with new_sandbox(virt_host) as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def module_sandbox(virt_host):
+    """A sandbox shared by the tests of one file: for guests that several tests use one after the other (a
+    booted guest costs seconds of TCG; tests that leave it as they found it can share it)."""
+    with new_sandbox(virt_host) as box:
+        yield box
 
 
 def read_console(path: str) -> str:

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 
 _LINE = re.compile(r"VFREPORT (\d+) (\S+)((?: \S+=\S*)*)")
 _POWEROFF = re.compile(r"VFREPORT (acpi-poweroff|poweroff)\b")
+_BEAT = re.compile(r"VFBEAT (\d+) boot=(\S+) up=([0-9.]+)")
 
 
 @dataclass
@@ -33,9 +34,11 @@ class Report:
     uuid: Optional[str] = None
     tpms: Dict[str, str] = field(default_factory=dict)  # device (tpm0) -> TPM major version ("2", "1", "?")
     agent_port: Optional[str] = None  # the virtio-serial port qemu-ga runs on, while it runs
+    data: Optional[Dict[str, str]] = None  # dev, found, wrote: the scribble hook's sha256s (see tests/guest)
     configdrive: Optional[Dict[str, str]] = None
     cdfiles: Dict[str, Dict[str, object]] = field(default_factory=dict)
     complete: bool = False
+    garbled: bool = False  # a line of it was cut by other output; it never counts as complete
     poweroff: Optional[str] = None
 
     @property
@@ -83,36 +86,46 @@ def parse_reports(text: str) -> List[Report]:
             current = Report(seq=seq, mode=rest.get("mode", ""), boot=rest.get("boot", ""))
             reports.append(current)
             continue
-        if current is None or current.seq != seq or current.complete:
+        if current is None or current.seq != seq or current.complete or current.garbled:
             continue
-        if kind == "end":
-            current.complete = True
-        elif kind == "cpus":
-            current.cpus = int(rest["online"])
-        elif kind == "mem":
-            current.mem_kib = int(rest["total_kib"])
-        elif kind == "disk":
-            current.disks[rest["name"]] = {"size": int(rest["size"]), "ro": int(rest.get("ro", "0"))}
-        elif kind == "fs":
-            current.filesystems[rest["dev"]] = {"type": rest.get("type", ""), "label": rest.get("label", "")}
-        elif kind == "swap":
-            current.swaps[rest["dev"]] = {"active": rest.get("active", "0"), "label": rest.get("label", "")}
-        elif kind == "nic":
-            current.nics[rest["name"]] = rest["mac"]
-        elif kind == "ipv4":
-            current.ipv4[rest["nic"]] = rest["addr"]
-        elif kind == "tpm":
-            current.tpms[rest["dev"]] = rest.get("major", "?")
-        elif kind == "agent":
-            current.agent_port = rest.get("port")
-        elif kind == "uuid":
-            current.uuid = rest["value"]
-        elif kind == "configdrive":
-            current.configdrive = rest
-        elif kind == "cdfile":
-            current.cdfiles[rest["path"]] = {"size": int(rest["size"]), "sha256": rest["sha256"],
-                                             "b64": rest.get("b64", "")}
+        try:
+            _take(current, kind, rest)
+        except (KeyError, ValueError):
+            current.garbled = True  # another writer's output inside a line: the report cannot be trusted
     return reports
+
+
+def _take(current: Report, kind: str, rest: Dict[str, str]) -> None:
+    """Add one fact line of ``kind`` to ``current``."""
+    if kind == "end":
+        current.complete = True
+    elif kind == "cpus":
+        current.cpus = int(rest["online"])
+    elif kind == "mem":
+        current.mem_kib = int(rest["total_kib"])
+    elif kind == "disk":
+        current.disks[rest["name"]] = {"size": int(rest["size"]), "ro": int(rest.get("ro", "0"))}
+    elif kind == "fs":
+        current.filesystems[rest["dev"]] = {"type": rest.get("type", ""), "label": rest.get("label", "")}
+    elif kind == "swap":
+        current.swaps[rest["dev"]] = {"active": rest.get("active", "0"), "label": rest.get("label", "")}
+    elif kind == "nic":
+        current.nics[rest["name"]] = rest["mac"]
+    elif kind == "ipv4":
+        current.ipv4[rest["nic"]] = rest["addr"]
+    elif kind == "tpm":
+        current.tpms[rest["dev"]] = rest.get("major", "?")
+    elif kind == "agent":
+        current.agent_port = rest.get("port")
+    elif kind == "uuid":
+        current.uuid = rest["value"]
+    elif kind == "data":
+        current.data = rest
+    elif kind == "configdrive":
+        current.configdrive = rest
+    elif kind == "cdfile":
+        current.cdfiles[rest["path"]] = {"size": int(rest["size"]), "sha256": rest["sha256"],
+                                         "b64": rest.get("b64", "")}
 
 
 def latest_complete(text: str) -> Optional[Report]:
@@ -121,3 +134,25 @@ def latest_complete(text: str) -> Optional[Report]:
         if report.complete:
             return report
     return None
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One heartbeat line: its number within the boot, the boot id and the guest's uptime in seconds."""
+
+    n: int
+    boot: str
+    uptime: float
+
+
+def heartbeats(text: str) -> List[Beat]:
+    """Every complete heartbeat line in a console log, in order."""
+    found = []
+    for raw in text.splitlines():
+        start = raw.find("VFBEAT ")
+        if start < 0:
+            continue
+        match = _BEAT.match(raw[start:].rstrip("\r"))
+        if match:
+            found.append(Beat(int(match.group(1)), match.group(2), float(match.group(3))))
+    return found

@@ -19,7 +19,7 @@ MODULE_UTILS = os.path.join(REPO, "plugins", "module_utils")
 MODULES = os.path.join(REPO, "plugins", "modules")
 PREFIX = "ansible_collections.virtfleet.libvirt.plugins.module_utils"
 SHARED = {"_common", "_argspec", "_identifiers", "_layout", "_sizes", "_fileutil", "_qcow2", "_batch"}
-LAYERS = {"_host": 1, "_image": 2, "_disk": 3, "_domain": 4, "_guest": 5}
+LAYERS = {"_host": 1, "_image": 2, "_disk": 3, "_domain": 4, "_guest": 5, "_resize": 5}
 MAX_MODULE_CODE_LINES = 20
 
 

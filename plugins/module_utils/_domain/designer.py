@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DEFAULT_MEMORY_SLOTS
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DiskSpec, DomainXmlSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import LibvirtError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import libvirt_error_text
@@ -45,6 +46,8 @@ class HostFacts:
     nvram_template: Optional[str] = None
     secure_boot: bool = False
     libvirt_version: Optional[int] = None   # 1000000 * major + 1000 * minor + micro; None when not known
+    host_cpus: Optional[int] = None         # what headroom is capped by (read only when headroom is asked for)
+    host_memory_kib: Optional[int] = None
 
 
 def _fail(msg: str) -> None:
@@ -111,20 +114,18 @@ def assign_disk_names(disks: Sequence[DiskSpec], machine: str) -> List[Tuple[str
     return result
 
 
-def design_domain(spec: DomainXmlSpec, facts: HostFacts, layout: GuestLayout) -> model.Domain:
-    """The domain for a validated ``spec`` on a host described by ``facts``, its files placed by ``layout``."""
+def design_domain(spec: DomainXmlSpec, facts: HostFacts, layout: GuestLayout,
+                  previous: Optional[model.Domain] = None) -> model.Domain:
+    """The domain for a validated ``spec`` on a host described by ``facts``, its files placed by ``layout``.
+
+    ``previous`` is the definition written before (the existing ``domain.xml``), when there is one: with
+    headroom its maxima are kept while they cover the flavor, and memory hot-plugged into it by a live
+    resize keeps its place (see ``flavor_layout``), so that a resized guest's definition stays as it is.
+    """
     dom = model.Domain(type=facts.virt_type, name=spec.name, uuid=spec.uuid, title=spec.title,
                        description=spec.description)
     meta = spec.metadata
     dom.metadata = model.Metadata(flavor=meta.flavor, image=meta.image, owned_files=list(meta.owned_files))
-    if spec.max_memory_kib is not None:
-        dom.max_memory_kib, dom.max_memory_slots = spec.max_memory_kib, spec.max_memory_slots
-    dom.memory_kib = dom.current_memory_kib = spec.memory_kib
-    dom.vcpu_placement = "static"
-    if spec.max_vcpus is not None and spec.max_vcpus != spec.vcpus:
-        dom.vcpus, dom.vcpu_current = spec.max_vcpus, spec.vcpus
-    else:
-        dom.vcpus = spec.vcpus
     if spec.fw_cfg:
         dom.sysinfo.append(model.Sysinfo(type="fwcfg", entries=list(spec.fw_cfg)))
     dom.os = _design_os(spec, facts, layout)
@@ -132,14 +133,149 @@ def design_domain(spec: DomainXmlSpec, facts: HostFacts, layout: GuestLayout) ->
     if spec.secure_boot:
         dom.features.smm = True
     dom.cpu = _design_cpu(spec, facts)
-    if spec.max_memory_kib is not None:
-        # Memory hot-plug needs a NUMA topology; one cell holding all CPUs and the boot memory.
-        dom.cpu = dom.cpu or model.Cpu()
-        dom.cpu.extra.append(_single_numa_cell(dom.vcpus, spec.memory_kib))
     dom.clock = model.Clock(offset="utc")
     dom.on_poweroff, dom.on_reboot, dom.on_crash = "destroy", "restart", "destroy"
     dom.devices = [device for design in DEVICE_DESIGNERS for device in design(spec, facts, layout)]
+    apply_flavor(dom, flavor_layout(spec, facts, previous))
     return dom
+
+
+# ---- vCPUs, memory and hot-plug headroom: one policy for domain_xml and vm_resize
+
+HEADROOM_FACTOR = 2          # a guest may grow live to twice its flavor (capped by the host)
+DIMM_BLOCK_KIB = 128 * 1024  # hot-plugged DIMMs are whole 128 MiB blocks (the guest's memory block size)
+
+
+@dataclass(frozen=True)
+class FlavorLayout:
+    """A guest's vCPUs and memory as its definition holds them, with its hot-plug headroom.
+
+    ``dimms_kib`` are DIMMs hot-plugged by a live resize; they are part of ``memory_kib`` (the boot memory in
+    the NUMA cell is the rest). ``current_memory_kib`` is a balloon target below ``memory_kib`` (None: all of it).
+    """
+
+    vcpus: int
+    max_vcpus: Optional[int]
+    memory_kib: int
+    max_memory_kib: Optional[int]
+    memory_slots: Optional[int]
+    dimms_kib: Tuple[int, ...] = ()
+    current_memory_kib: Optional[int] = None
+
+
+def headroom_maximum(value: int, given: Optional[int], existing: Optional[int], host_cap: Optional[int],
+                     headroom: bool) -> Optional[int]:
+    """The maximum (vCPUs, or KiB of memory) a guest of ``value`` is defined with; None for no headroom.
+
+    A ``given`` maximum wins. With ``headroom`` an ``existing`` maximum that still covers ``value`` is kept (a
+    maximum changes only with a restart, so a guest grown live keeps it), else it is ``HEADROOM_FACTOR`` times
+    ``value``, at most ``host_cap`` (what the host has); a maximum that leaves no room is none.
+    """
+    if given is not None:
+        return given
+    if not headroom:
+        return None
+    if existing is not None and existing >= value:
+        return existing
+    maximum = value * HEADROOM_FACTOR
+    if host_cap is not None:
+        maximum = min(maximum, host_cap)
+    return maximum if maximum > value else None
+
+
+def dimm_size_kib(device: model.Device) -> Optional[int]:
+    """The size of a DIMM on NUMA node 0 (as a live resize plugs them); None for any other device."""
+    if not isinstance(device, model.RawDevice) or device.tag != "memory" or device.element.get("model") != "dimm":
+        return None
+    size, node = device.element.find("target/size"), device.element.findtext("target/node")
+    if size is None or (node or "0").strip() != "0":
+        return None
+    try:
+        return model.memory_to_kib(size.text or "", size.get("unit"), "dimm size")
+    except model.ModelError:
+        return None
+
+
+def is_dimm(device: model.Device) -> bool:
+    return isinstance(device, model.RawDevice) and device.tag == "memory" and device.element.get("model") == "dimm"
+
+
+def dimm_device(size_kib: int) -> model.Device:
+    """The ``<memory model='dimm'>`` device of ``size_kib`` on NUMA node 0 (attached live, and in the XML)."""
+    memory = model.etree.Element("memory", {"model": "dimm"})
+    target = model.etree.SubElement(memory, "target")
+    model.etree.SubElement(target, "size", {"unit": "KiB"}).text = str(size_kib)
+    model.etree.SubElement(target, "node").text = "0"
+    return model.parse_device(memory)
+
+
+def numa_cell_memory_kib(dom: model.Domain) -> Optional[int]:
+    """The memory of the single NUMA cell the designer gives guests with memory headroom (None otherwise)."""
+    cells = [cell for numa in (dom.cpu.extra if dom.cpu is not None else []) if numa.tag == "numa"
+             for cell in numa]
+    if len(cells) != 1 or cells[0].tag != "cell":
+        return None
+    try:
+        return model.memory_to_kib(cells[0].get("memory") or "", cells[0].get("unit"), "numa cell memory")
+    except model.ModelError:
+        return None
+
+
+def kept_dimms(previous: Optional[model.Domain], memory_kib: int, max_memory_kib: Optional[int]) -> Tuple[int, ...]:
+    """The DIMMs of ``previous`` when its boot memory and DIMMs add up to ``memory_kib`` under the same maximum
+    (a live resize grew it to this flavor); otherwise none, and all memory is boot memory."""
+    if previous is None or max_memory_kib is None or previous.max_memory_kib != max_memory_kib:
+        return ()
+    sizes = [dimm_size_kib(d) for d in previous.devices if is_dimm(d)]
+    base = numa_cell_memory_kib(previous)
+    if not sizes or None in sizes or base is None or base + sum(sizes) != memory_kib:
+        return ()
+    return tuple(sizes)
+
+
+def flavor_layout(spec: DomainXmlSpec, facts: HostFacts, previous: Optional[model.Domain]) -> FlavorLayout:
+    """What ``spec`` asks for, with headroom (see ``headroom_maximum``) and the memory layout ``previous`` keeps."""
+    # A guest grown live to its vCPU maximum shows no headroom in <vcpu>; its <maxMemory> still does.
+    had_headroom = previous is not None and (previous.vcpu_current is not None or previous.max_memory_kib is not None)
+    max_vcpus = headroom_maximum(spec.vcpus, spec.max_vcpus, previous.vcpus if had_headroom else None,
+                                 facts.host_cpus, spec.headroom)
+    max_memory = headroom_maximum(spec.memory_kib, spec.max_memory_kib,
+                                  previous.max_memory_kib if previous is not None else None,
+                                  facts.host_memory_kib, spec.headroom)
+    slots = None
+    if max_memory is not None:
+        slots = spec.max_memory_slots or (previous.max_memory_slots if previous is not None and
+                                          previous.max_memory_kib == max_memory else None) or DEFAULT_MEMORY_SLOTS
+    return FlavorLayout(vcpus=spec.vcpus, max_vcpus=max_vcpus, memory_kib=spec.memory_kib, max_memory_kib=max_memory,
+                        memory_slots=slots, dimms_kib=kept_dimms(previous, spec.memory_kib, max_memory))
+
+
+def apply_flavor(dom: model.Domain, flavor: FlavorLayout) -> None:
+    """Give ``dom`` the vCPUs and memory of ``flavor``, with its headroom: ``<vcpu current>`` below the maximum,
+    ``<maxMemory slots>`` with one NUMA cell holding all vCPUs and the boot memory (memory hot-plug needs a NUMA
+    topology), and the hot-plugged DIMMs last among the devices."""
+    if flavor.max_memory_kib is not None:
+        dom.max_memory_kib, dom.max_memory_slots = flavor.max_memory_kib, flavor.memory_slots
+    else:
+        dom.max_memory_kib = dom.max_memory_slots = None
+    dom.memory_kib = flavor.memory_kib
+    dom.current_memory_kib = flavor.memory_kib if flavor.current_memory_kib is None else flavor.current_memory_kib
+    dom.vcpu_placement = "static"
+    if flavor.max_vcpus is not None and flavor.max_vcpus != flavor.vcpus:
+        dom.vcpus, dom.vcpu_current = flavor.max_vcpus, flavor.vcpus
+    else:
+        dom.vcpus, dom.vcpu_current = flavor.vcpus, None
+    if dom.cpu is not None:
+        dom.cpu.extra = [element for element in dom.cpu.extra if element.tag != "numa"]
+    if flavor.max_memory_kib is not None:
+        dom.cpu = dom.cpu or model.Cpu()
+        dom.cpu.extra.append(_single_numa_cell(dom.vcpus, flavor.memory_kib - sum(flavor.dimms_kib)))
+    elif dom.cpu is not None:
+        bare = dom.cpu.to_element()
+        if not bare.attrib and not len(bare):
+            dom.cpu = None
+    dom.devices = [device for device in dom.devices if not is_dimm(device)] + \
+        [dimm_device(size) for size in flavor.dimms_kib]
 
 
 def _design_os(spec: DomainXmlSpec, facts: HostFacts, layout: GuestLayout) -> model.Os:
@@ -339,12 +475,22 @@ def domain_capabilities(hypervisor, machine: str, virt_type: str) -> str:
                              % (machine, virt_type, GUEST_ARCH, libvirt_error_text(exc)))
 
 
+def host_limits(hypervisor) -> Tuple[Optional[int], Optional[int]]:
+    """(logical CPUs, memory KiB) of the host, which headroom is capped by; (None, None) when libvirt does not say."""
+    try:
+        return hypervisor.host_resources()
+    except LibvirtError:
+        return None, None
+
+
 def resolve_host_facts(hypervisor, spec: DomainXmlSpec, virt_type: Optional[str] = None,
-                       caps_xml: Optional[str] = None) -> HostFacts:
+                       caps_xml: Optional[str] = None,
+                       limits: Optional[Tuple[Optional[int], Optional[int]]] = None) -> HostFacts:
     """Virt type, canonical machine name and firmware paths, as this hypervisor's libvirt sees them.
 
     ``virt_type`` and ``caps_xml`` (the resolved type and its domain capabilities) may be passed when
-    already fetched from libvirt for ``spec``; they are then used instead of asking again.
+    already fetched from libvirt for ``spec``; they are then used instead of asking again. So may the
+    host's ``limits`` (``host_limits``), which are read only when the spec asks for headroom.
     """
     if virt_type is None or caps_xml is None:
         virt_type = resolve_virt_type(hypervisor, spec.virt_type)
@@ -352,6 +498,8 @@ def resolve_host_facts(hypervisor, spec: DomainXmlSpec, virt_type: Optional[str]
     caps = model.parse_element(caps_xml)
     machine = (caps.findtext("machine") or spec.machine).strip()
     facts = HostFacts(virt_type=virt_type, machine=machine, secure_boot=spec.secure_boot)
+    if spec.headroom:
+        facts.host_cpus, facts.host_memory_kib = limits if limits is not None else host_limits(hypervisor)
     if spec.watchdog == "itco":
         try:
             facts.libvirt_version = hypervisor.lib_version()

@@ -348,6 +348,10 @@ def normalize_for_compare(domain: model.Domain, runtime: bool = False) -> model.
     norm.id = None
     if runtime or (running and norm.cpu is not None and norm.cpu.check == "full"):
         norm.cpu = runtime_cpu(norm.cpu)
+    if runtime or running:
+        # A running guest's XML lists each vCPU's hot-plug state (<vcpus>) once a vCPU was plugged; the count in
+        # <vcpu current> says what matters.
+        norm.extra = [element for element in norm.extra if element.tag != "vcpus"]
     if norm.uuid:
         norm.uuid = norm.uuid.lower()
     _normalize_memory_and_vcpus(norm)

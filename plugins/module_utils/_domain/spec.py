@@ -116,6 +116,7 @@ DOMAIN_XML_ITEM_SPEC = ArgumentSpec({
     "memory": {"type": "raw", "default": "512M"},
     "max_memory": {"type": "raw"},
     "max_memory_slots": {"type": "int"},
+    "headroom": {"type": "bool", "default": False},
     "virt_type": {"type": "str", "default": "auto", "choices": list(VIRT_TYPES)},
     "machine": {"type": "str", "default": "pc"},
     "cpu_mode": {"type": "str", "choices": list(CPU_MODES)},

@@ -75,15 +75,23 @@ def _option(params: Dict[str, Any], key: str) -> Any:
     return option_value(params, DOMAIN_XML_ITEM_SPEC, key)
 
 
-def _uuid_from_file(data: Optional[bytes]) -> Optional[str]:
+def _previous_definition(data: Optional[bytes]):
+    """The definition written before (the design keeps its UUID, headroom and hot-plugged memory); None when
+    there is none or it is broken (a broken file is replaced and nothing in it can be trusted)."""
     if not data:
         return None
     model = _model()
     try:
-        found = model.Domain.from_xml(data).uuid
-        return str(uuidlib.UUID(found)) if found else None
+        return model.Domain.from_xml(data)
     except (model.ModelError, ValueError):
-        return None  # a broken file is replaced; its UUID (if any) cannot be trusted
+        return None
+
+
+def _uuid_from(previous) -> Optional[str]:
+    try:
+        return str(uuidlib.UUID(previous.uuid)) if previous is not None and previous.uuid else None
+    except ValueError:
+        return None
 
 
 def _uuid_from_libvirt(hypervisor: Hypervisor, name: str) -> Optional[str]:
@@ -98,23 +106,26 @@ def owned_files(layout: GuestLayout, path: str, uefi: bool) -> List[str]:
 
 
 def render_domain_xml(hypervisor: Hypervisor, params: Dict[str, Any], existing: Optional[bytes],
-                      host_answers: Optional[Tuple[str, str]] = None) -> Dict[str, Any]:
+                      host_answers: Optional[Tuple[Any, ...]] = None) -> Dict[str, Any]:
     """The desired XML text and the facts resolved for it (no writes).
 
-    ``host_answers`` (virt type, domain capabilities XML) are libvirt's answers already fetched for
-    the record key; the design then uses exactly what the key describes.
+    ``host_answers`` (virt type, domain capabilities XML, and with headroom the host's limits) are
+    libvirt's answers already fetched for the record key; the design then uses exactly what the key
+    describes.
     """
     _require_lxml()
     designer, model = _designer(), _model()
     spec = _spec_class().from_params(params)
     if host_answers is not None:
-        facts = designer.resolve_host_facts(hypervisor, spec, virt_type=host_answers[0], caps_xml=host_answers[1])
+        facts = designer.resolve_host_facts(hypervisor, spec, virt_type=host_answers[0], caps_xml=host_answers[1],
+                                            limits=host_answers[2] if len(host_answers) > 2 else None)
     else:
         facts = designer.resolve_host_facts(hypervisor, spec)
+    previous = _previous_definition(existing)
     if spec.uuid is None:
-        spec = dataclasses.replace(spec, uuid=_uuid_from_file(existing) or _uuid_from_libvirt(hypervisor, spec.name)
+        spec = dataclasses.replace(spec, uuid=_uuid_from(previous) or _uuid_from_libvirt(hypervisor, spec.name)
                                    or str(uuidlib.uuid4()))
-    domain = designer.design_domain(spec, facts, spec.layout)
+    domain = designer.design_domain(spec, facts, spec.layout, previous)
     return {
         "xml": domain.to_string(),
         "uuid": spec.uuid,
@@ -156,8 +167,9 @@ def code_digest() -> Optional[str]:
     return _code_digest(CODE_MODULES)
 
 
-def host_answers(hypervisor: Hypervisor, params: Dict[str, Any]) -> Optional[Tuple[str, str]]:
-    """(resolved virt type, domain capabilities XML): everything from libvirt a BIOS design depends on.
+def host_answers(hypervisor: Hypervisor, params: Dict[str, Any]) -> Optional[Tuple[Any, ...]]:
+    """(resolved virt type, domain capabilities XML[, host limits with headroom]): everything from libvirt a
+    BIOS design depends on.
 
     None when the fast path does not apply (UEFI also depends on firmware files) or libvirt refuses;
     the full path then reports any error in its own words.
@@ -170,19 +182,23 @@ def host_answers(hypervisor: Hypervisor, params: Dict[str, Any]) -> Optional[Tup
     try:
         virt_type = resolve_virt_type(hypervisor, _option(params, "virt_type"))
         caps = hypervisor.domain_capabilities(machine, virt_type)
+        if _option(params, "headroom") is True:
+            return virt_type, caps, list(hypervisor.host_resources())
     except Exception:  # pylint: disable=broad-except
         # VirtfleetError or a libvirt error: the full path reports it in its own words
         return None
     return virt_type, caps
 
 
-def record_key(params: Dict[str, Any], answers: Tuple[str, str]) -> Optional[str]:
+def record_key(params: Dict[str, Any], answers: Tuple[Any, ...]) -> Optional[str]:
     code = code_digest()
     if code is None:
         return None
+    key = {"params": params, "virt_type": answers[0], "caps": answers[1], "code": code}
+    if len(answers) > 2:
+        key["host"] = answers[2]
     try:
-        text = json.dumps({"params": params, "virt_type": answers[0], "caps": answers[1], "code": code},
-                          sort_keys=True, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(key, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
         return None  # something not plain JSON in the parameters: no fast path
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -285,6 +285,7 @@ class DomainXmlSpec:
     memory_kib: int
     max_memory_kib: Optional[int]
     max_memory_slots: Optional[int]
+    headroom: bool
     virt_type: str
     machine: str
     cpu_mode: Optional[str]
@@ -331,8 +332,10 @@ class DomainXmlSpec:
         if max_memory is not None and max_memory < memory:
             _fail("max_memory must not be smaller than memory")
         slots = optional(get("max_memory_slots"), int_value, "max_memory_slots", 1, MAX_MEMORY_SLOTS)
-        if slots is not None and max_memory is None:
-            _fail("max_memory_slots applies with max_memory only (the slots take memory hot-plugged up to it)")
+        headroom = bool_value(get("headroom"), "headroom")
+        if slots is not None and max_memory is None and not headroom:
+            _fail("max_memory_slots applies with max_memory only, or with headroom (the slots take memory "
+                  "hot-plugged up to the maximum)")
         if max_memory is not None and slots is None:
             slots = DEFAULT_MEMORY_SLOTS
         uuid = get("uuid")
@@ -367,7 +370,7 @@ class DomainXmlSpec:
             uri=text_value(params.get("uri") or CONNECTION.argument_spec["uri"]["default"], "uri"),
             description=optional(get("description"), text_value, "description"),
             vcpus=vcpus, max_vcpus=max_vcpus, memory_kib=memory, max_memory_kib=max_memory,
-            max_memory_slots=slots,
+            max_memory_slots=slots, headroom=headroom,
             virt_type=choice_value(get("virt_type"), VIRT_TYPES, "virt_type"),
             machine=MACHINE.check(get("machine"), "machine"),
             cpu_mode=cpu_mode, cpu_model=cpu_model, firmware=firmware, secure_boot=secure_boot,

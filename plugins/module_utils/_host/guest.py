@@ -109,10 +109,11 @@ class Guest:
         """The definition the guest runs with (the persistent one when it is shut off)."""
         return self._dom.XMLDesc(0)
 
-    def set_metadata(self, element: Optional[str], prefix: Optional[str], namespace: str) -> None:
-        """Write (element) or remove (None) our metadata element, in the persistent definition only."""
+    def set_metadata(self, element: Optional[str], prefix: Optional[str], namespace: str, live: bool = False) -> None:
+        """Write (element) or remove (None) our metadata element, in the persistent definition (and with ``live``
+        in the running guest's too)."""
         self._dom.setMetadata(_flag("VIR_DOMAIN_METADATA_ELEMENT", 2), element, prefix, namespace,
-                              _flag("VIR_DOMAIN_AFFECT_CONFIG", 2))
+                              self._affect(live, True))
 
     # ---- lifecycle
 
@@ -328,6 +329,11 @@ class Hypervisor:
     def domain_capabilities(self, machine: str, virt_type: str, arch: str = "x86_64") -> str:
         return self._conn.getDomainCapabilities(None, arch, machine, virt_type, 0)
 
+    def host_resources(self) -> Tuple[int, int]:
+        """(logical CPUs, memory in KiB) of the host: what hot-plug headroom is capped by."""
+        info = self._conn.getInfo()
+        return int(info[2]), int(info[1]) * 1024
+
     def lib_version(self) -> int:
         """1000000 * major + 1000 * minor + micro of the libvirt daemon."""
         return int(self._conn.getLibVersion())
@@ -362,3 +368,13 @@ def open_hypervisor(uri: str) -> Iterator[Hypervisor]:
     """A ``Hypervisor`` on ``uri``, closed afterwards."""
     with connect(uri) as conn:
         yield Hypervisor(conn)
+
+
+@contextlib.contextmanager
+def shared_or_opened(uri: str, hypervisor: Optional[Hypervisor]) -> Iterator[Hypervisor]:
+    """``hypervisor`` when a caller (a batch) shares one, else one opened on ``uri`` for this call."""
+    if hypervisor is not None:
+        yield hypervisor
+        return
+    with open_hypervisor(uri) as opened:
+        yield opened

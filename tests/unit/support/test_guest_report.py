@@ -62,3 +62,16 @@ def test_a_new_boot_restarts_numbering_and_the_latest_wins():
 
 def test_no_report_at_all():
     assert latest_complete("SYSLINUX\nKernel panic\n") is None
+
+
+def test_a_report_cut_by_other_output_is_not_complete_and_heartbeats_are_read():
+    from tests.support.guest_report import heartbeats, latest_complete, parse_reports
+
+    text = ("VFREPORT 1 begin mode=stay boot=aa\nVFREPORT 1 cpus online=1\nVFREPORT 1 mem total_kib=1000\n"
+            "VFREPORT 1 end\nVFBEAT 1 boot=aa up=3.20\n"
+            "VFREPORT 2 begin mode=stay boot=aa\nVFREPORT 2 cpus online=2\nVFREPORT 2 mem VFBEAT 2 boot=aa up=4.21\n"
+            "VFREPORT 2 end\n")
+    reports = parse_reports(text)
+    assert [(r.seq, r.complete, r.garbled) for r in reports] == [(1, True, False), (2, False, True)]
+    assert latest_complete(text).cpus == 1
+    assert [(b.n, b.boot, b.uptime) for b in heartbeats(text)] == [(1, "aa", 3.2), (2, "aa", 4.21)]
