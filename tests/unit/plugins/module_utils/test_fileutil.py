@@ -275,3 +275,46 @@ def test_write_then_read_a_record(tmp_path):
     record = {"a": [1, 2], "b": None}
     write_file_atomic(str(tmp_path / "r.json"), json.dumps(record).encode())
     assert fileutil.read_json_record(str(tmp_path / "r.json")) == record
+
+
+def test_exclusive_lock_without_advice_says_nothing_more(tmp_path):
+    lock = str(tmp_path / "g.lock")
+    with fileutil.exclusive_lock(lock, 0, "guest web1"):
+        with pytest.raises(VirtfleetError) as caught:
+            with fileutil.exclusive_lock(lock, 0, "guest web1"):
+                pass
+    assert caught.value.msg.endswith("held by another run working on guest web1")
+
+
+def test_lock_files_are_0644(tmp_path):
+    old_umask = os.umask(0)
+    try:
+        with fileutil.file_lock(str(tmp_path / "locks" / "x.lock"), 0, "x"):
+            pass
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "locks" / "x.lock").st_mode) == 0o644
+
+
+def test_a_lock_freed_soon_is_taken_soon(tmp_path):
+    """Polling starts at a few milliseconds: a lock held for a quarter second is taken well within a second."""
+    lock = str(tmp_path / "base.lock")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "print('held', flush=True)\ntime.sleep(0.25)\n", lock], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with fileutil.exclusive_lock(lock, 10, "the base"):
+            waited = time.monotonic() - started
+    finally:
+        holder.wait(timeout=10)
+    assert 0.2 < waited < 0.8
+
+
+def test_fsync_dir_of_a_bare_file_name_syncs_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_file_atomic("bare.json", b"{}")
+    assert (tmp_path / "bare.json").read_bytes() == b"{}"
+    fileutil.fsync_dir("")

@@ -210,3 +210,75 @@ def test_backing_file_of_absolute_and_normalised(tmp_path):
     assert qcow2.backing_file_of(str(tmp_path / "rel")) == str(tmp_path.parent / "x" / "base")
     (tmp_path / "none").write_bytes(_v3_header(version=2) + b"\0" * 8)
     assert qcow2.backing_file_of(str(tmp_path / "none")) is None
+
+
+def test_feature_bits_and_extension_types_are_the_ones_qemu_img_writes(tmp_path):
+    """docs/interop/qcow2.txt numbers, checked against files the host's qemu-img writes."""
+    assert (qcow2.INCOMPAT_DIRTY, qcow2.INCOMPAT_CORRUPT, qcow2.INCOMPAT_KNOWN) == (1, 2, 0x1F)
+    cases = [
+        (["compat=1.1"], 0, {qcow2.EXT_FEATURE_TABLE}),
+        (["data_file=%s" % (tmp_path / "data.raw")], qcow2.INCOMPAT_DATA_FILE,
+         {qcow2.EXT_FEATURE_TABLE, qcow2.EXT_DATA_FILE}),
+        (["compression_type=zstd"], qcow2.INCOMPAT_COMPRESSION, {qcow2.EXT_FEATURE_TABLE}),
+        (["extended_l2=on"], qcow2.INCOMPAT_EXTL2, {qcow2.EXT_FEATURE_TABLE}),
+    ]
+    for options, bits, extensions in cases:
+        path = tmp_path / "img.qcow2"
+        _qemu_img("create", "-f", "qcow2", "-o", ",".join(options), str(path), "1M")
+        header = qcow2.read(str(path))
+        assert header.incompatible_features == bits, options
+        assert {ext_type for ext_type, _data in header.extensions} == extensions, options
+        path.unlink()
+    path = tmp_path / "bitmap.qcow2"
+    _qemu_img("create", "-f", "qcow2", str(path), "1M")
+    _qemu_img("bitmap", "--add", str(path), "b0")
+    assert qcow2.EXT_BITMAPS in {ext_type for ext_type, _data in qcow2.read(str(path)).extensions}
+    path = tmp_path / "luks.qcow2"
+    _qemu_img("create", "-f", "qcow2", "--object", "secret,id=s0,data=x", "-o",
+              "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", str(path), "1M")
+    header = qcow2.read(str(path))
+    assert header.crypt_method == 2 and qcow2.EXT_CRYPTO in {ext_type for ext_type, _data in header.extensions}
+
+
+def test_names_that_are_not_utf8_are_read_with_replacement_characters():
+    cluster = _v3_header(backing=(200, 4)) + _extension(qcow2.EXT_BACKING_FORMAT, b"r\xffw") + b"\0" * 8
+    cluster = cluster.ljust(200, b"\0") + b"b\xfes\xe9"
+    header = qcow2.parse(cluster)
+    assert header.backing_format == "r\ufffdw"
+    assert header.backing_file == "b\ufffds\ufffd"
+
+
+def test_a_one_byte_backing_name_is_a_name():
+    cluster = (_v3_header(backing=(200, 1)) + b"\0" * 8).ljust(200, b"\0") + b"b"
+    assert qcow2.parse(cluster).backing_file == "b"
+
+
+def test_a_version_3_header_too_short_for_its_fields_has_no_extensions():
+    cluster = _v3_header(header_length=100) + _extension(qcow2.EXT_BACKING_FORMAT, b"raw") + b"\0" * 8
+    assert qcow2.parse(cluster).extensions == []
+
+
+def test_only_the_first_cluster_is_read(tmp_path):
+    """Extensions past the end of a 512-byte first cluster are not the header's: the header is unreadable."""
+    path = tmp_path / "small-cluster.qcow2"
+    path.write_bytes((_v3_header(cluster_bits=9) + _extension(0x99, b"x" * 400)).ljust(520, b"\0")
+                     + b"\0" * 1024)
+    assert qcow2.read(str(path)) is None
+    path.write_bytes((_v3_header(cluster_bits=9) + _extension(0x99, b"x" * 392)).ljust(520, b"\0"))
+    assert qcow2.read(str(path)).extensions == [(0x99, b"x" * 392)]
+
+
+def test_at_most_two_mib_are_read_by_default(tmp_path):
+    path = tmp_path / "4m-cluster.qcow2"
+    head = bytearray(_v3_header(cluster_bits=22, header_length=(2 << 20) + 8))
+    head += b"\0" * ((2 << 20) + 8 - len(head)) + _extension(qcow2.EXT_BACKING_FORMAT, b"raw") + b"\0" * 8
+    path.write_bytes(bytes(head))
+    assert qcow2.read(str(path)) is None
+    assert qcow2.read(str(path), max_bytes=4 << 20).backing_format == "raw"
+
+
+def test_a_symlink_to_a_qcow2_file_is_not_followed(tmp_path):
+    _qemu_img("create", "-f", "qcow2", str(tmp_path / "real.qcow2"), "1M")
+    os.symlink(tmp_path / "real.qcow2", tmp_path / "link.qcow2")
+    assert qcow2.read(str(tmp_path / "real.qcow2")) is not None
+    assert qcow2.read(str(tmp_path / "link.qcow2")) is None
