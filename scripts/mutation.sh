@@ -63,6 +63,12 @@ for name, counts in sorted(files.items()):
 PY
 }
 
+if [ "${1:-}" = "--run-tests" ]; then
+    # The runner mutmut calls for each mutant. mutmut counts only exit status 1 as a kill; a mutant that breaks
+    # the import (pytest's collection error, status 2) fails the tests just as surely, so every failure is 1.
+    eval "$pytest_cmd ${tests[$2]}" || exit 1
+    exit 0
+fi
 if [ "${1:-}" = "--results" ]; then
     summary
     exit 0
@@ -74,6 +80,6 @@ for group in "${groups[@]}"; do
     echo "== $group: ${paths[$group]}"
     # mutmut exits non-zero when mutants survive; the figures printed at the end are what matters.
     "$venv/bin/mutmut" run --paths-to-mutate "${paths[$group]}" --tests-dir tests/unit --no-progress \
-        --simple-output --runner "$pytest_cmd ${tests[$group]}" || true
+        --simple-output --runner "$repo/scripts/mutation.sh --run-tests $group" || true
 done
 summary
