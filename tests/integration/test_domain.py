@@ -191,20 +191,24 @@ def _cpu_model(xml):
     return None if node is None else node.text
 
 
-def test_a_changed_cpu_model_is_redefined_and_waits_for_a_restart(sandbox, guest):
-    """Issue 10 item 21: Nehalem -> Westmere through domain_xml's cpu_model. The persistent definition is compared
-    in full (not reduced as a running guest's expanded CPU is), so the change is redefined; the running guest keeps
-    its CPU until it restarts, and says so."""
+def _running_with_cpu(sandbox, guest, model):
     g = guest(label="cpu")
-    args = dict(g["xml_args"], cpu_mode="custom", cpu_model="Nehalem")
+    args = dict(g["xml_args"], cpu_mode="custom", cpu_model=model)
     assert run_module("domain_xml", args)["_rc"] == 0
     started = domain(g["name"], sandbox)
     assert started["_rc"] == 0 and started["state"] == "running", started
     wait_for_report(g["console"])
     dom = sandbox.conn.lookupByName(g["name"])
-    assert _cpu_model(dom.XMLDesc(0)) == "Nehalem"
+    assert _cpu_model(dom.XMLDesc(0)) == model
     assert domain(g["name"], sandbox)["changed"] is False
+    return g, args, dom
 
+
+def test_a_changed_cpu_model_is_redefined_and_applied_by_a_restart(sandbox, guest):
+    """Issue 10 item 21: Nehalem -> Westmere through domain_xml's cpu_model. The persistent definition is compared
+    in full (not reduced as a running guest's expanded CPU is), so the change is redefined, classified as one that
+    waits for a restart; the running guest keeps its CPU until apply=restart restarts it."""
+    g, args, dom = _running_with_cpu(sandbox, guest, "Nehalem")
     rewritten = run_module("domain_xml", dict(args, cpu_model="Westmere"))
     assert rewritten["changed"] is True and "<model fallback=\"allow\">Westmere</model>" in rewritten["xml"]
     predicted = domain(g["name"], sandbox, check=True)
@@ -216,16 +220,24 @@ def test_a_changed_cpu_model_is_redefined_and_waits_for_a_restart(sandbox, guest
     assert [c["what"] for c in redefined["changes"]] == ["cpu"], redefined["changes"]
     assert redefined["changes"][0]["applies"] == "restart"
     assert "Nehalem" in redefined["changes"][0]["before"] and "Westmere" in redefined["changes"][0]["after"]
-    assert redefined["restart_pending"] is True, redefined
     assert _cpu_model(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) == "Westmere"
     assert _cpu_model(dom.XMLDesc(0)) == "Nehalem", "the running guest keeps its CPU"
-
-    still = domain(g["name"], sandbox)
-    assert still["changed"] is False and still["restart_pending"] is True, still
+    assert domain(g["name"], sandbox)["changed"] is False
 
     restarted = domain(g["name"], sandbox, apply="restart")
     assert restarted["actions"] == ["shutdown", "start"], restarted
-    wait_for_report(g["console"], predicate=lambda report: report.cpus == 1)
+    wait_for_report(g["console"])
     assert _cpu_model(sandbox.conn.lookupByName(g["name"]).XMLDesc(0)) == "Westmere"
     settled = domain(g["name"], sandbox, apply="restart")
     assert settled["changed"] is False and settled["restart_pending"] is False, settled
+
+
+def test_a_changed_cpu_model_of_a_running_guest_is_reported_pending(sandbox, guest):
+    """Issue 10 item 21: after the redefine, the running guest still has Nehalem: the restart it needs is pending,
+    on this run and the next (the live comparison must not hide the CPU it reduces away)."""
+    g, args, _dom = _running_with_cpu(sandbox, guest, "Nehalem")
+    assert run_module("domain_xml", dict(args, cpu_model="Westmere"))["changed"] is True
+    redefined = domain(g["name"], sandbox)
+    assert redefined["actions"] == ["redefine"] and redefined["restart_pending"] is True, redefined
+    still = domain(g["name"], sandbox)
+    assert still["changed"] is False and still["restart_pending"] is True, still

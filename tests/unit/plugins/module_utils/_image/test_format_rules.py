@@ -1,0 +1,293 @@
+"""The inspector's rules one at a time, on images written byte by byte (no qemu-img: fast, so that a mutation run
+can afford them for every mutant). test_format_vs_qemu.py checks the same kinds of files against qemu-img itself.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image import format as image_format
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.format import UnsafeImageError, inspect_file
+
+MIB = 1 << 20
+
+
+def _write(tmp_path, data, name="image", size=None):
+    path = tmp_path / name
+    with open(path, "wb") as handle:
+        handle.write(data)
+        if size is not None and size > len(data):
+            handle.truncate(size)
+    return str(path)
+
+
+def _refusal(path, **kwargs):
+    with pytest.raises(UnsafeImageError, match="^refusing image ") as caught:
+        inspect_file(path, **kwargs)
+    return caught.value.msg
+
+
+# --- qcow2 ----------------------------------------------------------------------------------------------------
+
+def qcow2_image(version=3, cluster_bits=16, size=64 * MIB, l1_size=1, l1_offset=0x30000, refcount=(0x10000, 1),
+                snapshots=(0, 0), incompatible=0, compatible=0, autoclear=0, refcount_order=4, header_length=104,
+                crypt=0, backing=(0, 0), extensions=b"", compression=None, file_size=4 * 0x10000):
+    """A qcow2 whose header says what the arguments say, laid out as qemu-img lays out a fresh image."""
+    head = struct.pack(">IIQIIQIIQQIIQ", 0x514649FB, version, backing[0], backing[1], cluster_bits, size, crypt,
+                       l1_size, l1_offset, refcount[0], refcount[1], snapshots[0], snapshots[1])
+    if version >= 3:
+        head += struct.pack(">QQQII", incompatible, compatible, autoclear, refcount_order, header_length)
+        if compression is not None:
+            head += bytes([compression]) + b"\0" * 7
+    head = head.ljust(header_length if version >= 3 else 72, b"\0") + extensions + b"\0" * 8
+    return head, file_size
+
+
+def qcow2_file(tmp_path, name="image.qcow2", **fields):
+    head, size = qcow2_image(**fields)
+    return _write(tmp_path, head, name, size)
+
+
+def test_a_well_formed_crafted_qcow2_is_accepted_with_its_details(tmp_path):
+    inspection = inspect_file(qcow2_file(tmp_path, size=64 * MIB + 700))
+    assert inspection.format == "qcow2"
+    assert inspection.virtual_size == 64 * MIB + 512  # whole sectors, as qemu counts them
+    assert inspection.details == {
+        "detected_format": "qcow2", "qcow2_version": 3, "cluster_bits": 16, "incompatible_features": 0,
+        "compatible_features": 0, "autoclear_features": 0, "refcount_order": 4, "header_length": 104,
+        "l1_size": 1, "snapshots": 0, "encrypted": False, "extended_l2": False}
+    v2 = inspect_file(qcow2_file(tmp_path, "v2.qcow2", version=2))
+    assert v2.details["qcow2_version"] == 2 and v2.details["header_length"] == 72
+
+
+@pytest.mark.parametrize("cluster_bits,ok", [(8, False), (9, True), (21, True), (22, False)])
+def test_cluster_bits_from_9_to_21(tmp_path, cluster_bits, ok):
+    cluster = 1 << cluster_bits
+    path = qcow2_file(tmp_path, cluster_bits=cluster_bits, size=cluster, l1_offset=3 * cluster,
+                      refcount=(cluster, 1), file_size=4 * cluster)
+    if ok:
+        assert inspect_file(path).details["cluster_bits"] == cluster_bits
+    else:
+        assert "cluster_bits %d outside 9..21" % cluster_bits in _refusal(path)
+
+
+@pytest.mark.parametrize("header_length,ok", [(104, True), (112, True), (96, False), (108, False),
+                                              (0x10000 - 8, True), (0x10008, False)])
+def test_header_length_is_a_multiple_of_8_from_104_to_the_cluster_size(tmp_path, header_length, ok):
+    path = qcow2_file(tmp_path, header_length=header_length, compression=0 if header_length > 104 else None,
+                      file_size=4 * 0x10000 + 0x10000)
+    if ok:
+        assert inspect_file(path).details["header_length"] == header_length
+    else:
+        assert "header_length %d (must be a multiple of 8 from 104 to the cluster size)" % header_length in \
+            _refusal(path)
+
+
+def test_a_file_shorter_than_its_header(tmp_path):
+    head, _size = qcow2_image(header_length=112, compression=0)
+    assert "the file is 108 bytes, shorter than its 112-byte header" in _refusal(_write(tmp_path, head[:108]))
+    assert "shorter than a version 3 header" in _refusal(_write(tmp_path, head[:100], "v3short"))
+    assert "the file is 71 bytes, shorter than a qcow2 header" in _refusal(_write(tmp_path, head[:71], "tiny"))
+
+
+@pytest.mark.parametrize("bit,message", [
+    (1 << 1, "qemu has marked this qcow2 image corrupt (incompatible feature bit 1)"),
+    (1 << 2, "whose data lives in an external data file (incompatible feature bit 2)"),
+    (1 << 5, "it sets unknown qcow2 incompatible feature bits 0x20"),
+    (1 << 63, "it sets unknown qcow2 incompatible feature bits 0x8000000000000000"),
+])
+def test_incompatible_feature_bits(tmp_path, bit, message):
+    assert message in _refusal(qcow2_file(tmp_path, incompatible=bit))
+
+
+def test_dirty_and_extended_l2_bits_are_read_as_qemu_reads_them(tmp_path):
+    assert inspect_file(qcow2_file(tmp_path, incompatible=1)).details["incompatible_features"] == 1
+    extl2 = inspect_file(qcow2_file(tmp_path, "extl2", incompatible=1 << 4, cluster_bits=14, l1_offset=3 << 14,
+                                    refcount=(1 << 14, 1), size=1 << 14, file_size=4 << 14))
+    assert extl2.details["extended_l2"] is True
+    msg = _refusal(qcow2_file(tmp_path, "small", incompatible=1 << 4, cluster_bits=13, l1_offset=3 << 13,
+                              refcount=(1 << 13, 1), size=1 << 13, file_size=4 << 13))
+    assert "extended L2 entries need clusters of at least 16 KiB, and its clusters are 8192 bytes" in msg
+
+
+@pytest.mark.parametrize("compression,bit,outcome", [
+    (0, 0, "zlib"), (1, 1 << 3, "zstd"), (1, 0, "its compression type is zstd but the compression-type feature bit "
+                                         "(incompatible bit 3) is clear"),
+    (0, 1 << 3, "its compression type is zlib but the compression-type feature bit (incompatible bit 3) is set"),
+    (2, 1 << 3, "unknown compression type 2"),
+])
+def test_compression_type_and_its_feature_bit(tmp_path, compression, bit, outcome):
+    path = qcow2_file(tmp_path, header_length=112, compression=compression, incompatible=bit)
+    if outcome in ("zlib", "zstd"):
+        assert inspect_file(path).details["compression_type"] == outcome
+    else:
+        assert outcome in _refusal(path)
+    # without the field (header_length 104) the type is zlib, and the bit must be clear
+    assert "is set" in _refusal(qcow2_file(tmp_path, "nofield", incompatible=1 << 3))
+
+
+@pytest.mark.parametrize("order,ok", [(0, True), (6, True), (7, False)])
+def test_refcount_order_up_to_6(tmp_path, order, ok):
+    path = qcow2_file(tmp_path, refcount_order=order)
+    if ok:
+        assert inspect_file(path).details["refcount_order"] == order
+    else:
+        assert "refcount_order 7 above 6" in _refusal(path)
+
+
+def test_encryption_methods(tmp_path):
+    assert "legacy AES encryption" in _refusal(qcow2_file(tmp_path, "aes", crypt=1))
+    assert "encrypted (LUKS) qcow2 image and encrypted images were not allowed" in _refusal(
+        qcow2_file(tmp_path, "luks", crypt=2))
+    assert "it is LUKS-encrypted but has no crypto header extension" in _refusal(
+        qcow2_file(tmp_path, "luks", crypt=2), allow_luks=True)
+    assert "unknown crypt_method 3" in _refusal(qcow2_file(tmp_path, "three", crypt=3), allow_luks=True)
+
+
+def _ext(ext_type, data):
+    return struct.pack(">II", ext_type, len(data)) + data + b"\0" * (-len(data) % 8)
+
+
+def test_extension_rules(tmp_path):
+    fmt = inspect_file(qcow2_file(tmp_path, "bf", extensions=_ext(0xE2792ACA, b"x" * 15)))
+    assert fmt.details["backing_format_extension"] == "x" * 15
+    assert "backing-format header extension is 16 bytes long (at most 15)" in _refusal(
+        qcow2_file(tmp_path, "bf16", extensions=_ext(0xE2792ACA, b"x" * 16)))
+    assert "names an external data file '/srv/d' in a qcow2 header extension" in _refusal(
+        qcow2_file(tmp_path, "df", extensions=_ext(0x44415441, b"/srv/d")))
+    assert "header extension 0x12345678 of 65536 bytes runs past the first cluster" in _refusal(
+        qcow2_file(tmp_path, "run", extensions=struct.pack(">II", 0x12345678, 0x10000)))
+    assert "it has a crypto header extension but crypt_method 0" in _refusal(
+        qcow2_file(tmp_path, "crypto", extensions=_ext(0x0537BE77, b"\0" * 16)))
+
+
+@pytest.mark.parametrize("data,autoclear,problem", [
+    (b"\0" * 23, 1, "its bitmaps header extension is 23 bytes (must be 24)"),
+    (b"\0" * 23, 0, "its bitmaps header extension is 23 bytes (must be 24)"),
+    (struct.pack(">IIQQ", 0, 0, 0, 0), 0, None),  # stale bitmaps, ignored as qemu ignores them
+    (struct.pack(">IIQQ", 1, 1, 8, 0x10000), 1, "its bitmaps extension has a non-zero reserved field"),
+    (struct.pack(">IIQQ", 0, 0, 8, 0x10000), 1, "its bitmaps extension lists 0 bitmaps (1 to 65535)"),
+    (struct.pack(">IIQQ", 65536, 0, 8, 0x10000), 1, "its bitmaps extension lists 65536 bitmaps (1 to 65535)"),
+    (struct.pack(">IIQQ", 65535, 0, 8, 0x10000), 1, None),
+    (struct.pack(">IIQQ", 1, 0, 8, 0x10200), 1, "its bitmap directory offset 66048 is not cluster-aligned"),
+    (struct.pack(">IIQQ", 1, 0, 1024 * 65535 + 1, 0x10000), 1, "its bitmap directory of 67107841 bytes exceeds "
+                                                               "qemu's 67107840"),
+    (struct.pack(">IIQQ", 1, 0, 1024 * 65535, 0x10000), 1, None),
+])
+def test_bitmaps_extension_rules(tmp_path, data, autoclear, problem):
+    path = qcow2_file(tmp_path, autoclear=autoclear, extensions=_ext(0x23852875, data))
+    if problem is None:
+        assert inspect_file(path).details["autoclear_features"] == autoclear
+    else:
+        assert "the host's qemu cannot open this qcow2 image: " + problem in _refusal(path)
+
+
+@pytest.mark.parametrize("fields,problem", [
+    ({"l1_size": 0}, "L1 table of 0 entries is too small for a virtual size of 67108864 bytes"),
+    ({"size": 512 * MIB + 1}, "L1 table of 1 entries is too small for a virtual size of 536870913 bytes"),
+    ({"size": 512 * MIB, "l1_size": 1}, None),
+    ({"l1_size": 2, "size": 1 << 30}, None),
+    ({"l1_size": 4 * MIB + 1, "size": 1 << 30}, "L1 table of 4194305 entries exceeds qemu's 33554432-byte limit"),
+    ({"l1_offset": 0x30001}, "L1 table at offset 196609 is misaligned or out of range"),
+    ({"l1_offset": 0}, "L1 table at offset 0 (1 entries) lies outside the 262144-byte file or is misaligned"),
+    ({"l1_offset": 0x40000}, "L1 table at offset 262144 (1 entries) lies outside the 262144-byte file"),
+    ({"l1_offset": 0x30000, "l1_size": 8192, "size": 1 << 40}, None),
+    ({"l1_offset": 0x30000, "l1_size": 8193, "size": 1 << 40}, "L1 table at offset 196608 (8193 entries) lies "
+                                                                "outside"),
+    ({"refcount": (0, 1)}, "refcount table at offset 0 (1 clusters) is misplaced"),
+    ({"refcount": (0x10000, 0)}, "refcount table at offset 65536 (0 clusters) is misplaced"),
+    ({"refcount": (0x30000, 2)}, None),
+    ({"refcount": (0x30000, 3)}, "refcount table at offset 196608 (3 clusters) is misplaced"),
+    ({"refcount": (0x10000, 129)}, "refcount table of 129 entries exceeds qemu's 8388608-byte limit"),
+    ({"refcount": (0x10100, 1)}, "refcount table at offset 65792 is misaligned or out of range"),
+    ({"snapshots": (1, 0x20000)}, None),
+    ({"snapshots": (1, 0x40000)}, "snapshot table (1 snapshots at offset 262144) is misplaced"),
+    ({"snapshots": (0, 0x40000)}, None),
+    ({"snapshots": (0, 0x10)}, "snapshot table at offset 16 is misaligned or out of range"),
+    ({"snapshots": (65537, 0x20000)}, "snapshot table of 65537 entries exceeds qemu's 2621440-byte limit"),
+    ({"snapshots": (65536, 0x20000)}, None),
+    ({"l1_offset": (1 << 63) - 0x10000, "l1_size": 8192}, "L1 table at offset 9223372036854710272 is misaligned "
+                                                           "or out of range"),
+    ({"l1_offset": (1 << 63) - 0x10000, "l1_size": 8191}, "L1 table at offset 9223372036854710272 (8191 entries) "
+                                                           "lies outside"),
+    ({"size": 1 << 63, "l1_size": 0}, "virtual size 9223372036854775808 does not fit a signed 64-bit integer"),
+])
+def test_table_rules(tmp_path, fields, problem):
+    path = qcow2_file(tmp_path, **fields)
+    if problem is None:
+        assert inspect_file(path).format == "qcow2"
+    else:
+        assert problem in _refusal(path)
+
+
+def test_extended_l2_entries_halve_what_an_l1_entry_covers(tmp_path):
+    # 64 KiB clusters: an L1 entry covers 512 MiB with 8-byte L2 entries, 256 MiB with 16-byte ones
+    base = dict(size=256 * MIB + 512, l1_size=1)
+    assert inspect_file(qcow2_file(tmp_path, "plain", **base)).format == "qcow2"
+    assert "L1 table of 1 entries is too small" in _refusal(qcow2_file(tmp_path, "extl2", incompatible=1 << 4,
+                                                                       **base))
+
+
+def test_a_backing_file_is_named_when_it_can_be_read(tmp_path):
+    head, size = qcow2_image(backing=(0x200, 6))
+    path = _write(tmp_path, head.ljust(0x200, b"\0") + b"/e/pwd", "b1", size)
+    assert "qcow2 overlay with a backing file ('/e/pwd'): qemu would read that file too" in _refusal(path)
+    head, size = qcow2_image(backing=(0, 6))
+    assert "qcow2 overlay with a backing file ('QFI" in _refusal(_write(tmp_path, head, "b2", size))
+    head, size = qcow2_image(backing=(0x200, 0))
+    assert "qcow2 overlay with a backing file: qemu would read" in _refusal(_write(tmp_path, head, "b3", size))
+    head, size = qcow2_image(backing=(0xFFF8, 16))
+    assert "qcow2 overlay with a backing file: qemu" in _refusal(_write(tmp_path, head, "b4", size))
+
+
+# --- small helpers, exactly --------------------------------------------------------------------------------
+
+def test_reader_reads_what_exists_and_pads_like_qemu(tmp_path):
+    import os
+    path = _write(tmp_path, bytes(range(256)) * 4)  # 1024 bytes
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reader = image_format._Reader(fd, 1000)
+        assert reader.read(0, 4) == b"\x00\x01\x02\x03"
+        assert reader.read(998, 10) == bytes([230, 231])   # bounded by the size given, not the file
+        assert reader.read(1000, 1) == b"" and reader.read(-1, 4) == b"" and reader.read(0, 0) == b""
+        assert reader.read_padded(998, 4) == bytes([230, 231, 0, 0])
+        assert reader.qemu_length == 1024
+        assert image_format._Reader(fd, 1024).qemu_length == 1024
+        assert image_format._Reader(fd, 1025).qemu_length == 1536
+        assert image_format._Reader(fd, 0).qemu_length == 0
+    finally:
+        os.close(fd)
+
+
+def test_c_strings_end_at_the_first_nul():
+    assert image_format._c_string(b"abc\0def\0") == b"abc"
+    assert image_format._c_string(b"abc") == b"abc"
+    assert image_format._c_string(b"\0abc") == b""
+
+
+@pytest.mark.parametrize("text,is_descriptor", [
+    (b"version=1\n", True), (b"version=2", True), (b"version=3\r\n", True), (b"  version=1  \n", True),
+    (b"# comment\n\n\t\nversion=1\n", True), (b"version=4\n", False), (b"version = 1\n", False),
+    (b"createType=x\nversion=1\n", False), (b"", False), (b"#only comments\n", False),
+])
+def test_vmdk_text_descriptor_detection(text, is_descriptor):
+    assert image_format._is_vmdk_text_descriptor(text) is is_descriptor
+
+
+def test_crc32c_is_castagnoli():
+    assert image_format._crc32c(b"123456789") == 0xE3069283
+    assert image_format._crc32c(b"") == 0
+
+
+def test_declared_formats():
+    assert image_format._normalise_declared("/x", None) is None
+    assert image_format._normalise_declared("/x", "") is None
+    assert image_format._normalise_declared("/x", "VPC") == "vhd"
+    assert image_format._normalise_declared("/x", "IMG") == "raw"
+    assert image_format._normalise_declared("/x", "QCOW2") == "qcow2"
+    with pytest.raises(image_format.VirtfleetError, match=r"^unknown image format 'qcow' declared for /x; use one "
+                       r"of raw, qcow2, vmdk, vhd, vhdx, vdi, qed, luks, iso, gpt, mbr$"):
+        image_format._normalise_declared("/x", "qcow")
