@@ -1,0 +1,104 @@
+"""The comparison half of the domain plan (_domain/plan.py): what the desired XML must be, whose identity it
+keeps, which lines differ, and that only a running guest's own XML is reduced to what survives its start."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import plan as plan_mod
+from tests.unit.plugins.module_utils._domain.test_lifecycle import FakeConn, guest_xml, params, plan_of
+
+UUID = "6f1c7a52-3a55-4d8e-9a43-0a2b0f1d5e01"
+CPU = "<cpu mode='custom' match='exact'><model fallback='allow'>%s</model></cpu>"
+
+
+def with_cpu(xml, cpu_model):
+    return xml.replace("</vcpu>", "</vcpu>" + CPU % cpu_model, 1)
+
+
+@pytest.mark.parametrize("xml,message", [
+    (None, r"^the domain XML from src is empty$"), ("", r"^the domain XML from src is empty$"),
+    ("  \n", r"^the domain XML from src is empty$"), (5, r"^the domain XML from src is empty$"),
+    ("<domain", r"^cannot parse the domain XML from src: not well-formed XML"),
+    (guest_xml(name="other"), r"^the domain XML from src defines domain 'other', not 'g1'; the name option and "
+                              r"the XML's <name> must agree$"),
+    (guest_xml(uuid="not-a-uuid"), r"^the domain XML from src has an invalid UUID 'not-a-uuid'$"),
+])
+def test_the_desired_xml_must_parse_and_name_the_domain(xml, message):
+    with pytest.raises(VirtfleetError, match=message):
+        plan_mod._parse_desired(xml, "src", "g1")
+    assert plan_mod._parse_desired(guest_xml(), "src", "g1").name == "g1"
+    assert plan_mod._parse_desired(guest_xml(uuid=None), "src", "g1").uuid is None
+
+
+def test_uuids_compare_as_uuids():
+    assert plan_mod._same_uuid(UUID, UUID.upper())
+    assert plan_mod._same_uuid(UUID, UUID.replace("-", ""))
+    assert not plan_mod._same_uuid(UUID, UUID[:-1] + "2")
+    assert plan_mod._same_uuid("Not-A-Uuid", "not-a-uuid")  # falls back to text, case-insensitive
+    assert not plan_mod._same_uuid("not-a-uuid", UUID)
+
+
+def test_identity_libvirt_generated_is_kept():
+    desired = model.Domain.from_xml(guest_xml(uuid=None, mac=None))
+    current = model.Domain.from_xml(guest_xml(mac="52:54:00:aa:bb:cc"))
+    plan_mod._adopt_identity(desired, current)
+    assert desired.uuid == UUID and desired.devices_of(model.Interface)[0].mac == "52:54:00:aa:bb:cc"
+    spelled = model.Domain.from_xml(guest_xml(uuid=UUID.upper()))
+    plan_mod._adopt_identity(spelled, current)
+    assert spelled.uuid == UUID                 # an equal UUID is spelled the way libvirt spells it
+    other = model.Domain.from_xml(guest_xml(uuid="0a2d9c3e-1f4b-4c5d-8e6f-7a8b9c0d1e2f", mac="52:54:00:00:00:09"))
+    plan_mod._adopt_identity(other, current)
+    assert other.uuid == "0a2d9c3e-1f4b-4c5d-8e6f-7a8b9c0d1e2f"
+    assert other.devices_of(model.Interface)[0].mac == "52:54:00:00:00:09"
+    two = model.Domain.from_xml(guest_xml(mac=None).replace("</devices>", "<interface type='network'><source "
+                                                                            "network='default'/></interface></devices>"))
+    plan_mod._adopt_identity(two, current)
+    assert [nic.mac for nic in two.devices_of(model.Interface)] == ["52:54:00:aa:bb:cc", None]
+
+
+def test_changed_lines_are_only_the_lines_that_differ():
+    assert plan_mod._changed_lines("a\nb\nc", "a\nB\nc\nd") == ["-b", "+B", "+d"]
+    assert plan_mod._changed_lines("same", "same") == []
+
+
+def test_a_different_uuid_cannot_be_redefined():
+    conn = FakeConn()
+    conn.add(guest_xml())
+    other = "0a2d9c3e-1f4b-4c5d-8e6f-7a8b9c0d1e2f"
+    with pytest.raises(VirtfleetError, match=r"^domain g1 is defined with UUID %s but the desired XML has UUID %s; "
+                       r"libvirt cannot change a domain's UUID\. Remove the uuid from the XML to keep the existing "
+                       r"one, or set state=absent first\.$" % (UUID, other)):
+        plan_of(conn, params(state="defined", xml=guest_xml(uuid=other)))
+
+
+def test_a_changed_cpu_model_of_a_defined_guest_is_a_redefine():
+    """The persistent definition is compared in full: a CPU model change is a change (Nehalem -> Westmere)."""
+    conn = FakeConn()
+    conn.add(with_cpu(guest_xml(), "Nehalem"))
+    plan = plan_of(conn, params(state="defined", xml=with_cpu(guest_xml(), "Westmere")))
+    assert plan.actions == ["redefine"]
+    assert [(c.what, c.applies) for c in plan.changes] == [("cpu", "restart")]
+    assert "Westmere" in plan.after_xml and "Nehalem" in plan.before_xml
+    assert any("Westmere" in line and line.startswith("+") for line in plan.differences)
+    assert plan.desired_xml and "Westmere" in plan.desired_xml
+    same = plan_of(conn, params(state="defined", xml=with_cpu(guest_xml(), "Nehalem")))
+    assert same.actions == [] and same.changes == [] and same.differences == [] and same.desired_xml is None
+
+
+def test_a_changed_cpu_model_of_a_running_guest_is_a_redefine_too():
+    conn = FakeConn()
+    conn.add(with_cpu(guest_xml(), "Nehalem"), status="running")
+    plan = plan_of(conn, params(xml=with_cpu(guest_xml(), "Westmere")))
+    assert plan.actions == ["redefine"]
+    assert [(c.what, c.applies) for c in plan.changes] == [("cpu", "restart")]
+
+
+def test_a_new_domain_is_defined_from_the_desired_xml_as_given():
+    conn = FakeConn()
+    plan = plan_of(conn, params(state="defined"))
+    assert plan.actions == ["define"] and plan.desired_xml == guest_xml()
+    assert plan.before_state == "absent" and plan.after_state == "shutoff"
+    assert "<name>g1</name>" in plan.after_xml and plan.before_xml == ""
