@@ -188,6 +188,8 @@ def main():
     target = InPlace(args.module)
     baseline = run_tests()
     if baseline != 0:
+        baseline = run_tests()  # once more: a loaded machine can make a lock or process test miss its moment
+    if baseline != 0:
         sys.exit("the tests fail without any mutation (pytest exit status %s); fix them first" % baseline)
     signal.signal(signal.SIGALRM, _alarm)
     results = []
