@@ -49,6 +49,12 @@ def _functions_of(module):
             for attr, member in vars(value).items():
                 for func in _unwrap(member):
                     found["%s.%s.%s" % (name, attr, func.__name__)] = func
+    # A decorator's wrapper (contextlib.contextmanager, functools.wraps) keeps the real function in __wrapped__.
+    for name, func in list(found.items()):
+        depth = 0
+        while isinstance(getattr(func, "__wrapped__", None), types.FunctionType) and depth < 5:
+            func, depth = func.__wrapped__, depth + 1
+            found["%s%s" % (name, ".__wrapped__" * depth)] = func
     return found
 
 
