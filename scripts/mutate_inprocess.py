@@ -162,6 +162,44 @@ def _on_disk(path, mutant, source, pytest_args, timeout):
             handle.write(source)
 
 
+def _memoize_builders(module_name):
+    """Make each one-argument builder of ``module_name`` (``builder(directory) -> path``, such as the inspector's
+    corpus in tests/support/hostile_images.py) build once and then copy what it built: the mutants change the
+    code under test, never the builders, and qemu-img runs would otherwise cost most of every mutant's time."""
+    import inspect  # pylint: disable=import-outside-toplevel
+    import shutil  # pylint: disable=import-outside-toplevel
+    import tempfile  # pylint: disable=import-outside-toplevel
+    module = importlib.import_module(module_name)
+    store = tempfile.mkdtemp(prefix="mutation-builders-")
+    built = {}
+
+    def memoized(builder):
+        def build(directory):
+            if builder.__name__ not in built:
+                scratch = os.path.join(store, builder.__name__)
+                os.makedirs(scratch)
+                path = builder(scratch)
+                built[builder.__name__] = (sorted(os.listdir(scratch)), os.path.relpath(path, scratch))
+            names, relative = built[builder.__name__]
+            for name in names:
+                source = os.path.join(store, builder.__name__, name)
+                (shutil.copytree if os.path.isdir(source) else shutil.copy2)(source, os.path.join(directory, name))
+            return os.path.join(directory, relative)
+        build.__name__ = builder.__name__
+        return build
+
+    replaced = {}
+    for name, value in list(vars(module).items()):
+        if isinstance(value, types.FunctionType) and value.__module__ == module_name and not name.startswith("_") \
+                and list(inspect.signature(value).parameters) == ["directory"]:
+            replaced[value] = memoized(value)
+            setattr(module, name, replaced[value])
+    for name, value in list(vars(module).items()):  # the tables of (name, builder, ...) cases
+        if isinstance(value, list) and value and all(isinstance(case, tuple) for case in value):
+            value[:] = [tuple(replaced.get(item, item) if callable(item) else item for item in case)
+                        for case in value]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mutmut-site", required=True, help="site-packages of the venv that holds mutmut 2.x")
@@ -169,6 +207,7 @@ def main():
     parser.add_argument("--file", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--memoize-builders", help="module of image builders to build once and copy")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     pytest_args = [a for a in args.pytest_args if a != "--"]
@@ -191,6 +230,8 @@ def main():
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return pytest.main(["-x", "-q", "-p", "no:cacheprovider"] + pytest_args)
 
+    if args.memoize_builders:
+        _memoize_builders(args.memoize_builders)
     target = InPlace(args.module)
     baseline = run_tests()
     if baseline != 0:

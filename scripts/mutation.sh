@@ -83,7 +83,9 @@ for group in "${groups[@]}"; do
         module=ansible_collections.virtfleet.libvirt.${file%.py}
         module=${module//\//.}
         echo "== $group: $file"
-        .venv/bin/python scripts/mutate_inprocess.py --mutmut-site "$site" --module "$module" --file "$file" \
+        extra=()
+        [ "$group" != inspector ] || extra=(--memoize-builders tests.support.hostile_images)
+        .venv/bin/python scripts/mutate_inprocess.py --mutmut-site "$site" --module "$module" --file "$file" "${extra[@]}" \
             --out ".mutation/$(basename "$file" .py).json" -- "${selection[@]}"
     done
 done
