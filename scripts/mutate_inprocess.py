@@ -31,8 +31,9 @@ import time
 import types
 
 
-class MutantTimeout(Exception):
-    """The tests ran past the time limit on this mutant."""
+class MutantTimeout(BaseException):
+    """The tests ran past the time limit on this mutant (a BaseException: code under test that catches Exception,
+    or hypothesis shrinking a failure, must not swallow it)."""
 
 
 def _alarm(_signum, _frame):
@@ -220,6 +221,21 @@ def main():
     with open(args.file, encoding="utf-8") as handle:
         source = handle.read()
     mutations = list_mutations(Context(source=source, filename=args.file))
+    digest = __import__("hashlib").sha256(source.encode("utf-8")).hexdigest()
+    done = {}
+    if os.path.exists(args.out):  # resume a run of the same source that was stopped
+        with open(args.out, encoding="utf-8") as handle:
+            previous = json.load(handle)
+        if previous.get("sha256") == digest and previous.get("partial"):
+            done = {m["id"]: m for m in previous["mutants"]}
+    try:
+        from hypothesis import HealthCheck, Phase, settings  # pylint: disable=import-outside-toplevel
+        # No shrinking and no example database: a mutant is killed by the first failing example.
+        settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None,
+                                  suppress_health_check=list(HealthCheck))
+        settings.load_profile("mutation")
+    except ImportError:
+        pass
 
     def run_tests():
         # Test modules are imported anew for every mutant: their parameters (built at import from the module's
@@ -241,13 +257,23 @@ def main():
     signal.signal(signal.SIGALRM, _alarm)
     results = []
     started = time.monotonic()
+    def save(partial):
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump({"file": args.file, "sha256": digest, "partial": partial, "mutants": results}, handle,
+                      indent=1)
+        os.replace(args.out + ".tmp", args.out)
+
     for number, mutation_id in enumerate(mutations, 1):
+        if number in done:
+            results.append(done[number])
+            continue
         context = Context(source=source, mutation_id=mutation_id, filename=args.file)
         mutant, _count = mutate(context)
         status = "killed"
         try:
             complete = target.apply(mutant, args.file)
-            signal.setitimer(signal.ITIMER_REAL, args.timeout)
+            signal.setitimer(signal.ITIMER_REAL, args.timeout, 2.0)  # and again every 2 s until the tests stop
             try:
                 code = run_tests()
             finally:
@@ -270,11 +296,10 @@ def main():
                         "mutant": mutated_lines[mutation_id.line_number].strip()
                         if mutation_id.line_number < len(mutated_lines) else ""})
         if number % 100 == 0:
+            save(True)
             print("%s: %d/%d mutants, %.0f s" % (args.file, number, len(mutations), time.monotonic() - started),
                   flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump({"file": args.file, "mutants": results}, handle, indent=1)
+    save(False)
     counts = {}
     for result in results:
         counts[result["status"]] = counts.get(result["status"], 0) + 1
