@@ -209,9 +209,28 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--memoize-builders", help="module of image builders to build once and copy")
+    parser.add_argument("--shard", default="1/1", help="K/N: test only every N-th mutant, starting at the K-th "
+                        "(run N processes, then --merge their results)")
+    parser.add_argument("--merge", nargs="*", help="merge these shard results into --out and stop")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     pytest_args = [a for a in args.pytest_args if a != "--"]
+    if args.merge is not None:
+        merged, sha = {}, None
+        for path in args.merge:
+            with open(path, encoding="utf-8") as handle:
+                part = json.load(handle)
+            if part.get("partial"):
+                sys.exit("%s is not complete" % path)
+            sha = sha or part["sha256"]
+            if part["sha256"] != sha:
+                sys.exit("%s was made from another source" % path)
+            merged.update({m["id"]: m for m in part["mutants"]})
+        with open(args.out, "w", encoding="utf-8") as handle:
+            json.dump({"file": args.file, "sha256": sha, "partial": False,
+                       "mutants": [merged[k] for k in sorted(merged)]}, handle, indent=1)
+        return
+    shard, shards = (int(x) for x in args.shard.split("/"))
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path[:0] = [os.path.join(repo, ".build", "collections"), repo]  # as tests/conftest.py sets them up
     sys.path.append(args.mutmut_site)  # after the test venv: only mutmut and parso come from there
@@ -265,6 +284,8 @@ def main():
         os.replace(args.out + ".tmp", args.out)
 
     for number, mutation_id in enumerate(mutations, 1):
+        if (number - shard) % shards:
+            continue
         if number in done:
             results.append(done[number])
             continue
@@ -295,10 +316,10 @@ def main():
                         "status": status, "original": line.strip(),
                         "mutant": mutated_lines[mutation_id.line_number].strip()
                         if mutation_id.line_number < len(mutated_lines) else ""})
-        if number % 100 == 0:
+        if len(results) % 50 == 0:
             save(True)
-            print("%s: %d/%d mutants, %.0f s" % (args.file, number, len(mutations), time.monotonic() - started),
-                  flush=True)
+            print("%s: %d/%d mutants (shard %s), %.0f s" % (args.file, number, len(mutations), args.shard,
+                                                             time.monotonic() - started), flush=True)
     save(False)
     counts = {}
     for result in results:

@@ -47,7 +47,7 @@ summary() {
 import glob, json
 print("%-44s %6s %7s %9s %8s" % ("file", "total", "killed", "survived", "killed%"))
 survivors = []
-for path in sorted(glob.glob(".mutation/*.json")):
+for path in sorted(glob.glob(".mutation/*.json")):  # the merged results, not the shards (*.json.K-of-N)
     data = json.load(open(path))
     counts = {}
     for mutant in data["mutants"]:
@@ -85,8 +85,18 @@ for group in "${groups[@]}"; do
         echo "== $group: $file"
         extra=()
         [ "$group" != inspector ] || extra=(--memoize-builders tests.support.hostile_images)
-        .venv/bin/python scripts/mutate_inprocess.py --mutmut-site "$site" --module "$module" --file "$file" "${extra[@]}" \
-            --out ".mutation/$(basename "$file" .py).json" -- "${selection[@]}"
+        out=".mutation/$(basename "$file" .py).json"
+        # SHARDS=N runs N processes on every N-th mutant each (the results are merged); default 1
+        shards=${SHARDS:-1}
+        pids=()
+        for shard in $(seq 1 "$shards"); do
+            .venv/bin/python scripts/mutate_inprocess.py --mutmut-site "$site" --module "$module" --file "$file" \
+                "${extra[@]}" --shard "$shard/$shards" --out "$out.$shard-of-$shards" -- "${selection[@]}" &
+            pids+=($!)
+        done
+        for pid in "${pids[@]}"; do wait "$pid"; done
+        .venv/bin/python scripts/mutate_inprocess.py --mutmut-site "$site" --module "$module" --file "$file" \
+            --out "$out" --merge $(for shard in $(seq 1 "$shards"); do echo "$out.$shard-of-$shards"; done)
     done
 done
 summary
