@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 
@@ -86,27 +87,27 @@ def test_owns_only_plain_files_directly_in_the_instance_directory(tmp_path):
 
 @pytest.mark.parametrize("name", ["locks"])  # "_base" already breaks the name rule
 def test_reserved_guest_names_say_why(name):
-    with pytest.raises(VirtfleetError) as caught:
+    expected = ("invalid guest name %r: it is reserved for the instances tree's own %s directory; "
+                "choose another name" % (name, name))
+    with pytest.raises(VirtfleetError, match="^%s$" % re.escape(expected)):
         layout.validate_guest_name(name)
-    assert caught.value.msg == ("invalid guest name %r: it is reserved for the instances tree's own %s directory; "
-                                "choose another name" % (name, name))
 
 
 def test_a_guest_name_that_breaks_the_rule_names_the_rule():
-    with pytest.raises(VirtfleetError) as caught:
+    expected = ("invalid guest name 'a b': use 1-64 letters, digits, '.', '_' or '-', starting with "
+                "a letter or digit")
+    with pytest.raises(VirtfleetError, match="^%s$" % re.escape(expected)):
         layout.validate_guest_name("a b")
-    assert caught.value.msg == ("invalid guest name 'a b': use 1-64 letters, digits, '.', '_' or '-', starting with "
-                                "a letter or digit")
     assert layout.validate_guest_name("web-1.x_y") == "web-1.x_y"
 
 
 @pytest.mark.parametrize("name", ["disk.info.json", "x.xml", "x.lock", "x.json", "console.log", "nvram.fd",
                                   "resize.json", "domain.xml", "a.virtfleet-tmp-1"])
 def test_record_like_file_names_say_why(name):
-    with pytest.raises(VirtfleetError) as caught:
+    expected = ("invalid file_name %r: it is one of the instance directory's own records or logs; "
+                "choose another name" % name)
+    with pytest.raises(VirtfleetError, match="^%s$" % re.escape(expected)):
         layout.validate_disk_file_name(name)
-    assert caught.value.msg == ("invalid file_name %r: it is one of the instance directory's own records or logs; "
-                                "choose another name" % name)
 
 
 def test_bad_file_names_are_named_as_file_name():
@@ -118,31 +119,31 @@ def test_bad_file_names_are_named_as_file_name():
 
 @pytest.mark.parametrize("value", ["", "relative", None, 5, "/a\0b"])
 def test_absolute_path_refusals_name_the_option(value):
-    with pytest.raises(VirtfleetError) as caught:
+    expected = "instance_dir must be an absolute path, got %r" % (value,)
+    with pytest.raises(VirtfleetError, match="^%s$" % re.escape(expected)):
         layout.absolute_path(value, "instance_dir")
-    assert caught.value.msg == "instance_dir must be an absolute path, got %r" % (value,)
 
 
 @pytest.mark.parametrize("value", ["/a\nb", "/a\rb", "/a\r"])
 def test_absolute_paths_with_line_breaks_are_refused(value):
-    with pytest.raises(VirtfleetError) as caught:
+    expected = "instance_dir must not contain line breaks"
+    with pytest.raises(VirtfleetError, match="^%s$" % re.escape(expected)):
         layout.absolute_path(value, "instance_dir")
-    assert caught.value.msg == "instance_dir must not contain line breaks"
 
 
 def test_instances_root_messages_name_instances_path():
-    with pytest.raises(VirtfleetError) as caught:
+    expected = "instances_path must be an absolute path, got 'x'"
+    with pytest.raises(VirtfleetError, match="^%s$" % re.escape(expected)):
         layout.instances_root("x")
-    assert caught.value.msg == "instances_path must be an absolute path, got 'x'"
 
 
 def test_instance_dir_override_is_checked_and_normalised_and_empty_means_default():
     assert layout.guest_layout("/srv/vf", "web1", "").instance_dir == "/srv/vf/web1"
     assert layout.guest_layout("/srv/vf", "web1", None).instance_dir == "/srv/vf/web1"
     assert layout.guest_layout("/srv/vf", "web1", "/data//web1/").instance_dir == "/data/web1"
-    with pytest.raises(VirtfleetError) as caught:
+    expected = "instance_dir must be an absolute path, got 'data/web1'"
+    with pytest.raises(VirtfleetError, match="^%s$" % re.escape(expected)):
         layout.guest_layout("/srv/vf", "web1", "data/web1")
-    assert caught.value.msg == "instance_dir must be an absolute path, got 'data/web1'"
 
 
 def test_default_disk_names_and_the_cache_of_a_guest():
@@ -166,15 +167,15 @@ def test_check_writable_messages(tmp_path):
     target.mkdir()
     os.symlink(target, tmp_path / "web1")
     g = layout.guest_layout(str(tmp_path), "web1")
-    with pytest.raises(VirtfleetError) as caught:
+    expected = ("the instance directory of guest web1 %s is a symbolic link (to %s); refusing to "
+                "work through it. Replace it with a real directory." % (tmp_path / "web1", target))
+    with pytest.raises(VirtfleetError, match="^%s$" % re.escape(expected)) as caught:
         g.check_writable()
-    assert caught.value.msg == ("the instance directory of guest web1 %s is a symbolic link (to %s); refusing to "
-                                "work through it. Replace it with a real directory." % (tmp_path / "web1", target))
     (tmp_path / "web2").write_text("a file")
-    with pytest.raises(VirtfleetError) as caught:
-        layout.guest_layout(str(tmp_path), "web2").check_writable()
-    assert caught.value.msg == "the instance directory of guest web2 %s exists and is not a directory" % (
+    expected = "the instance directory of guest web2 %s exists and is not a directory" % (
         tmp_path / "web2")
+    with pytest.raises(VirtfleetError, match="^%s$" % re.escape(expected)):
+        layout.guest_layout(str(tmp_path), "web2").check_writable()
     layout.guest_layout(str(tmp_path), "web3").check_writable()  # not there yet: fine
     (tmp_path / "web4").mkdir()
     layout.guest_layout(str(tmp_path), "web4").check_writable()
@@ -182,10 +183,10 @@ def test_check_writable_messages(tmp_path):
 
 def test_a_directory_that_cannot_be_inspected_says_why(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(VirtfleetError) as caught:
-        layout.refuse_symlinked_dir(str(tmp_path / "file" / "web1"), "the instance directory")
-    assert caught.value.msg == "cannot inspect the instance directory %s: Not a directory" % (
+    expected = "cannot inspect the instance directory %s: Not a directory" % (
         tmp_path / "file" / "web1")
+    with pytest.raises(VirtfleetError, match="^%s$" % re.escape(expected)):
+        layout.refuse_symlinked_dir(str(tmp_path / "file" / "web1"), "the instance directory")
 
 
 @pytest.mark.parametrize("path", [None, 5, b"/srv/vf/web1/disk"])
