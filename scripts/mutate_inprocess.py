@@ -212,6 +212,8 @@ def main():
     parser.add_argument("--shard", default="1/1", help="K/N: test only every N-th mutant, starting at the K-th "
                         "(run N processes, then --merge their results)")
     parser.add_argument("--merge", nargs="*", help="merge these shard results into --out and stop")
+    parser.add_argument("--recheck", action="store_true", help="with the results of a finished run of the same "
+                        "source in --out, test only its survivors again")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     pytest_args = [a for a in args.pytest_args if a != "--"]
@@ -247,6 +249,9 @@ def main():
             previous = json.load(handle)
         if previous.get("sha256") == digest and previous.get("partial"):
             done = {m["id"]: m for m in previous["mutants"]}
+        elif previous.get("sha256") == digest and args.recheck:
+            # a finished run of the same source: keep its kills, test its survivors against today's tests
+            done = {m["id"]: m for m in previous["mutants"] if m["status"] in ("killed", "timeout")}
     try:
         from hypothesis import HealthCheck, Phase, settings  # pylint: disable=import-outside-toplevel
         # No shrinking and no example database: a mutant is killed by the first failing example.

@@ -3,6 +3,7 @@
 #
 #   scripts/mutation.sh [GROUP...]    groups: sizes names fileio inspector comparison prune (default: all of them)
 #   scripts/mutation.sh --results     per-file figures and the surviving mutants of the runs so far
+#   RECHECK=1 scripts/mutation.sh G   test only the survivors of G's last finished run again (after adding tests)
 #
 # mutmut 2.x (in its own venv: MUTMUT_VENV, default /work/tools/mut-venv, made on first use) lists and applies the
 # mutations; scripts/mutate_inprocess.py runs each group's unit tests on every mutant inside one process (pytest -x;
@@ -91,7 +92,8 @@ for group in "${groups[@]}"; do
         pids=()
         for shard in $(seq 1 "$shards"); do
             .venv/bin/python scripts/mutate_inprocess.py --mutmut-site "$site" --module "$module" --file "$file" \
-                "${extra[@]}" --shard "$shard/$shards" --out "$out.$shard-of-$shards" -- "${selection[@]}" &
+                "${extra[@]}" --shard "$shard/$shards" --out "$out.$shard-of-$shards" ${RECHECK:+--recheck} \
+                -- "${selection[@]}" &
             pids+=($!)
         done
         for pid in "${pids[@]}"; do wait "$pid"; done

@@ -291,3 +291,50 @@ def test_declared_formats():
     with pytest.raises(image_format.VirtfleetError, match=r"^unknown image format 'qcow' declared for /x; use one "
                        r"of raw, qcow2, vmdk, vhd, vhdx, vdi, qed, luks, iso, gpt, mbr$"):
         image_format._normalise_declared("/x", "qcow")
+
+
+# --- detection of the formats refused by name, and of ISO descriptors --------------------------------------------
+
+@pytest.mark.parametrize("head,name", [
+    (b"WithoutFreeSpace", "Parallels"), (b"WithouFreSpacExt", "Parallels"),
+    (b"Bochs Virtual HD Image", "Bochs"), (b"#!/bin/sh\n#V2.0 Format\n", "cloop"),
+])
+def test_foreign_formats_are_refused_by_name(tmp_path, head, name):
+    path = _write(tmp_path, head, size=MIB)
+    detected = image_format.detect_format(path)
+    assert image_format.FOREIGN_FORMATS[detected] == name
+    assert "it is a %s image, a format this collection does not accept" % name in _refusal(path)
+
+
+def test_an_apple_dmg_is_known_by_its_trailer(tmp_path):
+    trailer = b"koly" + struct.pack(">II", 4, 512)
+    path = _write(tmp_path, b"\0" * (MIB - 512) + trailer.ljust(512, b"\0"))
+    assert image_format.detect_format(path) == "dmg"
+    assert "it is a Apple DMG image" in _refusal(path)
+    for other in (b"koly" + struct.pack(">II", 3, 512), b"koly" + struct.pack(">II", 4, 511), b"kolx" + trailer[4:]):
+        assert image_format.detect_format(_write(tmp_path, b"\0" * (MIB - 512) + other.ljust(512, b"\0"),
+                                                 "other")) == "raw"
+
+
+def test_a_cowd_extent_is_a_refused_vmdk(tmp_path):
+    path = _write(tmp_path, b"COWD" + b"\0" * 508, size=MIB)
+    assert image_format.detect_format(path) == "vmdk"
+    assert "it is a VMDK3 (COWD/vmfsSparse) extent, which may refer to a parent disk" in _refusal(path)
+
+
+@pytest.mark.parametrize("offset", [0x8001, 0x8801, 0x9001])
+@pytest.mark.parametrize("signature", [b"CD001", b"NSR02", b"NSR03"])
+def test_iso_and_udf_descriptors_at_each_place_qemu_looks(tmp_path, offset, signature):
+    data = bytearray(MIB)
+    data[offset:offset + 5] = signature
+    path = _write(tmp_path, bytes(data))
+    assert image_format.detect_format(path) == "iso"
+    assert inspect_file(path).format == "iso"
+    data[offset:offset + 5] = b"CD002"
+    assert image_format.detect_format(_write(tmp_path, bytes(data), "not-iso")) == "raw"
+
+
+def test_detection_reads_the_first_64_kib_and_the_last_sector(tmp_path, bytes_read):
+    path = _write(tmp_path, b"", size=10 * MIB)
+    assert inspect_file(path).format == "raw"
+    assert sum(bytes_read) == 64 * 1024 + 512
