@@ -87,10 +87,12 @@ for group in "${groups[@]}"; do
         extra=()
         [ "$group" != inspector ] || extra=(--memoize-builders tests.support.hostile_images)
         out=".mutation/$(basename "$file" .py).json"
-        # SHARDS=N runs N processes on every N-th mutant each (the results are merged); default 1
+        # SHARDS=N runs N processes on every N-th mutant each (the results are merged); default 1. ONLY="1 5" runs
+        # only those shards: a systematic sample of the file's mutants (say so when you quote its figures).
         shards=${SHARDS:-1}
+        only=${ONLY:-$(seq 1 "$shards")}
         pids=()
-        for shard in $(seq 1 "$shards"); do
+        for shard in $only; do
             .venv/bin/python scripts/mutate_inprocess.py --mutmut-site "$site" --module "$module" --file "$file" \
                 "${extra[@]}" --shard "$shard/$shards" --out "$out.$shard-of-$shards" ${RECHECK:+--recheck} \
                 -- "${selection[@]}" &
@@ -98,7 +100,7 @@ for group in "${groups[@]}"; do
         done
         for pid in "${pids[@]}"; do wait "$pid"; done
         .venv/bin/python scripts/mutate_inprocess.py --mutmut-site "$site" --module "$module" --file "$file" \
-            --out "$out" --merge $(for shard in $(seq 1 "$shards"); do echo "$out.$shard-of-$shards"; done)
+            --out "$out" --merge $(for shard in $only; do echo "$out.$shard-of-$shards"; done)
     done
 done
 summary
