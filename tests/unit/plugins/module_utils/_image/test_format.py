@@ -429,3 +429,24 @@ def test_mutated_footers_and_headers_never_crash_the_inspector(tmp_path, name, e
         return
     assert inspection.virtual_size >= 0
     assert inspection.format in QEMU_FORMAT_NAMES
+
+
+# --- every refusal of the corpus, word for word ----------------------------------------------------------------
+
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus_refusals.json"), encoding="utf-8") as _f:
+    CORPUS_REFUSALS = json.load(_f)
+
+
+def test_every_corpus_case_has_its_refusal_written_down():
+    assert sorted(CORPUS_REFUSALS) == sorted(case[0] for case in CORPUS + ENCRYPTED_CORPUS)
+
+
+@pytest.mark.parametrize("name,builder,_expected", CORPUS + ENCRYPTED_CORPUS,
+                         ids=[case[0] for case in CORPUS + ENCRYPTED_CORPUS])
+def test_the_refusal_says_what_and_what_to_do_word_for_word(tmp_path, name, builder, _expected):
+    """corpus_refusals.json holds each message (the file's path as <path>): the reason and the advice a user reads
+    are part of the behaviour, and a change to them shows up here for review."""
+    path = builder(str(tmp_path))
+    with pytest.raises(UnsafeImageError, match="^refusing image ") as caught:
+        inspect_file(path, **inspect_options(name))
+    assert caught.value.msg.replace(path, "<path>") == CORPUS_REFUSALS[name]
