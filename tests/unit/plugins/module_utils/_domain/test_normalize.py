@@ -484,3 +484,29 @@ def test_devices_keep_what_is_not_libvirts_default(case):
     if compared is None:
         compared = model.etree.tostring(_device(shown).to_element(), encoding="unicode")
     assert normalized == compared
+
+
+def test_two_running_guests_whose_cpus_were_not_expanded_are_compared_in_full():
+    one = _domain(cpu=NEHALEM, running=True)
+    other = _domain(cpu=NEHALEM.replace("Nehalem", "Westmere"), running=True)
+    assert not _same(one, other)
+    expanded_one, expanded_other = (x.replace("partial", "full") for x in (one, other))
+    assert _same(expanded_one, expanded_other)  # libvirt's expansion: only the topology and NUMA cells count
+    assert not _same(one.replace(" id='3'", "").replace("partial", "full"),
+                     other.replace(" id='3'", "").replace("partial", "full")), "a definition is compared in full"
+
+
+def test_security_labels_inside_devices_are_libvirts():
+    disk = ("<disk type='file' device='disk'><source file='/i/disk'/><target dev='vda' bus='virtio'/></disk>")
+    labelled = disk.replace("<source file='/i/disk'/>", "<source file='/i/disk'><seclabel model='dac' "
+                                                        "relabel='no'/></source>")
+    assert _same(_domain(devices=disk), _domain(devices=labelled))
+
+
+def test_a_disk_whose_source_is_only_its_children_keeps_its_source():
+    network = ("<disk type='network' device='cdrom'><source protocol='http' name='/x.iso'><host name='h'/>"
+               "</source><target dev='sda' bus='scsi'/><readonly/></disk>")
+    norm = normalize.normalize_for_compare(model.Domain.from_xml(_domain(devices=network)))
+    assert "<host name=\"h\"/>" in norm.to_string()
+    ejected = network.replace("<source protocol='http' name='/x.iso'><host name='h'/></source>", "")
+    assert not _same(_domain(devices=network), _domain(devices=ejected))
