@@ -338,3 +338,59 @@ def test_detection_reads_the_first_64_kib_and_the_last_sector(tmp_path, bytes_re
     path = _write(tmp_path, b"", size=10 * MIB)
     assert inspect_file(path).format == "raw"
     assert sum(bytes_read) == 64 * 1024 + 512
+
+
+# --- VMDK sparse extent header fields (a qemu-img monolithicSparse image, patched) -------------------------------
+
+def _vmdk_with(tmp_path, offset, fmt, value):
+    from tests.support import hostile_images
+    path = hostile_images.vmdk_monolithic_sparse(str(tmp_path))
+    hostile_images.patch(path, offset, struct.pack(fmt, value))
+    return path
+
+
+@pytest.mark.parametrize("version,ok", [(1, True), (2, True), (3, True), (0, False), (4, False)])
+def test_vmdk_sparse_extent_versions_1_to_3(tmp_path, version, ok):
+    path = _vmdk_with(tmp_path, 4, "<I", version)
+    if ok:
+        assert inspect_file(path).details["vmdk_version"] == version
+    else:
+        assert "its vmdk header is truncated or corrupt (sparse extent version %d)" % version in _refusal(path)
+
+
+@pytest.mark.parametrize("grain,ok", [(1, True), (128, True), (0x10000, True), (0, False), (3, False), (6, False),
+                                      (0x20000, False)])
+def test_vmdk_grains_are_a_power_of_two_up_to_32_mib(tmp_path, grain, ok):
+    path = _vmdk_with(tmp_path, 20, "<Q", grain)
+    if ok:
+        assert inspect_file(path).details["grain_sectors"] == grain
+    else:
+        assert "(grain size %d sectors)" % grain in _refusal(path)
+
+
+@pytest.mark.parametrize("gtes,ok", [(1, True), (512, True), (0, False), (513, False)])
+def test_vmdk_grain_tables_of_1_to_512_entries(tmp_path, gtes, ok):
+    path = _vmdk_with(tmp_path, 44, "<I", gtes)
+    if ok:
+        assert inspect_file(path).format == "vmdk"
+    else:
+        assert "(%d grain table entries per table)" % gtes in _refusal(path)
+
+
+def test_vmdk_grain_directory_of_at_most_32_mi_entries(tmp_path):
+    # capacity / (gtes * grain) entries, rounded up: 512 entries of 1-sector grains cover 512 sectors each
+    fine = _vmdk_with(tmp_path, 12, "<Q", 32 * 1024 * 1024 * 512 * 128)
+    assert inspect_file(fine).virtual_size == 32 * 1024 * 1024 * 512 * 128 * 512
+    path = _vmdk_with(tmp_path, 12, "<Q", 32 * 1024 * 1024 * 512 * 128 + 1)
+    assert "its grain directory would need 33554433 entries, more than qemu's 33554432" in _refusal(path)
+
+
+def test_reader_reads_single_bytes(tmp_path):
+    import os
+    path = _write(tmp_path, b"ab")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert image_format._Reader(fd, 2).read(1, 1) == b"b"
+        assert image_format._Reader(fd, 2).read(0, 2) == b"ab"
+    finally:
+        os.close(fd)
