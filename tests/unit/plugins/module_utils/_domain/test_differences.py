@@ -286,3 +286,34 @@ def test_a_difference_no_rule_names_is_still_reported():
         differences.DOMAIN_PARTS = rules
     assert [(d.what, d.applies, d.why) for d in found] == [("definition", "restart", "applies at the next start")]
     assert found[0].before == before.to_string() and found[0].after == after.to_string()
+
+
+@pytest.mark.parametrize("replacements,what,why", [
+    ([("pc-i440fx-7.2", "pc-i440fx-8.0")], "machine", "the machine type is chosen at start"),
+    ([("arch='x86_64'", "arch='i686'")], "arch", "the guest architecture is chosen at start"),
+    ([("<apic/>", "<apic/><pae/>")], "features", "hypervisor features are chosen at start"),
+    ([("</features>", "</features><clock offset='localtime'/>")], "clock", "the clock is set up at start"),
+    ([("<vcpu placement='static'", "<vcpu placement='auto'")], "attributes", "applies at the next start"),
+    ([("<serial type='pty'/>", "<interface type='network'><mac address='52:54:00:00:00:02'/><source "
+                               "network='default'/></interface><serial type='pty'/>")],
+     "devices.interface 52:54:00:00:00:02", "NICs are hot-plugged"),
+    ([("<serial type='pty'/>", "<disk type='file' device='disk'><source file='/x'/><target dev='ubda'/></disk>"
+                               "<serial type='pty'/>")], "devices.disk ubda", "these disks cannot be hot-plugged"),
+])
+def test_each_difference_says_why_it_applies_as_it_does(replacements, what, why):
+    before = normalize.normalize_for_compare(model.Domain.from_xml(BASE))
+    after = normalize.normalize_for_compare(model.Domain.from_xml(edited(*replacements)))
+    assert [(d.what, d.why) for d in differences.compare(before, after)] == [(what, why)]
+
+
+def test_several_untyped_elements_of_one_tag_are_reported_together():
+    two = edited(("</devices>", "</devices><pm><suspend-to-mem enabled='no'/></pm><pm><suspend-to-disk "
+                                "enabled='no'/></pm>"))
+    [(what, before, after, applies)] = changes(BASE, two)
+    assert (what, before, applies) == ("pm", None, "restart")
+    assert after.split("\n") == ['<pm><suspend-to-mem enabled="no"/></pm>', '<pm><suspend-to-disk enabled="no"/></pm>']
+    assert changes(two, BASE)[0][1] == after
+
+
+def test_a_difference_made_without_a_reason_has_an_empty_one():
+    assert differences.Difference("x", 1, 2, "live").as_dict()["why"] == ""
