@@ -82,8 +82,9 @@ def test_mkfs_labels_and_sizes():
     assert mkfs.validate_label("ext4", "ephemeral0") == "ephemeral0"
     assert mkfs.validate_label("swap", None) == ""
     for fs, label in (("xfs", "x" * 13), ("vfat", "x" * 12), ("ext4", "x" * 17), ("ext4", "a b"), ("ext4", "a/b")):
+        named = re.escape(repr(label))
         with pytest.raises(VirtfleetError, match="^(the label %s is too long for %s: at most|invalid label %s: use "
-                                                 "at most 16)" % ((re.escape(repr(label)), fs, re.escape(repr(label))))):
+                                                 "at most 16)" % (named, fs, named)):
             mkfs.validate_label(fs, label)
     with pytest.raises(VirtfleetError, match="300 MB") as err:
         mkfs.validate_size("xfs", 64 * MIB)

@@ -91,8 +91,8 @@ def test_nic_kinds():
         ("direct", {"dev": "eth0", "mode": "vepa"}), ("bridge", {"bridge": "br1"})]
     assert [n.model for n in nics] == ["virtio", "virtio", "virtio", "e1000"]
     for bad, message in (
-            ({"network": "a", "bridge": "b"}, "nics[0]: give either type and source, or exactly one of network, bridge, "
-                                              "direct"),
+            ({"network": "a", "bridge": "b"},
+             "nics[0]: give either type and source, or exactly one of network, bridge, direct"),
             ({"bridge": "bad name"}, "nics[0]: invalid bridge name 'bad name'"),
             ({"mac": "01:00:00:00:00:00"}, "nics[0].mac 01:00:00:00:00:00 is a multicast address"),
             ({"network": "x", "mode": "vepa"}, "nics[0]: mode applies to direct interfaces only"),

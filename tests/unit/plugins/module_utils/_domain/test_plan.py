@@ -53,8 +53,8 @@ def test_identity_libvirt_generated_is_kept():
     plan_mod._adopt_identity(other, current)
     assert other.uuid == "0a2d9c3e-1f4b-4c5d-8e6f-7a8b9c0d1e2f"
     assert other.devices_of(model.Interface)[0].mac == "52:54:00:00:00:09"
-    two = model.Domain.from_xml(guest_xml(mac=None).replace("</devices>", "<interface type='network'><source "
-                                                                            "network='default'/></interface></devices>"))
+    second_nic = "<interface type='network'><source network='default'/></interface></devices>"
+    two = model.Domain.from_xml(guest_xml(mac=None).replace("</devices>", second_nic))
     plan_mod._adopt_identity(two, current)
     assert [nic.mac for nic in two.devices_of(model.Interface)] == ["52:54:00:aa:bb:cc", None]
 
