@@ -62,9 +62,9 @@ def test_memory_forms():
     assert design(memory="1536MiB").memory_kib == 1536 * 1024
     for bad, message in (("lots", "memory: cannot parse 'lots'"), ("1X", "memory: unknown unit 'X' in '1X'"),
                          ("-5M", "memory: cannot parse '-5M'"), (0, "memory must be at least 1 MiB, got 0"),
-                         (True, "memory: expected a size such as 512M or 2G, or an integer number of MiB, got True"),
-                         (None, "memory: expected a size such as 512M or 2G, or an integer number of MiB, got None"),
-                         ([1], "memory: expected a size string or an integer number of MiB, got list"),
+                         (True, "memory: expected a size such as 512M or 2G, got True"),
+                         (None, "memory: expected a size such as 512M or 2G, got None"),
+                         ([1], "memory: expected a size such as 512M or 2G, got [1]"),
                          ("1536K", "memory must be a whole number of MiB, got '1536K'"),
                          ("1.5M", "memory must be a whole number of MiB, got '1.5M'")):
         with pytest.raises(VirtfleetError, match="^" + re.escape(message)):
