@@ -31,6 +31,24 @@ def test_cache_layout():
     assert c.is_base("/srv/vf/_base/abc") and not c.is_base("/srv/vf/web1/disk")
 
 
+def test_a_cache_whose_tree_or_base_directory_is_a_file_is_refused(tmp_path):
+    """Issue 10 item 11: image_cache with instances_path naming a file ended in 'internal error' NotADirectoryError."""
+    a_file = tmp_path / "file"
+    a_file.write_bytes(b"")
+    with pytest.raises(VirtfleetError, match="^instances_path %s exists and is not a directory: the image cache lives "
+                                             "in a directory _base inside the instances tree$" % re.escape(str(a_file))):
+        layout.cache_layout(str(a_file))
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "_base").symlink_to(tmp_path / "missing")
+    with pytest.raises(VirtfleetError, match="^the image cache directory %s exists and is not a directory: "
+                                             % re.escape(str(tmp_path / "tree" / "_base"))):
+        layout.cache_layout(str(tmp_path / "tree"))
+    (tmp_path / "tree" / "_base").unlink()
+    (tmp_path / "tree" / "_base").mkdir()
+    assert layout.cache_layout(str(tmp_path / "tree")).base_dir == str(tmp_path / "tree" / "_base")
+    assert layout.cache_layout(str(tmp_path / "not-yet")).instances_path == str(tmp_path / "not-yet")
+
+
 @pytest.mark.parametrize("name", ["locks", "_base", "a\n", "a/b", "..", ".", "", "x" * 65, "wéb", "a b", "<a>",
                                   None, 3])
 def test_one_guest_name_rule_refuses(name):
