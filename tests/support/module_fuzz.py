@@ -20,6 +20,7 @@ import importlib
 import io
 import json
 import os
+import signal
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -184,8 +185,24 @@ def each_item(args: Dict[str, Any]) -> list:
     return [args] + [item for item in items if isinstance(item, dict)] if isinstance(items, list) else [args]
 
 
+class TookTooLong(BaseException):
+    """An example ran past its time limit (a BaseException: the module's own ``except Exception`` must not turn it
+    into a clean-looking failure)."""
+
+
+def _too_long(_signum, _frame):
+    raise TookTooLong("the module ran for more than %d s on these arguments" % EXAMPLE_SECONDS)
+
+
+EXAMPLE_SECONDS = 60
+
+
 def run_main(module_name: str, args: Dict[str, Any], sandbox: Sandbox, check: bool) -> Dict[str, Any]:
-    """Run plugins/modules/<module_name>.py's main() here with ``args``; returns the JSON it printed."""
+    """Run plugins/modules/<module_name>.py's main() here with ``args``; returns the JSON it printed.
+
+    An example that runs past EXAMPLE_SECONDS fails (sleeps are skipped, so a wait polls until its deadline: the
+    tests bound the timeouts they give, and this catches one they missed), unless a timer is already running (the
+    mutation runner's: it is left alone)."""
     payload = dict(args, _ansible_check_mode=check, _ansible_diff=True, _ansible_tmpdir=sandbox.root,
                    _ansible_remote_tmp=sandbox.root,
                    _ansible_module_name="virtfleet.libvirt." + module_name)
@@ -197,6 +214,10 @@ def run_main(module_name: str, args: Dict[str, Any], sandbox: Sandbox, check: bo
     time.sleep = lambda seconds: None
     os.chdir(sandbox.workdir)
     exit_code: Optional[Any] = None
+    timed = signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    if timed:
+        previous_handler = signal.signal(signal.SIGALRM, _too_long)
+        signal.setitimer(signal.ITIMER_REAL, EXAMPLE_SECONDS)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -204,6 +225,9 @@ def run_main(module_name: str, args: Dict[str, Any], sandbox: Sandbox, check: bo
             except SystemExit as exc:
                 exit_code = exc.code
     finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_handler)
         basic._ANSIBLE_ARGS, basic._ANSIBLE_PROFILE, time.sleep, cwd = saved
         os.chdir(cwd)
     text = out.getvalue()
