@@ -35,8 +35,9 @@ def test_a_cache_whose_tree_or_base_directory_is_a_file_is_refused(tmp_path):
     """Issue 10 item 11: image_cache with instances_path naming a file ended in 'internal error' NotADirectoryError."""
     a_file = tmp_path / "file"
     a_file.write_bytes(b"")
-    with pytest.raises(VirtfleetError, match="^instances_path %s exists and is not a directory: the image cache lives "
-                                             "in a directory _base inside the instances tree$" % re.escape(str(a_file))):
+    with pytest.raises(VirtfleetError, match="^instances_path %s exists and is not a directory: the image cache "
+                                             "lives in a directory _base inside the instances tree$"
+                                             % re.escape(str(a_file))):
         layout.cache_layout(str(a_file))
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / "_base").symlink_to(tmp_path / "missing")
