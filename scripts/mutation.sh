@@ -9,7 +9,7 @@
 # mutations; scripts/mutate_inprocess.py runs each group's unit tests on every mutant inside one process (pytest -x;
 # the first failure kills the mutant), patching the imported module instead of rewriting the file and starting
 # pytest 2000 times. The source files on disk never change. Results: .mutation/<file>.json.
-# bench/README.md ("Mutation testing") has the figures and the survivors judged equivalent.
+# docs/mutation.md has the figures and the survivors judged equivalent.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"

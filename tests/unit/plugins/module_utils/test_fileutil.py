@@ -317,6 +317,21 @@ def test_a_held_lock_is_polled_often_at_first_then_every_half_second(tmp_path, m
     assert 2 <= sum(sleeps) < 2.6
 
 
+def test_the_wait_ends_when_the_clock_reaches_the_deadline_not_after_it(tmp_path, monkeypatch):
+    """At the deadline exactly the wait is over: with a clock that stands still a timeout of 0 gives up at once
+    (``>`` instead of ``>=`` would poll for ever)."""
+    lock = str(tmp_path / "base.lock")
+    sleeps = []
+    with fileutil.exclusive_lock(lock, 0, "the base"):
+        monkeypatch.setattr(time, "monotonic", lambda: 1000.0)
+        monkeypatch.setattr(time, "sleep", lambda seconds: sleeps.append(seconds) or len(sleeps) < 5 or
+                            pytest.fail("still polling at the deadline"))
+        with pytest.raises(VirtfleetError, match="^timed out after 0 s waiting for the lock "):
+            with fileutil.exclusive_lock(lock, 0, "the base"):
+                pass
+    assert sleeps == []
+
+
 def test_fsync_dir_of_a_bare_file_name_syncs_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_file_atomic("bare.json", b"{}")
