@@ -270,7 +270,7 @@ def test_what_the_tree_uses_records_chains_and_headers(tmp_path):
     layout = cache_layout(str(tmp_path / "i"))
     os.makedirs(layout.base_dir)
     os.makedirs(layout.lock_dir)
-    names = ("by-record", "by-chain", "by-header", "by-locks", "by-raw", "by-temp")
+    names = ("by-record", "by-chain", "by-direct", "by-header", "by-locks", "by-raw", "by-temp")
     base = {}
     for name in names:
         base[name] = layout.base(name)
@@ -281,6 +281,7 @@ def test_what_the_tree_uses_records_chains_and_headers(tmp_path):
     _qemu_img("-f", "qcow2", "-b", base["by-chain"], "-F", "raw", middle)
     _qemu_img("-f", "qcow2", "-b", middle, "-F", "qcow2", str(web / "disk"))
     _qemu_img("-f", "raw", str(web / "disk.local"), "1M")
+    _qemu_img("-f", "qcow2", "-b", base["by-direct"], "-F", "raw", str(web / "disk.swap"))
     _qemu_img("-f", "qcow2", "-b", base["by-header"], "-F", "raw", str(web / "scratch"))
     _fake_qcow2(web / "fake-raw", base["by-raw"].encode())  # recorded raw: its "header" is guest data
     _fake_qcow2(web / "a.virtfleet-tmp-1", base["by-temp"].encode())
@@ -290,10 +291,11 @@ def test_what_the_tree_uses_records_chains_and_headers(tmp_path):
     _fake_qcow2(tmp_path / "i" / "locks" / "x", base["by-locks"].encode())  # the cache's own directory
     (tmp_path / "i" / "stray-file").write_bytes(b"")
     with open(web / "disk.info.json", "w") as handle:
-        handle.write('{"disk": {"format": "qcow2"}, "disk.local": {"base": "%s", "format": "raw"}, '
+        handle.write('{"disk": {"format": "qcow2"}, "disk.swap": {"format": "qcow2"}, "disk.local": {"base": "%s", "format": "raw"}, '
                      '"fake-raw": {"format": "raw"}, "scratch": "not a dict"}' % base["by-record"])
     assert prune.bases_in_use(layout) == {
         os.path.realpath(base["by-chain"]): [str(web / "disk")],
+        os.path.realpath(base["by-direct"]): [str(web / "disk.swap")],
         os.path.realpath(base["by-record"]): [str(web / "disk.local")],
         os.path.realpath(base["by-header"]): [str(web / "scratch")]}
     # a disk that names one base twice (record and header) is listed once; domains come first
