@@ -351,21 +351,23 @@ def _vmdk_with(tmp_path, offset, fmt, value):
 
 @pytest.mark.parametrize("version,ok", [(1, True), (2, True), (3, True), (0, False), (4, False)])
 def test_vmdk_sparse_extent_versions_1_to_3(tmp_path, version, ok):
-    path = _vmdk_with(tmp_path, 4, "<I", version)
+    _vmdk_field_read_or_refused(tmp_path, (4, "<I", version), ok, "vmdk_version",
+                                "its vmdk header is truncated or corrupt (sparse extent version %d)" % version)
+
+
+def _vmdk_field_read_or_refused(tmp_path, field, ok, detail, refusal):
+    """A VMDK whose header field (offset, struct format, value) is ``value``: read into ``detail``, or refused."""
+    path = _vmdk_with(tmp_path, *field)
     if ok:
-        assert inspect_file(path).details["vmdk_version"] == version
+        assert inspect_file(path).details[detail] == field[2]
     else:
-        assert "its vmdk header is truncated or corrupt (sparse extent version %d)" % version in _refusal(path)
+        assert refusal in _refusal(path)
 
 
 @pytest.mark.parametrize("grain,ok", [(1, True), (128, True), (0x10000, True), (0, False), (3, False), (6, False),
                                       (0x20000, False)])
 def test_vmdk_grains_are_a_power_of_two_up_to_32_mib(tmp_path, grain, ok):
-    path = _vmdk_with(tmp_path, 20, "<Q", grain)
-    if ok:
-        assert inspect_file(path).details["grain_sectors"] == grain
-    else:
-        assert "(grain size %d sectors)" % grain in _refusal(path)
+    _vmdk_field_read_or_refused(tmp_path, (20, "<Q", grain), ok, "grain_sectors", "(grain size %d sectors)" % grain)
 
 
 @pytest.mark.parametrize("gtes,ok", [(1, True), (512, True), (0, False), (513, False)])
