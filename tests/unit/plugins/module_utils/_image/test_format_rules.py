@@ -4,6 +4,7 @@ can afford them for every mutant). test_format_vs_qemu.py checks the same kinds 
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -396,3 +397,274 @@ def test_reader_reads_single_bytes(tmp_path):
         assert image_format._Reader(fd, 2).read(0, 2) == b"ab"
     finally:
         os.close(fd)
+
+
+# --- VDI header fields (a qemu-img image, patched): qemu's vdi_open checks, each refusal word for word ---------
+
+CORRUPT_ADVICE = "download the image again and compare its checksum, or convert it from a trusted copy"
+
+
+def _vdi(tmp_path, *patches, size=None):
+    from tests.support import hostile_images
+    path = hostile_images.created(str(tmp_path), "image.vdi", "vdi")
+    for offset, data in patches:
+        hostile_images.patch(path, offset, data)
+    if size is not None:
+        os.truncate(path, size)
+    return path
+
+
+def _qemu_cannot(path, fmt, what):
+    return ("refusing image %s: the host's qemu cannot open this %s image: %s; re-create or convert the image with "
+            "a tool that writes a standard %s file, or " % (path, fmt, what, fmt))
+
+
+def test_a_vdi_is_read_with_its_version_block_size_and_type(tmp_path):
+    path = _vdi(tmp_path, (0x1C8, b"\x01"))  # the byte after the parent UUID (geometry) is not part of it
+    inspection = inspect_file(path)
+    assert (inspection.format, inspection.virtual_size) == ("vdi", 16 * MIB)
+    assert inspection.details == {"detected_format": "vdi", "vdi_version": "1.1", "block_size": MIB,
+                                  "vdi_type": "dynamic"}
+
+
+@pytest.mark.parametrize("patches,size,message", [
+    ((), 0x1C7, "its vdi header is truncated or corrupt (header shorter than 456 bytes); " + CORRUPT_ADVICE),
+    (((0x4C, struct.pack("<I", 7)),), None, "its vdi header is truncated or corrupt (image type 7); " + CORRUPT_ADVICE),
+    (((0x4C, struct.pack("<I", 4)),), None, "it is a differencing VDI that refers to a parent image; merge it on a "
+                                            "trusted host and use the result"),
+    (((0x1C7, b"\x01"),), None, "it is a differencing VDI that refers to a parent image; "),
+    (((0x158, struct.pack("<I", 0x200)), (0x154, struct.pack("<I", 0x200))), None,
+     "its vdi header is truncated or corrupt (block map at 512 and data at 512 overlap); " + CORRUPT_ADVICE),
+])
+def test_vdi_refusals(tmp_path, patches, size, message):
+    path = _vdi(tmp_path, *patches, size=size)
+    assert _refusal(path).startswith("refusing image %s: %s" % (path, message))
+
+
+@pytest.mark.parametrize("offset,value,what", [
+    (0x168, struct.pack("<I", 4096), "sector size 4096"),
+    (0x44, struct.pack("<I", 0x00010002), "version 1.2 (only 1.1 is read)"),
+])
+def test_vdi_fields_qemu_refuses(tmp_path, offset, value, what):
+    path = _vdi(tmp_path, (offset, value))
+    assert _refusal(path).startswith(_qemu_cannot(path, "vdi", what))
+
+
+# --- VHDX headers, regions and metadata (a qemu-img image, patched and re-checksummed) ------------------------
+
+VHDX_HEADERS = (64 * 1024, 128 * 1024)
+VHDX_REGIONS = 192 * 1024
+
+
+def _vhdx(tmp_path):
+    from tests.support import hostile_images
+    return hostile_images.created(str(tmp_path), "image.vhdx", "vhdx")
+
+
+def _vhdx_block(path, offset, size, change):
+    """Apply ``change`` (a function of a bytearray) to the checksummed block at ``offset``; checksum it again."""
+    from tests.support import hostile_images
+    block = bytearray(hostile_images.read_at(path, offset, size))
+    change(block)
+    block[4:8] = b"\x00" * 4
+    block[4:8] = struct.pack("<I", image_format._crc32c(bytes(block)))
+    hostile_images.patch(path, offset, bytes(block))
+
+
+def _vhdx_metadata_table(path):
+    from tests.support import hostile_images
+    regions = hostile_images.read_at(path, VHDX_REGIONS, 64 * 1024)
+    for index in range(struct.unpack_from("<I", regions, 8)[0]):
+        if regions[16 + 32 * index:32 + 32 * index] == image_format.VHDX_REGION_METADATA:
+            return struct.unpack_from("<Q", regions, 32 + 32 * index)[0]
+    raise AssertionError("no metadata region")
+
+
+def _vhdx_item(path, guid):
+    """The file offset of metadata item ``guid``'s data and the offset of its table entry."""
+    from tests.support import hostile_images
+    metadata = _vhdx_metadata_table(path)
+    table = hostile_images.read_at(path, metadata, 64 * 1024)
+    for index in range(struct.unpack_from("<H", table, 10)[0]):
+        entry = 32 + 32 * index
+        if table[entry:entry + 16] == guid:
+            return metadata + struct.unpack_from("<I", table, entry + 16)[0], metadata + entry
+    raise AssertionError("no such item")
+
+
+def test_a_vhdx_is_read_with_its_block_and_sector_size(tmp_path):
+    inspection = inspect_file(_vhdx(tmp_path))
+    assert (inspection.format, inspection.virtual_size) == ("vhdx", 16 * MIB)
+    assert inspection.details == {"detected_format": "vhdx", "block_size": 8 * MIB, "logical_sector_size": 512}
+
+
+def test_vhdx_takes_the_valid_header_of_the_two_at_64_and_128_kib(tmp_path):
+    from tests.support import hostile_images
+    for broken in VHDX_HEADERS:
+        (tmp_path / str(broken)).mkdir()
+        path = _vhdx(tmp_path / str(broken))
+        hostile_images.patch(path, broken, b"HEAD")
+        assert inspect_file(path).virtual_size == 16 * MIB
+    (tmp_path / "both").mkdir()
+    path = _vhdx(tmp_path / "both")
+    for offset in VHDX_HEADERS:
+        hostile_images.patch(path, offset, b"HEAD")
+    assert _refusal(path).startswith(_qemu_cannot(path, "vhdx", "neither of its two headers is valid (signature, "
+                                                                "version or checksum)"))
+
+
+def test_vhdx_headers_that_differ_with_one_sequence_number_are_refused(tmp_path):
+    path = _vhdx(tmp_path)
+    first_sequence = []
+    _vhdx_block(path, VHDX_HEADERS[0], 4096, lambda block: first_sequence.append(block[8:16]))
+    _vhdx_block(path, VHDX_HEADERS[1], 4096, lambda block: block.__setitem__(slice(8, 40), first_sequence[0] +
+                                                                               b"\x11" * 24))
+    assert _refusal(path).startswith(_qemu_cannot(path, "vhdx", "its two headers differ but carry the same sequence "
+                                                                "number"))
+
+
+def test_a_vhdx_log_made_of_x_bytes_still_needs_replaying(tmp_path):
+    path = _vhdx(tmp_path)
+    for offset in VHDX_HEADERS:
+        _vhdx_block(path, offset, 4096, lambda block: block.__setitem__(slice(48, 64), b"X" * 16))
+    assert "its VHDX log must be replayed first (the image was not closed cleanly)" in _refusal(path)
+
+
+@pytest.mark.parametrize("count,refused", [(2047, False), (2048, True)])
+def test_vhdx_region_tables_of_up_to_2047_entries(tmp_path, count, refused):
+    path = _vhdx(tmp_path)
+    _vhdx_block(path, VHDX_REGIONS, 64 * 1024, lambda block: block.__setitem__(slice(8, 12), struct.pack("<I", count)))
+    if refused:
+        assert "its vhdx header is truncated or corrupt (%d region table entries)" % count in _refusal(path)
+    else:
+        assert inspect_file(path).virtual_size == 16 * MIB
+
+
+def test_a_vhdx_without_its_bat_region_is_refused(tmp_path):
+    path = _vhdx(tmp_path)
+
+    def drop_bat(block):
+        for index in range(struct.unpack_from("<I", block, 8)[0]):
+            if block[16 + 32 * index:32 + 32 * index] == image_format.VHDX_REGION_BAT:
+                block[16 + 32 * index:32 + 32 * index] = b"\x01" * 16
+    _vhdx_block(path, VHDX_REGIONS, 64 * 1024, drop_bat)
+    assert _refusal(path).startswith("refusing image %s: its vhdx header is truncated or corrupt (no BAT region); "
+                                     % path)
+
+
+@pytest.mark.parametrize("count,refused", [(2047, False), (2048, True)])
+def test_vhdx_metadata_tables_fit_64_kib(tmp_path, count, refused):
+    from tests.support import hostile_images
+    path = _vhdx(tmp_path)
+    hostile_images.patch(path, _vhdx_metadata_table(path) + 10, struct.pack("<H", count))
+    if refused:
+        assert "its vhdx header is truncated or corrupt (2048 metadata entries)" in _refusal(path)
+    else:
+        assert inspect_file(path).virtual_size == 16 * MIB
+
+
+def test_vhdx_metadata_lacking_a_required_item_is_refused_naming_it(tmp_path):
+    from tests.support import hostile_images
+    path = _vhdx(tmp_path)
+    _data, entry = _vhdx_item(path, image_format.VHDX_META_VIRTUAL_SIZE)
+    hostile_images.patch(path, entry, b"\x02" * 16)  # another (unknown) item in its place
+    hostile_images.patch(path, entry + 24, struct.pack("<I", 0))  # and not a required one
+    assert _refusal(path).startswith(_qemu_cannot(path, "vhdx", "its metadata lacks the %s item"
+                                                  % image_format.VHDX_REQUIRED_METADATA[
+                                                      image_format.VHDX_META_VIRTUAL_SIZE]))
+
+
+def test_a_vhdx_whose_parameters_name_a_parent_is_refused(tmp_path):
+    from tests.support import hostile_images
+    path = _vhdx(tmp_path)
+    data, _entry = _vhdx_item(path, image_format.VHDX_META_FILE_PARAMETERS)
+    flags, = struct.unpack("<I", hostile_images.read_at(path, data + 4, 4))
+    hostile_images.patch(path, data + 4, struct.pack("<I", flags | 2))
+    assert _refusal(path).startswith("refusing image %s: its VHDX file parameters say it has a parent disk; merge it "
+                                     "into a standalone VHDX or qcow2 on a trusted host" % path)
+
+
+def test_a_vhdx_of_exactly_64_tib_passes_the_size_rule_and_its_block_table_must_fit(tmp_path):
+    from tests.support import hostile_images
+    path = _vhdx(tmp_path)
+    data, _entry = _vhdx_item(path, image_format.VHDX_META_VIRTUAL_SIZE)
+    hostile_images.patch(path, data, struct.pack("<Q", image_format.VHDX_MAX_IMAGE_SIZE))
+    assert "its block table (" in _refusal(path)
+    hostile_images.patch(path, data, struct.pack("<Q", image_format.VHDX_MAX_IMAGE_SIZE + 1))
+    assert "virtual size %d above VHDX's 64 TiB" % (image_format.VHDX_MAX_IMAGE_SIZE + 1) in _refusal(path)
+
+
+def test_a_vhdx_whose_bat_region_ends_at_the_end_of_the_file_is_read(tmp_path):
+    path = _vhdx(tmp_path)
+    size = os.path.getsize(path)
+
+    def bat_to(end):
+        def change(block):
+            for index in range(struct.unpack_from("<I", block, 8)[0]):
+                if block[16 + 32 * index:32 + 32 * index] == image_format.VHDX_REGION_BAT:
+                    offset, = struct.unpack_from("<Q", block, 32 + 32 * index)
+                    block[40 + 32 * index:44 + 32 * index] = struct.pack("<I", end - offset)
+        return change
+    _vhdx_block(path, VHDX_REGIONS, 64 * 1024, bat_to(size))
+    assert inspect_file(path).virtual_size == 16 * MIB
+    _vhdx_block(path, VHDX_REGIONS, 64 * 1024, bat_to(size + 1))
+    assert "its block table (" in _refusal(path)
+
+
+# --- LUKS1 headers (written by hand as qemu writes them) ------------------------------------------------------
+
+def _luks(tmp_path, **fields):
+    from tests.support import hostile_images
+    return hostile_images.luks1_with(str(tmp_path), "image.luks", **fields)
+
+
+@pytest.mark.parametrize("fields", [dict(cipher=b"aes", mode=b"cbc-essiv:sha256", key_bytes=32),
+                                    dict(cipher=b"aes", mode=b"cbc-plain64", key_bytes=24),
+                                    dict(cipher=b"serpent", mode=b"cbc-essiv:sha256", key_bytes=32),
+                                    dict(cipher=b"twofish", mode=b"cbc-essiv:sha256", key_bytes=32)])
+def test_luks1_ciphers_qemu_reads(tmp_path, fields):
+    inspection = inspect_file(_luks(tmp_path, **fields), allow_luks=True)
+    assert inspection.details == {"detected_format": "luks", "luks_version": 1, "payload_offset": 4096 * 512,
+                                  "cipher": fields["cipher"].decode()}
+
+
+@pytest.mark.parametrize("fields,what", [
+    (dict(mode=b"xts"), "unexpected cipher mode string 'xts' (mode-ivgen[:hash])"),
+    (dict(mode=b"xts-nonsense"), "IV generator 'nonsense' is not supported"),
+    (dict(cipher=b"cast5", mode=b"cbc-essiv:sha256", key_bytes=16), "cipher 'cast5' does not work with essiv:sha256"),
+])
+def test_luks1_cipher_refusals(tmp_path, fields, what):
+    path = _luks(tmp_path, **fields)
+    assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", what))
+
+
+def test_luks1_key_slots_overlapping_the_header_or_each_other(tmp_path):
+    from tests.support import hostile_images
+    header = hostile_images.luks1_header()
+    header[208 + 40:208 + 44] = struct.pack(">I", 7)  # slot 0 starts in the header's own 4 KiB
+    path = hostile_images.luks_image(str(tmp_path), header, name="low.luks")
+    assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", "key slot 0 overlaps the LUKS "
+                                                                                "header"))
+    header = hostile_images.luks1_header()
+    start1, = struct.unpack_from(">I", header, 208 + 48 + 40)
+    header[208 + 40:208 + 44] = struct.pack(">I", start1 - 1)  # slot 0 ends one sector into slot 1
+    path = hostile_images.luks_image(str(tmp_path), header, name="overlap.luks")
+    assert "key slots 0 and 1 overlap" in _refusal(path, allow_luks=True)
+    header = hostile_images.luks1_header()
+    length = -(-64 * 4000 // 512)
+    header[208 + 40:208 + 44] = struct.pack(">I", start1 - length)  # slot 0 ends where slot 1 starts: fine
+    assert inspect_file(hostile_images.luks_image(str(tmp_path), header, name="touch.luks"), allow_luks=True)
+
+
+def test_luks1_strings_may_fill_31_bytes_and_a_short_file_is_refused(tmp_path):
+    from tests.support import hostile_images
+    header = hostile_images.luks1_header()
+    header[72:104] = b"sha256".ljust(32, b"\x00")
+    header[104] = header[104]  # the payload offset follows the hash spec directly
+    path = hostile_images.luks_image(str(tmp_path), header, name="full.luks")
+    assert inspect_file(path, allow_luks=True).details["luks_version"] == 1
+    short = tmp_path / "short.luks"
+    short.write_bytes(bytes(header[:500]))
+    assert _refusal(str(short), allow_luks=True).startswith(
+        "refusing image %s: its luks header is truncated or corrupt (the file is 500 bytes, shorter than a LUKS "
+        "header); " % short)
