@@ -5,6 +5,7 @@ can afford them for every mutant). test_format_vs_qemu.py checks the same kinds 
 from __future__ import annotations
 
 import os
+import re
 import struct
 
 import pytest
@@ -668,3 +669,65 @@ def test_luks1_strings_may_fill_31_bytes_and_a_short_file_is_refused(tmp_path):
     assert _refusal(str(short), allow_luks=True).startswith(
         "refusing image %s: its luks header is truncated or corrupt (the file is 500 bytes, shorter than a LUKS "
         "header); " % short)
+
+
+# --- smaller rules at their boundaries -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bpb,is_fat", [
+    ((4096, 8, 1, 1, 0xF8), True), ((512, 128, 1, 2, 0xF0), True), ((1024, 1, 1, 2, 0xFF), True),
+    ((8192, 8, 1, 2, 0xF8), False), ((512, 3, 1, 2, 0xF8), False), ((512, 0, 1, 2, 0xF8), False),
+    ((512, 8, 0, 2, 0xF8), False), ((512, 8, 1, 3, 0xF8), False), ((512, 8, 1, 0, 0xF8), False),
+    ((512, 8, 1, 2, 0xF7), False)])
+def test_a_fat_boot_sector_is_known_by_its_bios_parameter_block(tmp_path, bpb, is_fat):
+    """What makes 55 AA a whole-disk FAT filesystem rather than an MBR: sector size 512-4096, a power-of-two
+    cluster, at least one reserved sector, one or two FATs, a media byte of F0 or F8-FF."""
+    from tests.support import hostile_images
+    sector = bytearray(512)
+    sector[0:3] = b"\xeb\x52\x90"
+    sector[3:11] = b"mkfs.fat"
+    sector[11:22] = struct.pack("<HBHBHHB", bpb[0], bpb[1], bpb[2], bpb[3], 0, 0, bpb[4])
+    sector[446:462] = hostile_images.mbr_entry(0x80, 0x0C, 1, 8191)
+    sector[510:512] = b"\x55\xaa"
+    inspection = inspect_file(_write(tmp_path, bytes(sector), size=4 * MIB))
+    assert (inspection.details.get("filesystem") == "fat") is is_fat
+
+
+def test_an_apple_dmg_trailer_counts_in_a_file_of_1024_bytes_not_fewer(tmp_path):
+    trailer = (b"koly" + struct.pack(">II", 4, 512)).ljust(512, b"\0")
+    assert image_format.detect_format(_write(tmp_path, b"\0" * 512 + trailer, "a")) == "dmg"
+    assert image_format.detect_format(_write(tmp_path, b"\0" * 511 + trailer, "b")) == "raw"
+
+
+def test_an_image_that_cannot_be_opened_says_why(tmp_path):
+    from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
+    missing = str(tmp_path / "missing")
+    with pytest.raises(VirtfleetError, match="^cannot open image %s to inspect it: No such file or directory$"
+                                             % re.escape(missing)):
+        inspect_file(missing)
+
+
+def test_qcow2_compression_and_encryption_refusals_word_for_word(tmp_path):
+    corrupt = "refusing image %s: its qcow2 header is truncated or corrupt (%s); " + CORRUPT_ADVICE
+    path = qcow2_file(tmp_path, "zstd2", header_length=112, compression=2, incompatible=1 << 3)
+    assert _refusal(path) == corrupt % (path, "unknown compression type 2")
+    path = qcow2_file(tmp_path, "three", crypt=3)
+    assert _refusal(path, allow_luks=True) == corrupt % (path, "unknown crypt_method 3")
+    path = qcow2_file(tmp_path, "luks", crypt=2)
+    assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(
+        path, "qcow2", "it is LUKS-encrypted but has no crypto header extension"))
+
+
+@pytest.mark.parametrize("offset,length,problem", [
+    (0x10001, 2 * MIB, "its LUKS header offset 65537 is not cluster-aligned"),
+    (0x20000, 100, "LUKS header of 100 bytes at offset 131072 lies outside the file or is too short"),
+    (0x100000, 2 * MIB, "LUKS header of 2097152 bytes at offset 1048576 lies outside the file or is too short"),
+])
+def test_qcow2_luks_header_placement(tmp_path, offset, length, problem):
+    path = qcow2_file(tmp_path, crypt=2, header_length=104, extensions=_ext(0x0537BE77, struct.pack(">QQ", offset,
+                                                                                                    length)))
+    message = _refusal(path, allow_luks=True)
+    if problem.startswith("LUKS header of"):
+        assert message == ("refusing image %s: its qcow2 header is truncated or corrupt (%s); " + CORRUPT_ADVICE) % (
+            path, problem)
+    else:
+        assert message.startswith(_qemu_cannot(path, "qcow2", problem))
