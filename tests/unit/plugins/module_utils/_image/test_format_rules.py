@@ -731,3 +731,68 @@ def test_qcow2_luks_header_placement(tmp_path, offset, length, problem):
             path, problem)
     else:
         assert message.startswith(_qemu_cannot(path, "qcow2", problem))
+
+
+# --- VMDK descriptors: the embedded one of a sparse extent, and descriptor files ------------------------------
+
+SPARSE_EXTENT = 'RW 204800 SPARSE "sparse.vmdk"'
+
+
+def _sparse_vmdk_describing(tmp_path, text):
+    from tests.support import hostile_images
+    path = hostile_images.vmdk_monolithic_sparse(str(tmp_path))
+    hostile_images._rewrite_vmdk_descriptor(path, text)
+    return path
+
+
+def test_a_sparse_vmdk_reports_its_create_type_and_extent_count(tmp_path):
+    from tests.support import hostile_images
+    details = inspect_file(hostile_images.vmdk_monolithic_sparse(str(tmp_path))).details
+    assert (details["create_type"], details["extents"]) == ("monolithicSparse", 1)
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n\n%s\n" % SPARSE_EXTENT,
+     "its embedded VMDK descriptor has no createType"),
+    ("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=0000abcd\ncreateType=\"monolithicSparse\"\n%s\n"
+     % SPARSE_EXTENT, "it is a VMDK delta disk naming a parent (None)"),
+    ("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n"
+     "RW lots SPARSE\n", "its embedded VMDK descriptor has an extent line that cannot be read: 'RW lots SPARSE'"),
+])
+def test_embedded_descriptor_refusals(tmp_path, text, reason):
+    path = _sparse_vmdk_describing(tmp_path, text)
+    assert _refusal(path).startswith("refusing image %s: %s; " % (path, reason))
+
+
+def test_a_descriptor_without_a_cid_is_refused_even_when_hex_follows_where_the_key_would_end(tmp_path):
+    """vmdk_read_cid: no CID at all (the text after 'its' position three is hex here) is no CID."""
+    path = _sparse_vmdk_describing(tmp_path, "#  a\nversion=1\ncreateType=\"monolithicSparse\"\n%s\n" % SPARSE_EXTENT)
+    assert _refusal(path).startswith(_qemu_cannot(path, "vmdk", "the descriptor qemu reads at offset 0x200 has no "
+                                                                "CID=<hex> value"))
+
+
+def test_an_embedded_descriptor_reaching_past_the_end_of_the_file_is_refused(tmp_path):
+    from tests.support import hostile_images
+    path = hostile_images.vmdk_monolithic_sparse(str(tmp_path))
+    last = os.path.getsize(path) // 512 - 1
+    hostile_images.patch(path, 28, struct.pack("<QQ", last, 2))
+    assert _refusal(path) == (
+        "refusing image %s: its vmdk header is truncated or corrupt (embedded descriptor at sector %d (2 sectors) "
+        "lies outside the file or is too large); %s" % (path, last, CORRUPT_ADVICE))
+
+
+def test_a_descriptor_file_naming_two_extents_names_both(tmp_path):
+    from tests.support import hostile_images
+    path = str(tmp_path / "two.vmdk")
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write(hostile_images._vmdk_descriptor("monolithicFlat", ['RW 2048 FLAT "a-flat.vmdk" 0',
+                                                                        'RW 2048 FLAT "b-flat.vmdk" 0']))
+    assert "that makes qemu open other files: 'a-flat.vmdk', 'b-flat.vmdk' (CVE-2022-47951)" in _refusal(path)
+
+
+def test_a_luks1_cipher_name_of_32_bytes_has_no_terminating_nul(tmp_path):
+    from tests.support import hostile_images
+    header = hostile_images.luks1_header(cipher=b"a" * 32, mode=b"")
+    path = hostile_images.luks_image(str(tmp_path), header)
+    assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", "its cipher name is not "
+                                                                                "NUL-terminated"))
