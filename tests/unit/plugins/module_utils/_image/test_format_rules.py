@@ -796,3 +796,54 @@ def test_a_luks1_cipher_name_of_32_bytes_has_no_terminating_nul(tmp_path):
     path = hostile_images.luks_image(str(tmp_path), header)
     assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", "its cipher name is not "
                                                                                 "NUL-terminated"))
+
+
+# --- VHD: the dynamic header, its block table, a fixed disk's size (qemu-img images, patched) ------------------
+
+def _vhd(tmp_path, subformat="dynamic"):
+    from tests.support import hostile_images
+    path = str(tmp_path / ("%s.vhd" % subformat))
+    hostile_images.qemu_img("create", "-f", "vpc", "-o", "subformat=%s" % subformat, path, "16M")
+    return path
+
+
+def test_a_dynamic_vhd_without_its_cxsparse_header_is_refused(tmp_path):
+    from tests.support import hostile_images
+    path = _vhd(tmp_path)
+    hostile_images.patch(path, 512, b"XXsparse")
+    assert _refusal(path) == ("refusing image %s: its vhd header is truncated or corrupt (dynamic disk header "
+                              "missing at offset 512); %s" % (path, CORRUPT_ADVICE))
+
+
+def test_a_vhd_block_table_larger_than_the_inspector_reads_is_refused(tmp_path):
+    from tests.support import hostile_images
+    path = _vhd(tmp_path)
+    entries = image_format.MAX_VHD_BAT_BYTES // 4 + 1
+    hostile_images.patch(path, 512 + 28, struct.pack(">I", entries))
+    assert _refusal(path).startswith("refusing image %s: its VHD block table of %d entries is larger than this "
+                                     "inspector reads (%d bytes); " % (path, entries, image_format.MAX_VHD_BAT_BYTES))
+
+
+def test_a_dynamic_vhd_cut_inside_its_block_table_names_where_the_table_ends(tmp_path):
+    from tests.support import hostile_images
+    path = _vhd(tmp_path)
+    table_offset, = struct.unpack(">Q", hostile_images.read_at(path, 512 + 16, 8))
+    max_entries, = struct.unpack(">I", hostile_images.read_at(path, 512 + 28, 4))
+    os.truncate(path, table_offset + 100)
+    end = (table_offset + max_entries * 4 + 511) // 512 * 512
+    assert _refusal(path).startswith(_qemu_cannot(path, "vhd", "its block table or the blocks it lists end at "
+                                                               "offset %d, past the end of the %d-byte file (the "
+                                                               "image has been truncated)" % (end, table_offset + 100)))
+
+
+def test_a_fixed_vhd_larger_than_its_file_is_refused(tmp_path):
+    from tests.support import hostile_images
+    path = _vhd(tmp_path, "fixed")
+    size = os.path.getsize(path)
+    footer = bytearray(hostile_images.read_at(path, size - 512, 512))
+    footer[28:32] = b"qem2"  # sized by current_size
+    footer[48:56] = struct.pack(">Q", 32 * MIB)
+    hostile_images._vhd_checksum(footer)
+    hostile_images.patch(path, size - 512, bytes(footer))
+    assert _refusal(path) == ("refusing image %s: its vhd header is truncated or corrupt (fixed disk of %d bytes in "
+                              "a %d-byte file); %s" % (path, 32 * MIB, size, CORRUPT_ADVICE))
