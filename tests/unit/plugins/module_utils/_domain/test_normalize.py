@@ -384,6 +384,14 @@ DOMAIN_PARTS = [
          "</devices>", "</devices><seclabel type='dynamic' model='dac' relabel='yes'/>"), True),
     ("current vcpus equal to the maximum", _domain(), _domain(vcpu="<vcpu current='2'>2</vcpu>"), True),
     ("fewer current vcpus", _domain(), _domain(vcpu="<vcpu current='1'>2</vcpu>"), False),
+    ("a bare smm is smm on", _domain(cpu="<features><acpi/><smm/></features>"),
+     _domain(cpu="<features><acpi/><smm state='on'/></features>"), True),
+    ("a bare smm is not smm off", _domain(cpu="<features><smm/></features>"),
+     _domain(cpu="<features><smm state='off'/></features>"), False),
+    ("smm with a tseg is not a bare smm", _domain(cpu="<features><smm><tseg unit='MiB'>48</tseg></smm></features>"),
+     _domain(cpu="<features><smm state='on'/></features>"), False),
+    ("an unknown empty feature is not smm", _domain(cpu="<features><virtfleet-x/></features>"),
+     _domain(cpu="<features><smm state='on'/></features>"), False),
 ]
 
 
