@@ -130,3 +130,118 @@ def test_a_cpu_model_the_running_guest_lacks_is_pending():
     assert [d.what for d in plan.pending] == ["cpu"]
     restart = plan_of(running_with_cpu("Nehalem"), params(xml=with_cpu(guest_xml(), "Westmere"), apply="restart"))
     assert restart.actions == ["redefine", "shutdown", "start"]
+
+
+def test_changed_lines_of_a_removal_and_of_lines_that_start_like_markers():
+    assert plan_mod._changed_lines("a\n+x\nb", "a\nb") == ["-+x"]
+    assert plan_mod._changed_lines("", "x") == ["+x"]
+
+
+@pytest.mark.parametrize("xml,message", [
+    (guest_xml(uuid="00000000-0000-0000-0000-000000000000"),
+     r"^the domain XML from src has the nil UUID 00000000-0000-0000-0000-000000000000, which names no domain; "
+     r"leave <uuid> out to keep the defined one or have libvirt make one$"),
+    (guest_xml().replace("</devices>", "<interface type='network'><mac address='00:00:00:00:00:00'/><source "
+                                       "network='default'/></interface></devices>"),
+     r"^the domain XML from src gives a NIC the all-zero MAC 00:00:00:00:00:00$"),
+])
+def test_identities_that_name_nothing_are_refused(xml, message):
+    with pytest.raises(VirtfleetError, match=message):
+        plan_mod._parse_desired(xml, "src", "g1")
+    nic = guest_xml().replace("</devices>", "<interface type='network'><source network='default'/></interface>"
+                                            "</devices>")
+    assert plan_mod._parse_desired(nic, "src", "g1").name == "g1"  # no MAC given: libvirt makes one
+
+
+# ---- which files of a guest domain state=absent remove_storage=true may delete ------------------------------
+
+import os  # noqa: E402
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import guest_layout  # noqa: E402
+
+
+class InUse:
+    """What libvirt says other domains use (the one Hypervisor call removable_files makes)."""
+
+    def __init__(self, used=None):
+        self.used, self.asked = used or {}, []
+
+    def disks_in_use(self, except_guest=None):
+        self.asked.append(except_guest)
+        return self.used
+
+
+def _guest(tmp_path):
+    layout = guest_layout(str(tmp_path / "instances"), "g1")
+    os.makedirs(layout.instance_dir)
+    return layout
+
+
+def test_own_instance_dir_refuses_symlinks_and_non_directories(tmp_path):
+    layout = guest_layout(str(tmp_path / "instances"), "g1")
+    assert plan_mod.own_instance_dir(layout) is None  # nothing there
+    os.makedirs(tmp_path / "instances")
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", layout.instance_dir)
+    assert plan_mod.own_instance_dir(layout) == "the instance directory %s is a symbolic link (to %s)" % (
+        layout.instance_dir, tmp_path / "elsewhere")
+    os.unlink(layout.instance_dir)
+    open(layout.instance_dir, "w").close()
+    assert plan_mod.own_instance_dir(layout) == "the instance directory %s is not a directory" % layout.instance_dir
+    os.unlink(layout.instance_dir)
+    os.makedirs(tmp_path / "real" / "g1")
+    linked = guest_layout(str(tmp_path / "linked"), "g1")
+    os.symlink(tmp_path / "real", tmp_path / "linked")
+    assert plan_mod.own_instance_dir(linked) is None  # the tree itself may be reached through a link
+    os.makedirs(tmp_path / "tree")
+    os.symlink(tmp_path / "real", tmp_path / "tree" / "real")
+    below = guest_layout(str(tmp_path / "tree"), "g1", str(tmp_path / "tree" / "real" / "g1"))
+    assert plan_mod.own_instance_dir(below) == ("the instance directory %s is reached through a symbolic link"
+                                                % below.instance_dir)
+
+
+def test_removable_files_are_the_guests_own_regular_files_no_other_domain_uses(tmp_path):
+    layout = _guest(tmp_path)
+    disk, shared, link, sub = (layout.file(n) for n in ("disk", "disk.local", "disk.link", "subdir"))
+    for path in (disk, shared):
+        open(path, "w").close()
+    os.symlink(disk, link)
+    os.makedirs(sub)
+    outside = str(tmp_path / "outside")
+    open(outside, "w").close()
+    in_use = InUse({os.path.realpath(shared): {"db2", "app1"}})
+    candidates = [layout.file("missing"), link, disk, sub, outside, shared]
+    assert plan_mod.removable_files(in_use, layout, candidates) == ([disk], [
+        (link, "it is a symbolic link; only files the collection made are removed"),
+        (sub, "not a regular file"),
+        (outside, "not inside the guest's own instance directory %s" % layout.instance_dir),
+        (shared, "domain app1, db2 uses it")])
+    assert in_use.asked == ["g1"]  # asked once, leaving the guest's own disks out
+
+
+def test_nothing_is_removed_from_an_instance_directory_that_is_a_symlink(tmp_path):
+    layout = _guest(tmp_path)
+    open(layout.file("disk"), "w").close()
+    os.rename(layout.instance_dir, str(tmp_path / "moved"))
+    os.symlink(tmp_path / "moved", layout.instance_dir)
+    assert plan_mod.removable_files(InUse(), layout, [layout.file("disk")]) == ([], [(
+        layout.instance_dir, "the instance directory %s is a symbolic link (to %s); nothing in it is removed"
+        % (layout.instance_dir, tmp_path / "moved"))])
+
+
+def test_removable_files_say_why_a_path_cannot_be_inspected(tmp_path):
+    layout = _guest(tmp_path)
+    not_a_dir = layout.file("disk")
+    open(not_a_dir, "w").close()
+    beyond = not_a_dir + "/below"
+    assert plan_mod.removable_files(InUse(), layout, [beyond, not_a_dir]) == ([not_a_dir], [
+        (beyond, "cannot inspect it: Not a directory")])
+
+
+def test_a_corrupt_disk_record_stops_the_removal_saying_nothing_changed(tmp_path):
+    layout = _guest(tmp_path)
+    with open(layout.disk_info, "w") as handle:
+        handle.write("{not json")
+    with pytest.raises(VirtfleetError, match=r"^cannot tell which files of guest g1 to remove: the disk format "
+                                             r"record .* is corrupt .*\. Nothing was changed\.$"):
+        plan_mod.recorded_files(layout)
