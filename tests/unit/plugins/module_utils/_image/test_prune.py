@@ -292,7 +292,8 @@ def test_what_the_tree_uses_records_chains_and_headers(tmp_path):
     (tmp_path / "i" / "stray-file").write_bytes(b"")
     with open(web / "disk.info.json", "w") as handle:
         handle.write('{"disk": {"format": "qcow2"}, "disk.swap": {"format": "qcow2"}, '
-                     '"disk.local": {"base": "%s", "format": "raw"}, "fake-raw": {"format": "raw"}, "scratch": "not a dict"}' % base["by-record"])
+                     '"disk.local": {"base": "%s", "format": "raw"}, "fake-raw": {"format": "raw"}, '
+                     '"scratch": "not a dict"}' % base["by-record"])
     assert prune.bases_in_use(layout) == {
         os.path.realpath(base["by-chain"]): [str(web / "disk")],
         os.path.realpath(base["by-direct"]): [str(web / "disk.swap")],
