@@ -847,3 +847,62 @@ def test_a_fixed_vhd_larger_than_its_file_is_refused(tmp_path):
     hostile_images.patch(path, size - 512, bytes(footer))
     assert _refusal(path) == ("refusing image %s: its vhd header is truncated or corrupt (fixed disk of %d bytes in "
                               "a %d-byte file); %s" % (path, 32 * MIB, size, CORRUPT_ADVICE))
+
+
+def test_a_dynamic_vhd_with_an_iso_descriptor_is_a_polyglot_even_with_its_footer_at_the_end(tmp_path):
+    """Only a fixed VHD (a footer alone) may hold raw data that looks like an ISO; a dynamic one starts with its
+    footer copy, and its data is not where an ISO descriptor sits."""
+    from tests.support import hostile_images
+    path = _vhd(tmp_path)
+    footer = hostile_images.read_at(path, 0, 512)
+    hostile_images.patch(path, 0x8001, b"CD001")
+    with open(path, "ab") as handle:
+        handle.truncate(0x10000)
+        handle.seek(0x10000)
+        handle.write(footer)
+    assert "it carries both a vhd header and an ISO 9660 volume descriptor (a polyglot file)" in _refusal(path)
+
+
+def test_a_twogbmaxextentflat_descriptor_file_is_one_qemu_opens(tmp_path):
+    from tests.support import hostile_images
+    path = str(tmp_path / "split.vmdk")
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write(hostile_images._vmdk_descriptor("twoGbMaxExtentFlat", ['RW 2048 FLAT "split-f001.vmdk" 0']))
+    assert "(createType twoGbMaxExtentFlat) that makes qemu open other files: 'split-f001.vmdk'" in _refusal(path)
+
+
+def test_a_vhdx_with_a_parent_locator_is_refused(tmp_path):
+    from tests.support import hostile_images
+    path = _vhdx(tmp_path)
+    _data, entry = _vhdx_item(path, image_format.VHDX_META_LOGICAL_SECTOR)
+    hostile_images.patch(path, entry, image_format.VHDX_META_PARENT_LOCATOR)
+    assert _refusal(path).startswith("refusing image %s: it is a differencing VHDX with a parent locator, which "
+                                     "reads another file; merge it into a standalone VHDX or qcow2 on a trusted host"
+                                     % path)
+
+
+@pytest.mark.parametrize("bat_bytes,fits", [(514 * 8, True), (514 * 8 - 1, False)])
+def test_a_vhdx_bat_counts_one_bitmap_entry_per_chunk_after_the_first_block(tmp_path, bat_bytes, fits):
+    """513 blocks of 8 MiB with 512-byte sectors: a chunk is 512 blocks, so the BAT holds 513 + 1 entries."""
+    from tests.support import hostile_images
+    path = _vhdx(tmp_path)
+    data, _entry = _vhdx_item(path, image_format.VHDX_META_VIRTUAL_SIZE)
+    hostile_images.patch(path, data, struct.pack("<Q", 513 * 8 * MIB))
+
+    def bat_length(block):
+        for index in range(struct.unpack_from("<I", block, 8)[0]):
+            if block[16 + 32 * index:32 + 32 * index] == image_format.VHDX_REGION_BAT:
+                block[40 + 32 * index:44 + 32 * index] = struct.pack("<I", bat_bytes)
+    _vhdx_block(path, VHDX_REGIONS, 64 * 1024, bat_length)
+    if fits:
+        assert inspect_file(path).virtual_size == 513 * 8 * MIB
+    else:
+        assert "its block table (514 entries needed) does not fit its BAT region or the file" in _refusal(path)
+
+
+def test_luks1_key_slots_may_touch_in_either_order(tmp_path):
+    from tests.support import hostile_images
+    header = hostile_images.luks1_header(payload_sectors=8192)
+    start7, = struct.unpack_from(">I", header, 208 + 7 * 48 + 40)
+    header[208 + 40:208 + 44] = struct.pack(">I", start7 + -(-64 * 4000 // 512))  # slot 0 right after slot 7
+    assert inspect_file(hostile_images.luks_image(str(tmp_path), header), allow_luks=True).details["luks_version"] == 1
