@@ -245,3 +245,34 @@ def test_a_corrupt_disk_record_stops_the_removal_saying_nothing_changed(tmp_path
     with pytest.raises(VirtfleetError, match=r"^cannot tell which files of guest g1 to remove: the disk format "
                                              r"record .* is corrupt .*\. Nothing was changed\.$"):
         plan_mod.recorded_files(layout)
+
+
+@pytest.mark.parametrize("state,actions,after", [("running", ["define", "start"], "running"),
+                                                 ("paused", ["define", "start_paused"], "paused"),
+                                                 ("shutdown", ["define"], "shutoff")])
+def test_a_new_domain_starts_from_shut_off(state, actions, after):
+    plan = plan_of(FakeConn(), params(state=state))
+    assert (plan.actions, plan.after_state) == (actions, after)
+
+
+def test_a_running_guest_behind_its_new_definition_restarts_with_apply_restart_or_reports_it_pending():
+    for apply, actions, pending in (("restart", ["redefine", "shutdown", "start"], False),
+                                    ("none", ["redefine"], True)):
+        conn = FakeConn()
+        conn.add(guest_xml(vcpus=1), status="running")
+        plan = plan_of(conn, params(xml=guest_xml(vcpus=2), apply=apply))
+        assert (plan.actions, plan.restart_pending) == (actions, pending)
+        assert [d.what for d in plan.pending] == ["max_vcpus", "vcpus"]
+
+
+def test_removing_a_domain_shows_its_definition_as_before():
+    conn = FakeConn()
+    conn.add(guest_xml(), status="running")
+    plan = plan_of(conn, params(state="absent"))
+    assert plan.actions == ["destroy", "undefine"] and plan.after_state == "absent"
+    assert "<name>g1</name>" in plan.before_xml and plan.after_xml == ""
+
+
+def test_a_desired_xml_given_inline_is_named_the_xml_option_in_messages():
+    with pytest.raises(VirtfleetError, match=r"^cannot parse the domain XML from the xml option: "):
+        plan_of(FakeConn(), params(xml="<domain"))
