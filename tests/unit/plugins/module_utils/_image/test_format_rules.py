@@ -906,3 +906,232 @@ def test_luks1_key_slots_may_touch_in_either_order(tmp_path):
     start7, = struct.unpack_from(">I", header, 208 + 7 * 48 + 40)
     header[208 + 40:208 + 44] = struct.pack(">I", start7 + -(-64 * 4000 // 512))  # slot 0 right after slot 7
     assert inspect_file(hostile_images.luks_image(str(tmp_path), header), allow_luks=True).details["luks_version"] == 1
+
+
+# --- more refusals word for word, and rules at their bounds ---------------------------------------------------
+
+def _corrupt_prefix(path, fmt, what):
+    return "refusing image %s: its %s header is truncated or corrupt (%s" % (path, fmt, what)
+
+
+def test_qcow2_header_refusals_name_the_format(tmp_path):
+    path = qcow2_file(tmp_path, "order", refcount_order=7)
+    assert _refusal(path).startswith(_corrupt_prefix(path, "qcow2", "refcount_order 7 above 6)"))
+    path = qcow2_file(tmp_path, "huge", size=1 << 63)
+    assert _refusal(path).startswith(_corrupt_prefix(path, "qcow2", "virtual size %d does not fit a signed 64-bit "
+                                                                    "integer)" % (1 << 63)))
+    head, _size = qcow2_image(header_length=112)
+    short = _write(tmp_path, head[:108], "short")
+    assert _refusal(short).startswith(_corrupt_prefix(short, "qcow2", "the file is 108 bytes, shorter than its "))
+
+
+def test_qcow2_crypto_extension_size_and_an_embedded_luks_header_of_exactly_its_size(tmp_path):
+    path = qcow2_file(tmp_path, "eight", crypt=2, extensions=_ext(0x0537BE77, struct.pack(">Q", 0x10000)))
+    assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "qcow2", "its crypto header extension is 8 "
+                                                                                  "bytes (must be 16)"))
+    path = qcow2_file(tmp_path, "exact", crypt=2, extensions=_ext(0x0537BE77, struct.pack(">QQ", 0x20000, 592)))
+    assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "qcow2", "its embedded LUKS header: no LUKS "
+                                                                                  "magic"))
+
+
+def test_the_default_advice_is_a_plain_trusted_image():
+    assert UnsafeImageError("/p", "it is odd").msg == ("refusing image /p: it is odd; use an image from a trusted "
+                                                       "source in a plain format (raw or qcow2 without a backing "
+                                                       "file)")
+
+
+def test_a_fat_boot_sector_may_start_with_a_near_jump(tmp_path):
+    from tests.support import hostile_images
+    sector = bytearray(512)
+    sector[0:3] = b"\xe9\x00\x00"
+    sector[11:22] = struct.pack("<HBHBHHB", 512, 8, 1, 2, 0, 0, 0xF8)
+    sector[446:462] = hostile_images.mbr_entry(0x80, 0x0C, 1, 8191)
+    sector[510:512] = b"\x55\xaa"
+    assert inspect_file(_write(tmp_path, bytes(sector), size=4 * MIB)).details.get("filesystem") == "fat"
+
+
+def test_a_protective_mbr_with_two_problems_names_both(tmp_path):
+    from tests.support import hostile_images
+    path = hostile_images.write_gpt_disk(str(tmp_path / "two.raw"), mbr_entries=[
+        hostile_images.mbr_entry(0, 0xEE, 2, 16382, start_chs=b"\x00\x01\x00")])
+    assert ("its protective MBR is malformed: the 0xEE entry starts at CHS 00 01 00 instead of 00 02 00; the 0xEE "
+            "entry starts at LBA 2 instead of 1; ") in _refusal(path)
+
+
+def test_a_fixed_vhd_may_hold_data_that_looks_like_an_iso(tmp_path):
+    from tests.support import hostile_images
+    path = _vhd(tmp_path, "fixed")
+    hostile_images.patch(path, 0x8001, b"CD001")
+    assert inspect_file(path).format == "vhd"
+
+
+def test_a_polyglot_names_both_formats(tmp_path):
+    from tests.support import hostile_images
+    with pytest.raises(UnsafeImageError, match="polyglot") as caught:
+        inspect_file(hostile_images.polyglot_qcow2_iso(str(tmp_path)))
+    assert caught.value.details["matched_formats"] == ["qcow2", "iso"]
+
+
+def test_vmdk_descriptor_files_of_types_qemu_does_not_open(tmp_path):
+    from tests.support import hostile_images
+    path = str(tmp_path / "custom.vmdk")
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write(hostile_images._vmdk_descriptor("custom", ['RW 2048 FLAT "a-flat.vmdk" 0']))
+    assert _refusal(path).startswith("refusing image %s: it is a VMDK descriptor file of createType 'custom', which "
+                                     "qemu does not open (it opens monolithicFlat, " % path)
+
+
+def test_vmdk_sparse_extent_details_and_descriptor_bounds(tmp_path):
+    from tests.support import hostile_images
+    details = inspect_file(hostile_images.vmdk_monolithic_sparse(str(tmp_path))).details
+    assert (details["gd_at_end"], details["compressed"]) == (False, False)
+    (tmp_path / "none").mkdir()
+    path = hostile_images.vmdk_monolithic_sparse(str(tmp_path / "none"))
+    hostile_images.patch(path, 28, struct.pack("<Q", 0))
+    assert _refusal(path).startswith("refusing image %s: it is a VMDK sparse extent without an embedded descriptor, "
+                                     "so its type cannot be checked; convert it to qcow2 on a trusted host" % path)
+    for sectors, refused in ((2048, False), (2049, True)):
+        (tmp_path / str(sectors)).mkdir()
+        path = hostile_images.vmdk_monolithic_sparse(str(tmp_path / str(sectors)))
+        os.truncate(path, 8 * MIB)  # room for the descriptor: only its size limit is at stake
+        hostile_images.patch(path, 36, struct.pack("<Q", sectors))
+        message = "embedded descriptor at sector 1 (%d sectors) lies outside the file or is too large" % sectors
+        try:
+            inspect_file(path)
+            outcome = ""
+        except UnsafeImageError as exc:
+            outcome = exc.msg
+        assert (message in outcome) is refused, outcome
+
+
+@pytest.mark.parametrize("line,shown", [("X", "'X'"), ("RW " + "x" * 90, repr("RW " + "x" * 77))])
+def test_embedded_descriptor_lines_that_cannot_be_read_are_shown_up_to_80_characters(tmp_path, line, shown):
+    text = ("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n"
+            "%s\n%s\n" % (SPARSE_EXTENT, line))
+    message = _refusal(_sparse_vmdk_describing(tmp_path, text))
+    assert ("%s; convert it to a single" % shown) in message
+
+
+def test_a_cowd_extent_says_how_to_convert_it(tmp_path):
+    path = _write(tmp_path, b"COWD" + b"\0" * 508, size=MIB)
+    assert _refusal(path).endswith("; convert it to a monolithicSparse or streamOptimized VMDK on a trusted host")
+
+
+def test_vhd_dynamic_header_rules_word_for_word(tmp_path):
+    from tests.support import hostile_images
+    path = _vhd(tmp_path)
+    hostile_images.patch(path, 512 + 32, struct.pack(">I", 3))
+    assert _refusal(path).startswith(_corrupt_prefix(path, "vhd", "block size 3)"))
+    (tmp_path / "many").mkdir()
+    path = _vhd(tmp_path / "many")
+    hostile_images.patch(path, 512 + 28, struct.pack(">I", 0x7FFFFFFF // 4))
+    assert "its VHD block table of 536870911 entries is larger than this inspector reads (16777216 bytes)" in \
+        _refusal(path)
+    (tmp_path / "limit").mkdir()
+    path = _vhd(tmp_path / "limit")
+    hostile_images.patch(path, 512 + 28, struct.pack(">I", 4 * 1024 * 1024 + 1))
+    assert "its VHD block table of 4194305 entries is larger than this inspector reads (16777216 bytes)" in \
+        _refusal(path)
+
+
+def test_vhd_footers_at_the_start(tmp_path):
+    from tests.support import hostile_images
+    dynamic = _vhd(tmp_path)
+    alone = _write(tmp_path, hostile_images.read_at(dynamic, 0, 512), "alone.vhd")
+    assert _refusal(alone).startswith(_corrupt_prefix(alone, "vhd", "dynamic disk header missing at offset 512)"))
+    fixed = _vhd(tmp_path, "fixed")
+    hostile_images.patch(fixed, 0, hostile_images.read_at(fixed, os.path.getsize(fixed) - 512, 512))
+    assert _refusal(fixed).startswith(_corrupt_prefix(fixed, "vhd", "a fixed disk with a footer copy at the start of "
+                                                                    "the file, which qemu reads as a dynamic disk)"))
+
+
+def test_vhdx_region_and_metadata_rules_word_for_word(tmp_path):
+    from tests.support import hostile_images
+
+    def unknown_required_region(block):
+        count, = struct.unpack_from("<I", block, 8)
+        block[16 + 32 * count:48 + 32 * count] = b"\x03" * 16 + struct.pack("<QII", 0x500000, 0x100000, 1)
+        block[8:12] = struct.pack("<I", count + 1)
+    (tmp_path / "r").mkdir()
+    path = _vhdx(tmp_path / "r")
+    _vhdx_block(path, VHDX_REGIONS, 64 * 1024, unknown_required_region)
+    assert _refusal(path) == ("refusing image %s: its VHDX region table requires an unknown region; convert it to "
+                              "qcow2 on a trusted host" % path)
+    (tmp_path / "m").mkdir()
+    path = _vhdx(tmp_path / "m")
+    hostile_images.patch(path, _vhdx_metadata_table(path), b"XXXXdata")
+    assert _refusal(path).startswith(_corrupt_prefix(path, "vhdx", "metadata table missing at offset %d)"
+                                                     % _vhdx_metadata_table(path)))
+    (tmp_path / "twice").mkdir()
+    path = _vhdx(tmp_path / "twice")
+    _data, entry = _vhdx_item(path, image_format.VHDX_META_LOGICAL_SECTOR)
+    hostile_images.patch(path, entry, image_format.VHDX_META_VIRTUAL_SIZE)
+    assert _refusal(path).startswith(_corrupt_prefix(path, "vhdx", "metadata item listed twice)"))
+    for flag, refused in ((4, True), (8, False)):
+        (tmp_path / str(flag)).mkdir()
+        path = _vhdx(tmp_path / str(flag))
+        metadata = _vhdx_metadata_table(path)
+        count, = struct.unpack("<H", hostile_images.read_at(path, metadata + 10, 2))
+        hostile_images.patch(path, metadata + 32 + 32 * count, b"\x04" * 16 + struct.pack("<III", 0x10000, 8, flag))
+        hostile_images.patch(path, metadata + 10, struct.pack("<H", count + 1))
+        if refused:
+            assert "its metadata requires an item qemu does not know" in _refusal(path)
+        else:
+            assert inspect_file(path).virtual_size == 16 * MIB
+
+
+def test_vhdx_logical_sectors_of_4096_bytes(tmp_path):
+    from tests.support import hostile_images
+    path = _vhdx(tmp_path)
+    data, _entry = _vhdx_item(path, image_format.VHDX_META_LOGICAL_SECTOR)
+    hostile_images.patch(path, data, struct.pack("<I", 4096))
+    assert inspect_file(path).details["logical_sector_size"] == 4096
+
+
+def test_vdi_limits_and_the_block_map_ending_where_the_data_starts(tmp_path):
+    from tests.support import hostile_images
+    path = _vdi(tmp_path, (0x170, struct.pack("<Q", 0x3FFFFFFF * MIB)))
+    assert _refusal(path).startswith(_qemu_cannot(path, "vdi", "16 blocks of 1048576 bytes do not cover a disk of "
+                                                               "%d bytes" % (0x3FFFFFFF * MIB)))
+    (tmp_path / "a").mkdir()
+    path = _vdi(tmp_path / "a", (0x154, struct.pack("<I", 0x201)))
+    assert _refusal(path).startswith(_qemu_cannot(path, "vdi", "block map at 513 or data at %d not sector-aligned"
+                                                  % struct.unpack("<I", hostile_images.read_at(path, 0x158, 4))))
+    (tmp_path / "b").mkdir()
+    path = _vdi(tmp_path / "b", (0x180, struct.pack("<I", 0x40000000)))
+    assert _refusal(path).startswith(_qemu_cannot(path, "vdi", "1073741824 blocks, above qemu's 1073741823"))
+    (tmp_path / "c").mkdir()
+    path = _vdi(tmp_path / "c", (0x180, struct.pack("<I", 128)), (0x158, struct.pack("<I", 0x400)))
+    assert inspect_file(path).virtual_size == 16 * MIB
+
+
+@pytest.mark.parametrize("fields,what", [
+    (dict(hash_spec=b"whirlpool"), "hash algorithm 'whirlpool' is not supported"),
+    (dict(mode=b"cbc-essiv", key_bytes=32), "the essiv IV generator names no hash"),
+])
+def test_more_luks1_refusals(tmp_path, fields, what):
+    path = _luks(tmp_path, **fields)
+    assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", what))
+
+
+@pytest.mark.parametrize("fields", [dict(mode=b"ctr-plain64", key_bytes=32), dict(hash_spec=b"sha1"),
+                                    dict(hash_spec=b"sha512"), dict(hash_spec=b"md5"), dict(hash_spec=b"sha384"),
+                                    dict(hash_spec=b"sha224"), dict(mode=b"ecb-plain", key_bytes=32)])
+def test_more_luks1_ciphers_qemu_reads(tmp_path, fields):
+    assert inspect_file(_luks(tmp_path, **fields), allow_luks=True).details["luks_version"] == 1
+
+
+def test_luks1_key_slot_iterations_and_payload(tmp_path):
+    from tests.support import hostile_images
+    header = hostile_images.luks1_header()
+    header[208 + 4:208 + 8] = struct.pack(">I", 0)
+    path = hostile_images.luks_image(str(tmp_path), header, name="zero.luks")
+    assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", "key slot 0 iteration count is "
+                                                                                "zero"))
+    path = _luks(tmp_path, payload_sectors=3600)
+    assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", "key slot 7 overlaps the encrypted "
+                                                                                "payload"))
+    path = _luks(tmp_path)
+    os.truncate(path, 3000 * 512)
+    assert _refusal(path, allow_luks=True).startswith(_corrupt_prefix(path, "luks", "payload offset 2097152 beyond "
+                                                                                    "the end of the file)"))
