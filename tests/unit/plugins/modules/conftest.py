@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor, LibvirtError
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor
+from tests.support.libvirt_errors import libvirt_error
 from tests.support.module_fuzz import Sandbox
 
 # What this host's libvirt answers for the two machine families (libvirt's test driver has no domain capabilities).
@@ -23,7 +24,7 @@ def domain_capabilities(monkeypatch):
     machines as libvirt does), for modules that design a domain on libvirt's test driver."""
     def answer(_hypervisor, machine, virt_type, arch="x86_64"):
         if machine not in MACHINES or virt_type != "qemu" or arch != "x86_64":
-            raise LibvirtError("unsupported configuration: Emulator does not support machine type '%s'" % machine)
+            raise libvirt_error("unsupported configuration: Emulator does not support machine type '%s'" % machine)
         return ("<domainCapabilities><machine>%s</machine><os supported='yes'><loader supported='yes'>%s"
                 "</loader></os></domainCapabilities>"
                 % (MACHINES[machine], "".join("<value>%s</value>" % path for path in LOADERS)))
