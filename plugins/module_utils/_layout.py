@@ -138,7 +138,14 @@ class CacheLayout:
 
 
 def cache_layout(instances_path: Any) -> CacheLayout:
-    return CacheLayout(instances_root(instances_path))
+    """The cache of ``instances_path``; refused when the tree or its base directory is a file (the cache could
+    never be made there: without the check, that ended in an 'internal error' NotADirectoryError)."""
+    layout = CacheLayout(instances_root(instances_path))
+    for path, what in ((layout.instances_path, "instances_path"), (layout.base_dir, "the image cache directory")):
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise VirtfleetError("%s %s exists and is not a directory: the image cache lives in a directory %s "
+                                 "inside the instances tree" % (what, path, BASE_DIR))
+    return layout
 
 
 @dataclass(frozen=True)

@@ -424,7 +424,7 @@ def test_guest_with_tpm_sees_a_tpm2_and_absent_removes_its_state(sandbox, guest_
 
     gone = run_module("domain", {"name": name, "instances_path": sandbox.instances, "state": "absent"})
     assert gone["_rc"] == 0 and gone["changed"], gone
-    with pytest.raises(libvirt.libvirtError):
+    with pytest.raises(libvirt.libvirtError, match="Domain not found"):
         sandbox.conn.lookupByName(name)
     assert not os.path.exists(state_dir)
 

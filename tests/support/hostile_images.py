@@ -144,6 +144,14 @@ def qcow2_data_file(directory: str) -> str:
     return path
 
 
+def qcow2_data_file_bit_only(directory: str) -> str:
+    """Incompatible bit 2 alone, without the extension that names the file: qemu would read the data from
+    whatever data file it is given (or refuse); either way the image is not self-contained."""
+    path = _qcow2(directory, "datafile-bit.qcow2")
+    _set_qcow2_incompatible(path, 1 << 2)
+    return path
+
+
 def qcow2_data_file_extension_only(directory: str) -> str:
     """A data-file extension without the feature bit: still a reference to a host file."""
     path = _qcow2(directory, "datafile-ext.qcow2")
@@ -775,7 +783,8 @@ def luks2_image(directory: str) -> str:
 CORPUS: List[Tuple[str, Builder, str]] = [
     ("qcow2_backing_file", qcow2_backing_file, "backing file"),
     ("qcow2_data_file", qcow2_data_file, "external data file"),
-    ("qcow2_data_file_extension_only", qcow2_data_file_extension_only, "external data file"),
+    ("qcow2_data_file_bit_only", qcow2_data_file_bit_only, "whose data lives in an external data file"),
+    ("qcow2_data_file_extension_only", qcow2_data_file_extension_only, "names an external data file '/etc/passwd'"),
     ("qcow2_version_1", qcow2_version_1, "qcow2 version 1 is not supported"),
     ("qcow2_version_4", qcow2_version_4, "qcow2 version 4 is not supported"),
     ("qcow2_unknown_incompatible_bit", qcow2_unknown_incompatible_bit, "unknown qcow2 incompatible feature"),

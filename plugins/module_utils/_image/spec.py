@@ -80,11 +80,21 @@ def is_hex(value: str) -> bool:
     return bool(value) and not value.strip(HEX_DIGITS)
 
 
+def _split(url: str):
+    """``urlsplit(url)``, or a clear refusal: urlsplit raises ValueError for some malformed URLs (an unclosed
+    IPv6 bracket). The URL is not repeated: a password in it could not be found to be hidden."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise VirtfleetError("an image or SUMS url cannot be parsed (%s): use http://, https://, file:// or an "
+                             "absolute path on the hypervisor" % exc) from None
+
+
 def public_url(url: str) -> str:
     """``url`` without user name and password, for names, records and messages."""
     if url.startswith("/"):
         return "file://" + os.path.normpath(url)
-    parts = urlsplit(url)
+    parts = _split(url)
     if "@" not in parts.netloc:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
@@ -95,7 +105,7 @@ def url_scheme(url: str) -> str:
     """``http``, ``https`` or ``file``; anything else is refused with the accepted forms."""
     if url.startswith("/"):
         return "file"
-    scheme = urlsplit(url).scheme.lower()
+    scheme = _split(url).scheme.lower()
     if scheme not in URL_SCHEMES:
         raise VirtfleetError("unsupported image url %s: use http://, https://, file:// or an absolute path on "
                              "the hypervisor" % public_url(url))
@@ -106,7 +116,7 @@ def local_path_of(url: str) -> str:
     """The host path of a ``file://`` URL or plain absolute path."""
     if url.startswith("/"):
         return url
-    parts = urlsplit(url)
+    parts = _split(url)
     if parts.netloc not in ("", "localhost"):
         raise VirtfleetError("file URL %s names a remote host; only file:///path is supported" % url)
     return unquote(parts.path)
@@ -114,7 +124,7 @@ def local_path_of(url: str) -> str:
 
 def file_name_of(url: str) -> str:
     """The last path element of ``url``: the name a SUMS file lists the image under."""
-    path = url if url.startswith("/") else unquote(urlsplit(url).path)
+    path = url if url.startswith("/") else unquote(_split(url).path)
     return os.path.basename(path.rstrip("/"))
 
 

@@ -29,7 +29,7 @@ class FakeModule:
 def test_merge_specs_composes_and_refuses_conflicts():
     merged = merge_specs(CONNECTION_ARGS, INSTANCES_ARGS, {"name": {"type": "str"}})
     assert set(merged) == {"uri", "instances_path", "name"}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^option 'a' defined twice with different specs$"):
         merge_specs({"a": {"type": "str"}}, {"a": {"type": "int"}})
 
 
@@ -39,14 +39,14 @@ def test_run_module_turns_errors_into_fail_json():
     def core(_params):
         raise VirtfleetError("disk is full: free space in /x", path="/x")
 
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^1$"):
         run_module(module, core)
     assert module.failed == {"msg": "disk is full: free space in /x", "path": "/x"}
 
 
 def test_run_module_never_lets_a_traceback_escape():
     module = FakeModule()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^1$"):
         run_module(module, lambda _: {}["missing"])
     assert module.failed["msg"].startswith("internal error in virtfleet.libvirt.test: KeyError")
     assert "Traceback" in module.failed["exception"]
@@ -55,7 +55,7 @@ def test_run_module_never_lets_a_traceback_escape():
 @pytest.mark.parametrize("diff", [True, False])
 def test_run_module_returns_diff_only_in_diff_mode(diff):
     module = FakeModule(diff=diff)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^0$"):
         run_module(module, lambda _: {"changed": True, "diff": {"before": "a", "after": "b"}})
     assert ("diff" in module.exited) is diff
     json.dumps(module.exited)

@@ -51,3 +51,40 @@ def test_secrets_are_still_hidden(tmp_path):
         text = json.dumps(result)
         for secret in secrets:
             assert secret not in text
+
+
+# ---- item 11: whatever the arguments, a result or a clean message (the core's property: _disk/test_core.py) ----
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.spec import MODULE_SPEC  # noqa: E402
+from tests.support.module_fuzz import NAMES, assert_clean, each_item, module_arguments, run_main  # noqa: E402
+
+SIZES = st.sampled_from(["1M", "8M", "0", "-1", "20T", "17T", "1.5M", "12 parsecs", "1000001", "8M\n", "8 MiB",
+                         str(1 << 63), "1P"])
+
+
+def _formats_a_big_filesystem(args):
+    """An ephemeral or swap disk over 64 MiB (or of an unreadable size) would run mkfs for real: check mode then."""
+    for item in each_item(args):
+        size = str(item.get("size"))
+        small = size.endswith("M") and size[:-1].isdigit() and int(size[:-1]) <= 64
+        if item.get("kind", "root") in ("ephemeral", "swap") and not small:
+            return True
+    return False
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_module_arguments_end_in_a_result_or_a_clean_message(sandbox, data):
+    spec = MODULE_SPEC.argument_spec
+    special = {"guest": st.one_of(NAMES, st.sampled_from(["locks", "_base", "a\n", "../x", "é"])),
+               "size": SIZES, "mode": st.sampled_from(["0600", "644", 644, 0o640, "0o640", 99999, "u=rw"]),
+               "owner": st.sampled_from(["0", "99999999999", "root", "nobody-vf", "-1"]),
+               "group": st.sampled_from(["0", "99999999999", "root", "-1"]),
+               "base": st.just(sandbox.image), "instance_uuid": st.sampled_from(
+                   ["6695eb01-f6a4-8304-79aa-97f2502e193f", "00000000-0000-0000-0000-000000000000", "x"])}
+    args = data.draw(module_arguments(spec, sandbox, special, key="guest"), label="args")
+    check = data.draw(st.booleans(), label="check") or _formats_a_big_filesystem(args)
+    assert_clean(run_main("guest_disk", args, sandbox, check=check))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -55,14 +56,14 @@ def test_nocloud_layout():
     ({"files": [{"path": "/a"}]}, "needs path"),
 ])
 def test_refusals(extra, words):
-    with pytest.raises(VirtfleetError) as err:
+    with pytest.raises(VirtfleetError, match=re.escape(words)) as err:
         cd.drive_files(params(**extra))
     assert words in err.value.msg
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "../x", "a/../b", "a//b", "a b", "", "x" * 65, "a\\b"])
 def test_drive_paths_are_confined(path):
-    with pytest.raises(VirtfleetError):
+    with pytest.raises(VirtfleetError, match="^invalid config drive path %s: " % re.escape(repr(path))):
         cd.validate_drive_path(path)
 
 
@@ -97,7 +98,7 @@ def test_iso_round_trip(tmp_path, fmt, label):
 def test_iso_never_overwrites(tmp_path):
     out = tmp_path / "x.iso"
     out.write_bytes(b"keep")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="File exists"):
         cd.write_iso("config-2", {"a": b"b"}, str(out))
     assert out.read_bytes() == b"keep"
 

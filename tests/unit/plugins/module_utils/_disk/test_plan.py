@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -48,7 +49,8 @@ def test_parse_mode(value, mode):
 
 @pytest.mark.parametrize("value", ["rwx", "0999", "12", True, 0o17777, "u+rw"])
 def test_parse_mode_refuses(value):
-    with pytest.raises(VirtfleetError):
+    with pytest.raises(VirtfleetError, match="^mode (must be an octal number such as '0600'|%s was given as a number)"
+                       % value):
         disk_spec.parse_mode(value)
 
 
@@ -63,14 +65,16 @@ def test_resolve_format(kind, fmt, expected):
 @pytest.mark.parametrize("kind,fmt", [("config_drive", "qcow2"), ("config_drive", "raw"), ("swap", "config-2"),
                                       ("root", "nocloud")])
 def test_resolve_format_refuses(kind, fmt):
-    with pytest.raises(VirtfleetError):
+    with pytest.raises(VirtfleetError, match="^(a config drive's format is config-2 .OpenStack layout. or nocloud|"
+                                             "format %s is for kind: config_drive only; a %s disk is qcow2 or raw)"
+                       % (fmt, kind)):
         disk_spec.resolve_format(kind, fmt)
 
 
 @pytest.mark.parametrize("name", ["../disk", "a/b", "disk.info.json", "x.json", "domain.xml", ".hidden",
                                   "disk.virtfleet-tmp-1-ab"])
 def test_file_names_refused(name):
-    with pytest.raises(VirtfleetError):
+    with pytest.raises(VirtfleetError, match="^invalid file_name %s: " % re.escape(repr(name))):
         validate_disk_file_name(name)
 
 
@@ -78,14 +82,17 @@ def test_mkfs_labels_and_sizes():
     assert mkfs.validate_label("ext4", "ephemeral0") == "ephemeral0"
     assert mkfs.validate_label("swap", None) == ""
     for fs, label in (("xfs", "x" * 13), ("vfat", "x" * 12), ("ext4", "x" * 17), ("ext4", "a b"), ("ext4", "a/b")):
-        with pytest.raises(VirtfleetError):
+        named = re.escape(repr(label))
+        with pytest.raises(VirtfleetError, match="^(the label %s is too long for %s: at most|invalid label %s: use "
+                                                 "at most 16)" % (named, fs, named)):
             mkfs.validate_label(fs, label)
-    with pytest.raises(VirtfleetError) as err:
+    with pytest.raises(VirtfleetError, match="300 MB") as err:
         mkfs.validate_size("xfs", 64 * MIB)
     assert "300 MB" in err.value.msg
-    with pytest.raises(VirtfleetError):
+    with pytest.raises(VirtfleetError, match=r"^the size of a ext4 disk must be a multiple of 512 bytes \(asked for "
+                                             r"1048577 bytes\)$"):
         mkfs.validate_size("ext4", MIB + 1)
-    with pytest.raises(VirtfleetError):
+    with pytest.raises(VirtfleetError, match="^unsupported filesystem 'ntfs'; use one of "):
         mkfs.validate_size("ntfs", MIB)
 
 
@@ -99,7 +106,7 @@ def test_mkfs_commands_force_a_file_and_label():
 
 def test_missing_tool_message(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(VirtfleetError) as err:
+    with pytest.raises(VirtfleetError, match="mkfs.xfs is not installed") as err:
         mkfs.find_tool("xfs")
     assert "mkfs.xfs is not installed" in err.value.msg and "xfsprogs" in err.value.msg
     assert err.value.details["missing_tool"] == "mkfs.xfs"
@@ -154,18 +161,16 @@ def test_config_drive_plan_apply_and_idempotency(tmp_path):
 def test_existing_file_without_record_is_not_trusted(tmp_path):
     os.makedirs(str(tmp_path / "g1"))
     (tmp_path / "g1" / "disk.blank").write_bytes(b"QFI\xfb")
-    with pytest.raises(VirtfleetError) as err:
+    with pytest.raises(VirtfleetError, match="no format record"):
         plan_of({"guest": "g1", "instances_path": str(tmp_path), "kind": "blank", "size": "8M"})
-    assert "no format record" in err.value.msg
 
 
 def test_recorded_kind_must_match(tmp_path):
     os.makedirs(str(tmp_path / "g1"))
     (tmp_path / "g1" / "disk.blank").write_bytes(b"")
     records.write_disk_records(guest_layout(str(tmp_path), "g1"), {"disk.blank": {"format": "raw", "kind": "swap"}})
-    with pytest.raises(VirtfleetError) as err:
+    with pytest.raises(VirtfleetError, match="recorded as a swap disk"):
         plan_of({"guest": "g1", "instances_path": str(tmp_path), "kind": "blank", "size": "8M"})
-    assert "recorded as a swap disk" in err.value.msg
 
 
 def test_new_ephemeral_plans_base_then_overlay(tmp_path):
@@ -178,7 +183,8 @@ def test_new_ephemeral_plans_base_then_overlay(tmp_path):
     raw = plan_of({"guest": "g1", "instances_path": str(tmp_path), "kind": "swap", "size": "64M",
                    "format": "raw"})
     assert raw.backing == "flat" and raw.new_record["copied_from"].endswith("swap_64M")
-    with pytest.raises(VirtfleetError):
+    with pytest.raises(VirtfleetError, match="^an overlay is always qcow2; use format: qcow2, or backing: flat for a "
+                                             "raw disk$"):
         plan_of({"guest": "g1", "instances_path": str(tmp_path), "kind": "swap", "size": "64M",
                  "format": "raw", "backing": "overlay"})
 
@@ -333,7 +339,7 @@ def test_growth_is_still_seen_and_applied(tmp_path, case):
     assert grown["actions"] == ["grow"] and grown["diff"] == predicted["diff"]
     assert _qemu_info_size(made["path"], made["format"]) == 40 * MIB
     assert ensure_disk(dict(bigger), check_mode=False)["changed"] is False
-    with pytest.raises(VirtfleetError) as err:
+    with pytest.raises(VirtfleetError, match="refusing to shrink") as err:
         ensure_disk(dict(params), check_mode=False)
     assert "refusing to shrink" in err.value.msg and "(41943040 bytes)" in err.value.msg
 
@@ -354,7 +360,7 @@ def test_unusual_qcow2_header_is_left_to_qemu_img(tmp_path, monkeypatch):
     with open(made["path"], "r+b") as handle:  # an unknown version: qemu-img's own error
         handle.seek(4)
         handle.write((4).to_bytes(4, "big"))
-    with pytest.raises(qemu_img.QemuImgError) as err:
+    with pytest.raises(qemu_img.QemuImgError, match=r"^qemu-img info of .* \(format qcow2\) failed") as err:
         ensure_disk(dict(params), check_mode=False)
     assert "qemu-img info of %s (format qcow2) failed" % made["path"] in err.value.msg
     assert "version" in err.value.msg
@@ -367,6 +373,6 @@ def test_existing_ephemeral_options_are_still_validated_first(tmp_path):
                          ({"size": "64M"}, "refusing to grow"), ({"label": "x" * 17}, "too long for ext4"),
                          ({"fs_type": "vfat", "label": "waytoolonglabel"}, "too long for vfat"),
                          ({"fs_type": "xfs"}, "smaller than 300 MB"), ({"label": "other"}, "refusing to reformat")):
-        with pytest.raises(VirtfleetError) as err:
+        with pytest.raises(VirtfleetError, match=re.escape(words)) as err:
             plan_of(dict(params, **extra))
         assert words in err.value.msg, (extra, err.value.msg)

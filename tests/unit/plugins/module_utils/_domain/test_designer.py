@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -59,8 +60,14 @@ def test_memory_forms():
             design(memory=bare)
     assert design(memory="1G").memory_kib == 1024 * 1024
     assert design(memory="1536MiB").memory_kib == 1536 * 1024
-    for bad in ("lots", "1X", "-5M", 0, True, None, [1], "1536K", "1.5M"):
-        with pytest.raises(VirtfleetError):
+    for bad, message in (("lots", "memory: cannot parse 'lots'"), ("1X", "memory: unknown unit 'X' in '1X'"),
+                         ("-5M", "memory: cannot parse '-5M'"), (0, "memory must be at least 1 MiB, got 0"),
+                         (True, "memory: expected a size such as 512M or 2G, got True"),
+                         (None, "memory: expected a size such as 512M or 2G, got None"),
+                         ([1], "memory: expected a size such as 512M or 2G, got [1]"),
+                         ("1536K", "memory must be a whole number of MiB, got '1536K'"),
+                         ("1.5M", "memory must be a whole number of MiB, got '1.5M'")):
+        with pytest.raises(VirtfleetError, match="^" + re.escape(message)):
             design(memory=bad)
 
 
@@ -83,9 +90,15 @@ def test_nic_kinds():
         ("network", {"network": "isolated"}), ("bridge", {"bridge": "br0"}),
         ("direct", {"dev": "eth0", "mode": "vepa"}), ("bridge", {"bridge": "br1"})]
     assert [n.model for n in nics] == ["virtio", "virtio", "virtio", "e1000"]
-    for bad in ({"network": "a", "bridge": "b"}, {"bridge": "bad name"}, {"mac": "01:00:00:00:00:00"},
-                {"network": "x", "mode": "vepa"}, {"type": "bridge"}, {"flavour": 1}):
-        with pytest.raises(VirtfleetError):
+    for bad, message in (
+            ({"network": "a", "bridge": "b"},
+             "nics[0]: give either type and source, or exactly one of network, bridge, direct"),
+            ({"bridge": "bad name"}, "nics[0]: invalid bridge name 'bad name'"),
+            ({"mac": "01:00:00:00:00:00"}, "nics[0].mac 01:00:00:00:00:00 is a multicast address"),
+            ({"network": "x", "mode": "vepa"}, "nics[0]: mode applies to direct interfaces only"),
+            ({"type": "bridge"}, "nics[0]: a bridge interface needs a source (the bridge)"),
+            ({"flavour": 1}, "nics[0]: unknown key(s) flavour; known: ")):
+        with pytest.raises(VirtfleetError, match="^" + re.escape(message)):
             design(nics=[bad])
 
 
@@ -111,9 +124,9 @@ def test_cdrom_on_q35_goes_to_scsi_and_ide_is_refused():
 def test_explicit_dev_names_are_kept_and_checked():
     dom = design(disks=[{"path": "/a", "dev": "vdb"}, {"path": "/b"}])
     assert [d.target_dev for d in dom.devices_of(model.Disk)] == ["vdb", "vda"]
-    with pytest.raises(VirtfleetError):
+    with pytest.raises(VirtfleetError, match=r"^disks\[1\]: dev vda is used twice$"):
         design(disks=[{"path": "/a", "dev": "vda"}, {"path": "/b", "dev": "vda"}])
-    with pytest.raises(VirtfleetError):
+    with pytest.raises(VirtfleetError, match=r"^disks\[0\]: dev sda does not fit bus virtio \(use vd\*\)$"):
         design(disks=[{"path": "/a", "dev": "sda", "bus": "virtio"}])
 
 

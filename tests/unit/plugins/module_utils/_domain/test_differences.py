@@ -122,3 +122,198 @@ def test_differences_are_plain_data_with_a_reason():
                                 "why": "vCPUs are plugged up to the <vcpu> maximum"}
     assert change.describe() == "vcpus: 2 -> 3 (live)"
     assert differences.needing_restart([change]) == []
+
+
+# --- issue 10 item 21: each rule's edge, and the words it reports ------------------------------------------------
+
+def _d(what="x", before=None, after=None, applies="restart"):
+    return differences.Difference(what, before, after, applies)
+
+
+def test_describe_shortens_long_values_and_names_absence():
+    assert _d("memory", 1, 2).describe() == "memory: 1 -> 2 (restart)"
+    assert _d("title", None, "web").describe() == "title: none -> web (restart)"
+    long = "<a>" + "x" * 80 + "</a>"
+    assert _d("cpu", long, "a\n   b").describe() == "cpu: %s... -> a b (restart)" % long[:57]
+    assert len(long[:57] + "...") == 60
+    assert _d("cpu", "y" * 60, None).describe() == "cpu: %s -> none (restart)" % ("y" * 60)
+
+
+def test_needing_restart_keeps_restart_and_recreate():
+    found = [_d("a", applies="live"), _d("b", applies="restart"), _d("c", applies="recreate")]
+    assert [d.what for d in differences.needing_restart(found)] == ["b", "c"]
+    assert differences.APPLIES == ("live", "restart", "recreate")
+
+
+def test_vcpus_within_the_running_maximum_are_live_up_to_it():
+    cases = [
+        ("current='2'>4", "current='4'>4", [("vcpus", 2, 4, "live")]),           # up to the maximum itself
+        ("current='2'>4", "current='2'>4", []),
+        ("<vcpu placement='static' current='2'>4", "<vcpu placement='static'>4", [("vcpus", 2, 4, "live")]),
+        ("<vcpu placement='static' current='2'>4", "<vcpu placement='static'>2",
+         [("max_vcpus", 4, 2, "restart")]),
+    ]
+    for old, new, expected in cases:
+        assert changes(BASE, edited((old, new))) == expected, (old, new)
+
+
+def test_maximum_memory_and_its_slots():
+    with_max = edited(("<memory unit='MiB'>1024", "<maxMemory slots='16' unit='KiB'>4194304</maxMemory>"
+                                                  "<memory unit='MiB'>1024"))
+    assert changes(BASE, with_max) == [("max_memory", None, "4194304 KiB, 16 slots", "restart")]
+    more_slots = with_max.replace("slots='16'", "slots='8'")
+    assert changes(with_max, more_slots) == [("max_memory", "4194304 KiB, 16 slots", "4194304 KiB, 8 slots",
+                                              "restart")]
+
+
+def test_the_balloon_is_live_up_to_the_boot_memory_only():
+    up_to = edited(("<currentMemory unit='MiB'>1024", "<currentMemory unit='MiB'>1024"))
+    assert changes(BASE, up_to) == []
+    lower = edited(("<memory unit='MiB'>1024", "<memory unit='MiB'>2048"),
+                   ("<currentMemory unit='MiB'>1024", "<currentMemory unit='MiB'>512"))
+    assert changes(lower, BASE) == [("memory", 2097152, 1048576, "restart"),
+                                    ("current_memory", 524288, 1048576, "live")]
+    [why] = [d.why for d in differences.compare(*(normalize.normalize_for_compare(model.Domain.from_xml(x))
+                                                   for x in (lower, BASE))) if d.what == "current_memory"]
+    assert why == "the balloon sets it within <memory>"
+
+
+def test_os_values_are_plain_text():
+    assert changes(BASE, edited(("arch='x86_64'", "arch='i686'"))) == [("arch", "hvm/x86_64", "hvm/i686",
+                                                                        "restart")]
+
+
+def test_firmware_is_named_by_its_loader_and_secure_boot():
+    loader = "<loader readonly='yes' secure='yes' type='pflash'>/o/CODE.secboot.fd</loader>"
+    secure = edited(("<boot dev='hd'/>", loader + "<boot dev='hd'/>"))
+    assert changes(BASE, secure) == [("firmware", None, "/o/CODE.secboot.fd (secure boot)", "restart")]
+    plain = secure.replace(" secure='yes'", "")
+    assert changes(secure, plain) == [("firmware", "/o/CODE.secboot.fd (secure boot)", "/o/CODE.secboot.fd",
+                                       "restart")]
+    nvram = plain.replace("<boot dev='hd'/>", "<nvram>/i/nvram.fd</nvram><boot dev='hd'/>")
+    assert changes(plain, nvram) == [("firmware", "/o/CODE.secboot.fd", "/o/CODE.secboot.fd", "restart")]
+
+
+def test_untyped_top_level_elements_are_compared_by_tag():
+    pm = edited(("</devices>", "</devices><pm><suspend-to-mem enabled='no'/></pm>"))
+    both = pm.replace("</pm>", "</pm><iothreads>2</iothreads>")
+    found = changes(pm, both)
+    assert found == [("iothreads", None, "<iothreads>2</iothreads>", "restart")]
+    assert changes(both, pm) == [("iothreads", "<iothreads>2</iothreads>", None, "restart")]
+    changed = both.replace("enabled='no'", "enabled='yes'")
+    assert [w for w, _b, _a, _ap in changes(both, changed)] == ["pm"]
+
+
+def test_several_sysinfo_blocks_are_one_part():
+    one = edited(("</devices>", "</devices><sysinfo type='fwcfg'><entry name='opt/a'>1</entry></sysinfo>"))
+    two = one.replace("</sysinfo>", "</sysinfo><sysinfo type='smbios'><system><entry name='serial'>s</entry>"
+                                    "</system></sysinfo>")
+    [(what, before, after, applies)] = changes(one, two)
+    assert (what, applies) == ("sysinfo", "restart")
+    assert after.startswith("<parts>") and after.count("<sysinfo") == 2 and before.startswith("<sysinfo")
+    assert changes(two, two) == []
+
+
+def test_metadata_that_becomes_empty_is_absent():
+    bare = BASE.replace(BASE[BASE.index("<metadata>"):BASE.index("</metadata>") + len("</metadata>")], "")
+    found = changes(BASE, bare)
+    assert [(w, a) for w, _b, after, a in found] == [("metadata", "live")] and found[0][2] is None
+
+
+def test_devices_are_recognised_by_their_key():
+    dev = model.parse_device(model.parse_element("<controller type='usb' index='1'/>"))
+    assert differences.device_key(dev, 5) == "controller usb 1"
+    dev = model.parse_device(model.parse_element("<controller type='scsi'/>"))
+    assert differences.device_key(dev, 0) == "controller scsi 0"
+    dev = model.parse_device(model.parse_element("<interface type='network'><mac address='52:54:00:AA:00:01'/>"
+                                                 "</interface>"))
+    assert differences.device_key(dev, 3) == "interface 52:54:00:aa:00:01"
+    dev = model.parse_device(model.parse_element("<interface type='network'/>"))
+    assert differences.device_key(dev, 3) == "interface 3"
+    dev = model.parse_device(model.parse_element("<disk device='cdrom'/>"))
+    assert differences.device_key(dev, 2) == "disk 2"
+    dev = model.parse_device(model.parse_element("<rng model='virtio'/>"))
+    assert differences.device_key(dev, 1) == "rng 1"
+
+
+def test_two_devices_of_a_kind_are_told_apart_by_position():
+    second = edited(("/dev/urandom</backend></rng>", "/dev/urandom</backend></rng><rng model='virtio'><backend "
+                                                     "model='random'>/dev/hwrng</backend></rng>"))
+    assert [(w, a) for w, _b, _af, a in changes(BASE, second)] == [("devices.rng 1", "restart")]
+
+
+@pytest.mark.parametrize("device,applies,why", [
+    ("<disk type='file' device='disk'><source file='/x'/><target dev='sdb' bus='scsi'/></disk>", "live",
+     "scsi disks are hot-plugged"),
+    ("<disk type='file' device='disk'><source file='/x'/><target dev='sdb' bus='usb'/></disk>", "live",
+     "usb disks are hot-plugged"),
+    ("<disk type='file' device='disk'><source file='/x'/><target dev='sdb' bus='sata'/></disk>", "restart",
+     "sata disks cannot be hot-plugged"),
+    ("<watchdog model='i6300esb' action='reset'/>", "restart", "a watchdog is added or removed at the next start"),
+])
+def test_added_devices_say_how_they_are_added(device, applies, why):
+    added = edited(("<serial type='pty'/>", device + "<serial type='pty'/>"))
+    before = normalize.normalize_for_compare(model.Domain.from_xml(BASE))
+    after = normalize.normalize_for_compare(model.Domain.from_xml(added))
+    [change] = differences.compare(before, after)
+    assert (change.applies, change.why) == (applies, why)
+
+
+def test_only_a_cdrom_or_floppy_medium_is_swapped_live():
+    ejected = edited(("<source file='/i/a.iso'/>", ""))
+    [change] = [d for d in differences.compare(*(normalize.normalize_for_compare(model.Domain.from_xml(x))
+                                                 for x in (BASE, ejected)))]
+    assert (change.what, change.applies, change.why) == ("devices.disk hdc", "live",
+                                                         "the medium is changed in the running guest")
+    other_too = edited(("/i/a.iso'/>\n      <target dev='hdc' bus='ide'/><readonly/>",
+                        "/i/b.iso'/>\n      <target dev='hdc' bus='ide'/>"))
+    [change] = [d for d in differences.compare(*(normalize.normalize_for_compare(model.Domain.from_xml(x))
+                                                 for x in (BASE, other_too)))]
+    assert (change.applies, change.why) == ("restart", "a changed disk applies at the next start")
+    moved = edited(("<source file='/i/disk'/>", "<source file='/i/other'/>"))
+    assert [(w, a) for w, _b, _af, a in changes(BASE, moved)] == [("devices.disk vda", "restart")]
+
+
+def test_a_difference_no_rule_names_is_still_reported():
+    before = normalize.normalize_for_compare(model.Domain.from_xml(BASE))
+    after = normalize.normalize_for_compare(model.Domain.from_xml(BASE))
+    after.extra_attrs["foo"] = "x"
+    rules = differences.DOMAIN_PARTS
+    try:
+        differences.DOMAIN_PARTS = []
+        found = differences.compare(before, after)
+    finally:
+        differences.DOMAIN_PARTS = rules
+    assert [(d.what, d.applies, d.why) for d in found] == [("definition", "restart", "applies at the next start")]
+    assert found[0].before == before.to_string() and found[0].after == after.to_string()
+
+
+@pytest.mark.parametrize("replacements,what,why", [
+    ([("pc-i440fx-7.2", "pc-i440fx-8.0")], "machine", "the machine type is chosen at start"),
+    ([("arch='x86_64'", "arch='i686'")], "arch", "the guest architecture is chosen at start"),
+    ([("<apic/>", "<apic/><pae/>")], "features", "hypervisor features are chosen at start"),
+    ([("</features>", "</features><clock offset='localtime'/>")], "clock", "the clock is set up at start"),
+    ([("<vcpu placement='static'", "<vcpu placement='auto'")], "attributes", "applies at the next start"),
+    ([("<serial type='pty'/>", "<interface type='network'><mac address='52:54:00:00:00:02'/><source "
+                               "network='default'/></interface><serial type='pty'/>")],
+     "devices.interface 52:54:00:00:00:02", "NICs are hot-plugged"),
+    ([("<serial type='pty'/>", "<disk type='file' device='disk'><source file='/x'/><target dev='ubda'/></disk>"
+                               "<serial type='pty'/>")], "devices.disk ubda", "these disks cannot be hot-plugged"),
+])
+def test_each_difference_says_why_it_applies_as_it_does(replacements, what, why):
+    before = normalize.normalize_for_compare(model.Domain.from_xml(BASE))
+    after = normalize.normalize_for_compare(model.Domain.from_xml(edited(*replacements)))
+    assert [(d.what, d.why) for d in differences.compare(before, after)] == [(what, why)]
+
+
+def test_several_untyped_elements_of_one_tag_are_reported_together():
+    two = edited(("</devices>", "</devices><pm><suspend-to-mem enabled='no'/></pm><pm><suspend-to-disk "
+                                "enabled='no'/></pm>"))
+    [(what, before, after, applies)] = changes(BASE, two)
+    assert (what, before, applies) == ("pm", None, "restart")
+    assert after.split("\n") == ['<pm><suspend-to-mem enabled="no"/></pm>', '<pm><suspend-to-disk enabled="no"/></pm>']
+    assert changes(two, BASE)[0][1] == after
+
+
+def test_a_difference_made_without_a_reason_has_an_empty_one():
+    assert differences.Difference("x", 1, 2, "live").as_dict()["why"] == ""

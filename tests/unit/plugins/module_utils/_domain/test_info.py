@@ -373,7 +373,7 @@ def test_wait_for_address_polls_until_a_lease_appears():
 
 def test_wait_for_address_counts_only_reachable_agent_addresses():
     link_local_only = {"eth0": {"hwaddr": "52:54:00:aa:bb:01", "addrs": [{"type": 1, "addr": "fe80::1", "prefix": 64}]}}
-    with pytest.raises(VirtfleetError) as err:
+    with pytest.raises(VirtfleetError, match="no address from the guest agent") as err:
         info.wait_for_address(Guest(LeaseAfter(polls=10 ** 6, agent=link_local_only)), timeout=0, poll=0.01)
     assert "no address from the guest agent" in err.value.msg
     interfaces = info.wait_for_address(Guest(LeaseAfter(polls=10 ** 6, agent=AGENT)), timeout=0, poll=0.01)
@@ -382,7 +382,7 @@ def test_wait_for_address_counts_only_reachable_agent_addresses():
 
 def test_wait_for_address_times_out_saying_where_it_looked():
     dom = LeaseAfter(polls=10 ** 6)
-    with pytest.raises(VirtfleetError) as err:
+    with pytest.raises(VirtfleetError, match="^domain web1 has no IP address after 0 s: ") as err:
         info.wait_for_address(Guest(dom), timeout=0, poll=0.01)
     msg = err.value.msg
     assert msg.startswith("domain web1 has no IP address after 0 s: no DHCP lease on its libvirt network default,")

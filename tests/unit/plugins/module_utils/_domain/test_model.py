@@ -165,10 +165,13 @@ def test_entities_are_not_expanded():
     assert "root:" not in (dom.name or "")
 
 
-@pytest.mark.parametrize("text", ["<domain", "<notdomain/>", "<domain><memory unit='parsec'>1</memory></domain>",
-                                  "<domain><vcpu>many</vcpu></domain>"])
-def test_bad_xml_raises_model_error(text):
-    with pytest.raises(model.ModelError):
+@pytest.mark.parametrize("text,message", [
+    ("<domain", "^not well-formed XML: Couldn't find end of Start Tag domain"),
+    ("<notdomain/>", "^expected a <domain> element, got <notdomain>$"),
+    ("<domain><memory unit='parsec'>1</memory></domain>", "^memory: unknown unit 'parsec'$"),
+    ("<domain><vcpu>many</vcpu></domain>", "^vcpu: expected an integer, got 'many'$")])
+def test_bad_xml_raises_model_error(text, message):
+    with pytest.raises(model.ModelError, match=message):
         model.Domain.from_xml(text)
 
 

@@ -296,3 +296,225 @@ def test_a_subclass_without_its_own_normaliser_takes_its_parents():
         TAG = "watchdog"
 
     assert normalize.normalize_device(Special(model="i6300esb")).action == "reset"
+
+
+# --- issue 10 item 21: the domain-level parts, as libvirt writes them back ----------------------------------------
+
+def _domain(cpu="", os_type="<type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>", os_rest="<boot dev='hd'/>",
+            devices="", top="", os_attrs="", vcpu="<vcpu placement='static'>2</vcpu>", running=False):
+    return ("<domain type='qemu'%s><name>g1</name><uuid>3c1a1a54-5bd1-4f0c-9d0b-33e2bbf0b6f3</uuid>%s"
+            "<memory unit='KiB'>131072</memory>%s<os%s>%s%s</os>%s<devices>%s</devices></domain>"
+            % (" id='3'" if running else "", top, vcpu, os_attrs, os_type, os_rest, cpu, devices))
+
+
+def _same(one, two, runtime=False):
+    norm = normalize.normalize_for_compare
+    return norm(model.Domain.from_xml(one), runtime=runtime).to_string() == \
+        norm(model.Domain.from_xml(two), runtime=runtime).to_string()
+
+
+X86_DEFAULT_CPU = "<cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>"
+NEHALEM = "<cpu mode='custom' match='exact' check='partial'><model fallback='allow'>Nehalem</model></cpu>"
+
+# (case, what we write, what libvirt shows for it (or another definition), whether they mean the same)
+DOMAIN_PARTS = [
+    ("no cpu is libvirt's qemu64", _domain(), _domain(cpu=X86_DEFAULT_CPU), True),
+    ("no cpu on i686 too", _domain(os_type="<type arch='i686'>hvm</type>"),
+     _domain(os_type="<type arch='i686'>hvm</type>", cpu=X86_DEFAULT_CPU), True),
+    ("but not on aarch64", _domain(os_type="<type arch='aarch64'>hvm</type>"),
+     _domain(os_type="<type arch='aarch64'>hvm</type>", cpu=X86_DEFAULT_CPU), False),
+    ("qemu64 that may fall back is not the default", _domain(),
+     _domain(cpu=X86_DEFAULT_CPU.replace("forbid", "allow")), False),
+    ("an explicit custom qemu64 is the default", _domain(cpu=X86_DEFAULT_CPU.replace(" check='none'", "")),
+     _domain(), True),
+    ("custom model with libvirt's defaults", _domain(cpu="<cpu><model>Nehalem</model></cpu>"), _domain(cpu=NEHALEM),
+     True),
+    ("custom model spelled out", _domain(cpu="<cpu mode='custom' match='exact'><model fallback='allow'>Nehalem"
+                                         "</model></cpu>"), _domain(cpu=NEHALEM), True),
+    ("another model", _domain(cpu=NEHALEM), _domain(cpu=NEHALEM.replace("Nehalem", "Westmere")), False),
+    ("model fallback forbid", _domain(cpu=NEHALEM), _domain(cpu=NEHALEM.replace("allow", "forbid")), False),
+    ("match minimum", _domain(cpu=NEHALEM), _domain(cpu=NEHALEM.replace("exact", "minimum")), False),
+    ("a topology adds no model", _domain(cpu="<cpu><topology sockets='1' cores='2' threads='1'/></cpu>"),
+     _domain(cpu="<cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model>"
+                 "<topology sockets='1' cores='2' threads='1'/></cpu>"), True),
+    ("a topology is no default cpu", _domain(cpu="<cpu><topology sockets='1' cores='2' threads='1'/></cpu>"),
+     _domain(), False),
+    ("a feature is required unless said", _domain(cpu="<cpu><model>Nehalem</model><feature name='vmx'/></cpu>"),
+     _domain(cpu=NEHALEM.replace("</model>", "</model><feature policy='require' name='vmx'/>")), True),
+    ("a disabled feature", _domain(cpu="<cpu><model>Nehalem</model><feature name='vmx'/></cpu>"),
+     _domain(cpu=NEHALEM.replace("</model>", "</model><feature policy='disable' name='vmx'/>")), False),
+    ("host-model", _domain(cpu="<cpu mode='host-model'/>"), _domain(cpu="<cpu mode='host-model' check='partial'/>"),
+     True),
+    ("host-model is not custom", _domain(cpu="<cpu mode='host-model'/>"), _domain(), False),
+    ("host-passthrough", _domain(cpu="<cpu mode='host-passthrough'/>"),
+     _domain(cpu="<cpu mode='host-passthrough' check='none' migratable='on'/>"), True),
+    ("host-passthrough not migratable", _domain(cpu="<cpu mode='host-passthrough' migratable='off'/>"),
+     _domain(cpu="<cpu mode='host-passthrough' check='none' migratable='on'/>"), False),
+    ("maximum", _domain(cpu="<cpu mode='maximum'/>"), _domain(cpu="<cpu mode='maximum' check='none' "
+                                                                   "migratable='on'/>"), True),
+    ("maximum is not host-passthrough", _domain(cpu="<cpu mode='maximum'/>"),
+     _domain(cpu="<cpu mode='host-passthrough'/>"), False),
+    ("host-model migratable stays", _domain(cpu="<cpu mode='host-model' migratable='on'/>"),
+     _domain(cpu="<cpu mode='host-model' check='partial'/>"), False),
+    ("os arch defaults to x86_64", _domain(os_type="<type>hvm</type>"), _domain(os_type="<type arch='x86_64'>hvm"
+                                                                                "</type>"), True),
+    ("os arch of another guest", _domain(os_type="<type>hvm</type>"), _domain(os_type="<type arch='i686'>hvm"
+                                                                              "</type>"), False),
+    ("no boot means hd", _domain(os_rest=""), _domain(), True),
+    ("pflash loader is read-only", _domain(os_rest="<loader type='pflash'>/f/CODE.fd</loader><boot dev='hd'/>"),
+     _domain(os_rest="<loader readonly='yes' type='pflash'>/f/CODE.fd</loader><boot dev='hd'/>"), True),
+    ("a writable pflash loader", _domain(os_rest="<loader type='pflash'>/f/CODE.fd</loader><boot dev='hd'/>"),
+     _domain(os_rest="<loader readonly='no' type='pflash'>/f/CODE.fd</loader><boot dev='hd'/>"), False),
+    ("a rom loader is not made read-only", _domain(os_rest="<loader type='rom'>/f/bios.bin</loader>"),
+     _domain(os_rest="<loader readonly='yes' type='rom'>/f/bios.bin</loader>"), False),
+    ("nvram template filled in by libvirt", _domain(os_rest="<loader readonly='yes' type='pflash'>/f/C.fd</loader>"
+                                                    "<nvram>/i/nvram.fd</nvram>"),
+     _domain(os_rest="<loader readonly='yes' type='pflash'>/f/C.fd</loader><nvram template='/f/V.fd'>"
+                     "/i/nvram.fd</nvram>"), True),
+    ("firmware autoselection resolved", _domain(os_attrs=" firmware='efi'", os_rest="<loader readonly='yes' "
+                                                "type='pflash'>/f/C.fd</loader>"),
+     _domain(os_rest="<loader readonly='yes' type='pflash'>/f/C.fd</loader>"), True),
+    ("firmware autoselection unresolved", _domain(os_attrs=" firmware='efi'"), _domain(), False),
+    ("the default resource partition", _domain(), _domain(top="<resource><partition>/machine</partition>"
+                                                              "</resource>"), True),
+    ("another resource partition", _domain(), _domain(top="<resource><partition>/custom</partition></resource>"),
+     False),
+    ("the genid and seclabel libvirt adds", _domain(),
+     _domain(top="<genid>43dc0cf8-809b-4adb-9bea-a9abb5f3d90e</genid>").replace(
+         "</devices>", "</devices><seclabel type='dynamic' model='dac' relabel='yes'/>"), True),
+    ("current vcpus equal to the maximum", _domain(), _domain(vcpu="<vcpu current='2'>2</vcpu>"), True),
+    ("fewer current vcpus", _domain(), _domain(vcpu="<vcpu current='1'>2</vcpu>"), False),
+    ("a bare smm is smm on", _domain(cpu="<features><acpi/><smm/></features>"),
+     _domain(cpu="<features><acpi/><smm state='on'/></features>"), True),
+    ("a bare smm is not smm off", _domain(cpu="<features><smm/></features>"),
+     _domain(cpu="<features><smm state='off'/></features>"), False),
+    ("smm with a tseg is not a bare smm", _domain(cpu="<features><smm><tseg unit='MiB'>48</tseg></smm></features>"),
+     _domain(cpu="<features><smm state='on'/></features>"), False),
+    ("an unknown empty feature is not smm", _domain(cpu="<features><virtfleet-x/></features>"),
+     _domain(cpu="<features><smm state='on'/></features>"), False),
+]
+
+
+@pytest.mark.parametrize("case,ours,theirs,same", DOMAIN_PARTS, ids=[c[0] for c in DOMAIN_PARTS])
+def test_domain_level_parts_compare_as_libvirt_means_them(case, ours, theirs, same):
+    assert _same(ours, theirs) is same
+    assert _same(theirs, ours) is same
+
+
+def test_a_device_boot_order_means_no_boot_element_is_added():
+    disk = ("<disk type='file' device='disk'><source file='/i/disk'/><target dev='vda' bus='virtio'/>"
+            "<boot order='1'/></disk>")
+    norm = normalize.normalize_for_compare(model.Domain.from_xml(_domain(os_rest="", devices=disk)))
+    assert norm.os.boot_devs == []
+    assert normalize.normalize_for_compare(model.Domain.from_xml(_domain(os_rest=""))).os.boot_devs == ["hd"]
+
+
+def test_a_running_guest_is_compared_in_full_unless_its_cpu_was_expanded():
+    """Only a live CPU libvirt expanded (check='full') is reduced to its topology; the runtime flag reduces both."""
+    defined = _domain(cpu=NEHALEM)
+    live_other_model = _domain(cpu=NEHALEM.replace("Nehalem", "Westmere"), running=True)
+    assert not _same(defined, live_other_model)
+    expanded = _domain(cpu=NEHALEM.replace("partial", "full").replace("Nehalem", "Westmere"), running=True)
+    assert _same(_domain(cpu="<cpu mode='host-model'/>", running=True), expanded, runtime=True)
+    norm = normalize.normalize_for_compare(model.Domain.from_xml(expanded))
+    assert norm.id is None and " id=" not in norm.to_string()
+
+
+def test_runtime_cpu_keeps_topology_and_numa_cells_only():
+    cpu = model.Domain.from_xml(_domain(cpu="<cpu mode='custom'><model>Nehalem</model><feature name='vmx'/>"
+                                            "<topology sockets='1' cores='2' threads='1'/><numa><cell id='0' "
+                                            "cpus='0-1' memory='131072' unit='KiB'/></numa><cache mode='passthrough'"
+                                            "/></cpu>")).cpu
+    kept = normalize.runtime_cpu(cpu)
+    assert (kept.mode, kept.model, kept.features) == (None, None, [])
+    assert (kept.sockets, kept.cores, kept.threads) == (1, 2, 1)
+    assert [e.tag for e in kept.extra] == ["numa"]
+    assert normalize.runtime_cpu(model.Domain.from_xml(_domain(cpu=NEHALEM)).cpu) is None
+    assert normalize.runtime_cpu(None) is None
+
+
+def test_metadata_of_other_programs_is_part_of_the_definition():
+    meta = "<metadata><o:x xmlns:o='https://example.org/other'>%s</o:x></metadata>"
+    assert not _same(_domain(top=meta % "1"), _domain(top=meta % "2"))
+    assert not _same(_domain(top=meta % "1"), _domain())
+
+
+# (what libvirt shows, what it compares as) for devices whose values are the user's, not libvirt's defaults
+KEPT_DEVICES = {
+    "audio-pulseaudio": ("<audio id='1' type='pulseaudio'/>", '<audio id="1" type="pulseaudio"/>'),
+    "raw-spice-not-audio": ("<smartcard mode='passthrough' type='spice'/>",
+                            '<smartcard mode="passthrough" type="spice"/>'),
+    "controller-fdc": ("<controller type='fdc' index='0'/>", None),
+    "controller-sata": ("<controller type='sata' index='0'/>", None),
+    "controller-scsi-lsilogic-named": ("<controller type='scsi' index='0' model='lsilogic'/>", None),
+    "input-usb-keyboard": ("<input type='keyboard' bus='usb'/>", '<input type="keyboard" bus="usb"/>'),
+    "input-virtio-tablet": ("<input type='tablet' bus='virtio'/>", '<input type="tablet" bus="virtio"/>'),
+    "disk-explicit-bus": ("<disk type='file' device='disk'><source file='/a'/><target dev='sda' bus='usb'/></disk>",
+                          '<disk type="file" device="disk"><source file="/a"/><target dev="sda" bus="usb"/>'
+                          '</disk>'),
+    "disk-sd-scsi": ("<disk><source file='/a'/><target dev='sdb'/></disk>",
+                     '<disk type="file" device="disk"><source file="/a"/><target dev="sdb" bus="scsi"/></disk>'),
+    "disk-xvd-xen": ("<disk><source file='/a'/><target dev='xvda'/></disk>",
+                     '<disk type="file" device="disk"><source file="/a"/><target dev="xvda" bus="xen"/></disk>'),
+    "disk-fd-fdc": ("<disk device='floppy'><source file='/a'/><target dev='fda'/></disk>",
+                    '<disk type="file" device="floppy"><source file="/a"/><target dev="fda" bus="fdc"/></disk>'),
+    "disk-network-source": ("<disk type='network' device='disk'><source protocol='nbd' name='x'><host name='h' "
+                            "port='10809'/></source><target dev='vdb' bus='virtio'/></disk>",
+                            '<disk type="network" device="disk"><source protocol="nbd" name="x"><host name="h" '
+                            'port="10809"/></source><target dev="vdb" bus="virtio"/></disk>'),
+    "serial-16550a": ("<serial type='pty'><target type='isa-serial' port='0'><model name='16550a'/></target>"
+                      "</serial>", '<serial type="pty"><target type="isa-serial" port="0"><model name="16550a"/>'
+                                   '</target></serial>'),
+    "serial-second-port": ("<serial type='pty'><target type='isa-serial' port='1'/></serial>",
+                           '<serial type="pty"><target type="isa-serial" port="1"/></serial>'),
+    "channel-file": ("<channel type='file'><source path='/var/log/x'/><target type='virtio' name='org.x.0'/>"
+                     "</channel>", '<channel type="file"><source path="/var/log/x"/><target type="virtio" '
+                                   'name="org.x.0"/></channel>'),
+    "graphics-fixed-port": ("<graphics type='vnc' port='5901' autoport='no'/>",
+                            '<graphics type="vnc" port="5901" autoport="no"/>'),
+    "graphics-unset-port": ("<graphics type='vnc' port='-1'/>", '<graphics type="vnc"/>'),
+    "video-all-sizes": ("<video><model type='qxl' ram='65536' vram='65536' vram64='0' vgamem='16384' heads='2'/>"
+                        "</video>", '<video><model type="qxl" heads="2"/></video>'),
+    "rng-egd": ("<rng model='virtio'><backend model='egd' type='tcp'><source mode='connect' host='h' "
+                "service='1'/></backend></rng>", None),
+    "tpm-passthrough": ("<tpm model='tpm-crb'><backend type='passthrough'><device path='/dev/tpm0'/></backend>"
+                        "</tpm>", None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KEPT_DEVICES))
+def test_devices_keep_what_is_not_libvirts_default(case):
+    shown, compared = KEPT_DEVICES[case]
+    normalized = _normalized(shown)
+    if compared is None and case.startswith("controller"):
+        assert normalized is None  # libvirt adds these by itself
+        return
+    if compared is None:
+        compared = model.etree.tostring(_device(shown).to_element(), encoding="unicode")
+    assert normalized == compared
+
+
+def test_two_running_guests_whose_cpus_were_not_expanded_are_compared_in_full():
+    one = _domain(cpu=NEHALEM, running=True)
+    other = _domain(cpu=NEHALEM.replace("Nehalem", "Westmere"), running=True)
+    assert not _same(one, other)
+    expanded_one, expanded_other = (x.replace("partial", "full") for x in (one, other))
+    assert _same(expanded_one, expanded_other)  # libvirt's expansion: only the topology and NUMA cells count
+    assert not _same(one.replace(" id='3'", "").replace("partial", "full"),
+                     other.replace(" id='3'", "").replace("partial", "full")), "a definition is compared in full"
+
+
+def test_security_labels_inside_devices_are_libvirts():
+    disk = ("<disk type='file' device='disk'><source file='/i/disk'/><target dev='vda' bus='virtio'/></disk>")
+    labelled = disk.replace("<source file='/i/disk'/>", "<source file='/i/disk'><seclabel model='dac' "
+                                                        "relabel='no'/></source>")
+    assert _same(_domain(devices=disk), _domain(devices=labelled))
+
+
+def test_a_disk_whose_source_is_only_its_children_keeps_its_source():
+    network = ("<disk type='network' device='cdrom'><source protocol='http' name='/x.iso'><host name='h'/>"
+               "</source><target dev='sda' bus='scsi'/><readonly/></disk>")
+    norm = normalize.normalize_for_compare(model.Domain.from_xml(_domain(devices=network)))
+    assert "<host name=\"h\"/>" in norm.to_string()
+    ejected = network.replace("<source protocol='http' name='/x.iso'><host name='h'/></source>", "")
+    assert not _same(_domain(devices=network), _domain(devices=ejected))

@@ -169,7 +169,8 @@ def test_path_that_looks_like_a_protocol_or_option_stays_a_file(fake, tmp_path, 
 
 def test_failure_message_names_operation_file_stderr_and_advice(fake, monkeypatch):
     monkeypatch.setenv("FAKE_QEMU_IMG_FAIL", "qemu-img: Could not open 'disk': Permission denied")
-    with pytest.raises(QemuImgError) as caught:
+    with pytest.raises(QemuImgError, match=r"^qemu-img resize of .*/disk \(format qcow2\) failed with exit code 1") \
+            as caught:
         qemu_img.resize("disk", "qcow2", 2048)
     exc = caught.value
     assert isinstance(exc, VirtfleetError)
@@ -249,7 +250,7 @@ def test_real_shrink_refused_without_flag(tmp_path):
 
 def test_real_info_error_names_file(tmp_path):
     missing = str(tmp_path / "missing.qcow2")
-    with pytest.raises(QemuImgError) as caught:
+    with pytest.raises(QemuImgError, match="No such file or directory") as caught:
         qemu_img.info(missing, "qcow2")
     assert missing in caught.value.msg and "No such file or directory" in caught.value.msg
     assert not qemu_img.is_locked_error(caught.value)
@@ -300,11 +301,21 @@ def _ofd_locked(path):
 @pytest.fixture
 def image_held_by_qemu(tmp_path):
     """A raw image served read-write by qemu-nbd, which holds qemu's image lock as a running guest does."""
+    yield from _held_by_qemu_nbd(tmp_path, "raw")
+
+
+@pytest.fixture
+def qcow2_held_by_qemu(tmp_path):
+    """The same with a qcow2 image, which qemu-img check can check."""
+    yield from _held_by_qemu_nbd(tmp_path, "qcow2")
+
+
+def _held_by_qemu_nbd(tmp_path, fmt):
     if shutil.which("qemu-nbd") is None:
         pytest.fail("qemu-nbd (qemu-utils) is required to hold a qemu image lock")
-    disk = str(tmp_path / "held.raw")
-    qemu_img.create(disk, "raw", 16 * MIB)
-    proc = subprocess.Popen(["qemu-nbd", "-f", "raw", "-k", str(tmp_path / "nbd.sock"), disk],
+    disk = str(tmp_path / ("held." + fmt))
+    qemu_img.create(disk, fmt, 16 * MIB)
+    proc = subprocess.Popen(["qemu-nbd", "-f", fmt, "-k", str(tmp_path / "nbd.sock"), disk],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
@@ -320,7 +331,7 @@ def image_held_by_qemu(tmp_path):
 
 
 def test_locked_image_error_is_recognised(image_held_by_qemu):
-    with pytest.raises(QemuImgError) as caught:
+    with pytest.raises(QemuImgError, match="in use by another process") as caught:
         qemu_img.resize(image_held_by_qemu, "raw", 32 * MIB)
     assert qemu_img.is_locked_error(caught.value)
     assert 'Failed to get "resize" lock' in caught.value.stderr
@@ -376,3 +387,17 @@ def test_qemu_img_dies_when_the_module_is_killed(tmp_path):
     finally:
         if is_running(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_check_reads_the_disk_of_a_running_guest(qcow2_held_by_qemu):
+    """Issue 10 item 21: without -U, qemu-img check of a disk qemu holds fails on qemu's lock."""
+    report = qemu_img.check(qcow2_held_by_qemu, "qcow2")
+    assert report["supported"] is True and report["check-errors"] == 0 and report["filename"] == qcow2_held_by_qemu
+    code = subprocess.run(["qemu-img", "check", "-f", "qcow2", qcow2_held_by_qemu], capture_output=True,
+                          text=True, check=False)
+    assert code.returncode != 0 and "lock" in code.stderr  # what check would say without -U
+
+
+def test_check_passes_u_and_json(fake):
+    qemu_img.check("disk", "qcow2")
+    assert fake.args() == ["check", "-f", "qcow2", "--output=json", "-U", os.path.abspath("disk")]

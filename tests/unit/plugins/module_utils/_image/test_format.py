@@ -3,6 +3,7 @@
 import atexit
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -56,7 +57,7 @@ def test_corpus_is_large_enough_and_names_are_unique():
                          ids=[case[0] for case in CORPUS + ENCRYPTED_CORPUS])
 def test_hostile_image_is_refused_with_reason(tmp_path, name, builder, expected):
     path = builder(str(tmp_path))
-    with pytest.raises(UnsafeImageError) as caught:
+    with pytest.raises(UnsafeImageError, match=re.escape(expected)) as caught:
         inspect_file(path, **inspect_options(name))
     message = caught.value.msg
     assert expected in message
@@ -336,7 +337,7 @@ def test_no_refusal_names_an_empty_list_of_extents(tmp_path):
     """Item 18: a malformed descriptor is refused for what is wrong with it, not for naming '()'."""
     for builder in (hostile_images.vmdk_descriptor_without_extents, hostile_images.vmdk_extent_of_two_gb_sparse,
                     hostile_images.vmdk_descriptor_with_binary_junk):
-        with pytest.raises(UnsafeImageError) as caught:
+        with pytest.raises(UnsafeImageError, match="^refusing image ") as caught:
             inspect_file(builder(str(tmp_path)))
         assert "()" not in caught.value.msg and "other than itself" not in caught.value.msg
 
@@ -428,3 +429,24 @@ def test_mutated_footers_and_headers_never_crash_the_inspector(tmp_path, name, e
         return
     assert inspection.virtual_size >= 0
     assert inspection.format in QEMU_FORMAT_NAMES
+
+
+# --- every refusal of the corpus, word for word ----------------------------------------------------------------
+
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus_refusals.json"), encoding="utf-8") as _f:
+    CORPUS_REFUSALS = json.load(_f)
+
+
+def test_every_corpus_case_has_its_refusal_written_down():
+    assert sorted(CORPUS_REFUSALS) == sorted(case[0] for case in CORPUS + ENCRYPTED_CORPUS)
+
+
+@pytest.mark.parametrize("name,builder,_expected", CORPUS + ENCRYPTED_CORPUS,
+                         ids=[case[0] for case in CORPUS + ENCRYPTED_CORPUS])
+def test_the_refusal_says_what_and_what_to_do_word_for_word(tmp_path, name, builder, _expected):
+    """corpus_refusals.json holds each message (the file's path as <path>): the reason and the advice a user reads
+    are part of the behaviour, and a change to them shows up here for review."""
+    path = builder(str(tmp_path))
+    with pytest.raises(UnsafeImageError, match="^refusing image ") as caught:
+        inspect_file(path, **inspect_options(name))
+    assert caught.value.msg.replace(path, "<path>") == CORPUS_REFUSALS[name]

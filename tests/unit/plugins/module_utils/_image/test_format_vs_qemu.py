@@ -11,6 +11,7 @@ file is pinned: where qemu refuses it too, qemu's reason; where qemu opens it, w
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -318,6 +319,7 @@ def test_raw_layout_is_read_as_raw_bytes(tmp_path, case_id, builder, fmt, table,
 QEMU_VIEW = {
     "qcow2_backing_file": ("qcow2", "opens", {"backing-filename": "/etc/passwd"}),
     "qcow2_data_file": ("qcow2", "opens", {}),
+    "qcow2_data_file_bit_only": ("qcow2", "opens", {}),
     "qcow2_data_file_extension_only": ("qcow2", "opens", {}),
     "qcow2_version_1": ("qcow2", "refuses", "Unsupported qcow2 version 1"),
     "qcow2_version_4": ("qcow2", "refuses", "Unsupported qcow2 version 4"),
@@ -395,7 +397,7 @@ def test_every_crafted_case_records_qemus_view():
 @pytest.mark.parametrize("name,builder,expected", CRAFTED, ids=[case[0] for case in CRAFTED])
 def test_crafted_variant_is_refused_and_qemus_view_is_pinned(tmp_path, name, builder, expected):
     path = builder(str(tmp_path))
-    with pytest.raises(UnsafeImageError) as caught:
+    with pytest.raises(UnsafeImageError, match=re.escape(expected)) as caught:
         inspect_file(path, **inspect_options(name))
     assert expected in caught.value.msg
     driver, verdict, detail = QEMU_VIEW[name]
@@ -437,3 +439,43 @@ def test_crafted_luks1_header_is_one_qemu_reads(tmp_path):
                    {"cipher": b"cast5", "mode": b"cbc-plain", "hash_spec": b"ripemd160", "key_bytes": 16}):
         path = hostile_images.luks1_with(str(tmp_path), "variant.luks", **fields)
         assert_matches_qemu(path, "luks", allow_luks=True)
+
+
+# --- issue 10 item 21: VHD sizes by creator, as block/vpc.c takes them ------------------------------------------
+
+VHD_CREATORS = [
+    # (creator_app, sized by) -- vpc_open: 'win ', 'qem2', 'd2v ', 'CTXS' and 'tap\0' by current_size, others by CHS
+    (b"win ", "current_size"), (b"qem2", "current_size"), (b"d2v ", "current_size"), (b"CTXS", "current_size"),
+    (b"tap\x00", "current_size"), (b"vpc ", "chs"), (b"qemu", "chs"), (b"tap ", "chs"), (b"WIN ", "chs"),
+    (b"\x00\x00\x00\x00", "chs"),
+]
+
+
+@pytest.mark.parametrize("subformat", ["dynamic", "fixed"])
+@pytest.mark.parametrize("creator,sized_by", VHD_CREATORS, ids=[c[0].decode("latin-1").strip("\0 ") or "none"
+                                                                  for c in VHD_CREATORS])
+def test_vhd_is_sized_by_current_size_or_geometry_as_its_creator_says(tmp_path, creator, sized_by, subformat):
+    geometry = (1000, 4, 16)  # 64000 sectors: 31.25 MiB, where current_size says 60 MiB
+    path = hostile_images._vhd_refooted(str(tmp_path), "creator.vhd", creator, current_size=60 * MIB,
+                                        geometry=geometry, subformat=subformat)
+    expected = 60 * MIB if sized_by == "current_size" else 1000 * 4 * 16 * 512
+    info, error = qemu_info(path, "vpc")
+    assert error is None, error
+    assert info["virtual-size"] == expected
+    inspection = inspect_file(path)
+    assert inspection.virtual_size == expected
+    assert inspection.details["creator_app"] == creator.decode("latin-1")
+    assert inspection.details["vhd_type"] == subformat
+
+
+def test_vhd_at_maximum_geometry_is_sized_by_current_size_whoever_made_it(tmp_path):
+    for creator in (b"vpc ", b"win "):
+        path = hostile_images._vhd_refooted(str(tmp_path), "max.vhd", creator, current_size=40 * MIB,
+                                            geometry=(65535, 16, 255), subformat="fixed")
+        assert inspect_file(path).virtual_size == 40 * MIB == qemu_info(path, "vpc")[0]["virtual-size"]
+        os.unlink(path)
+    path = hostile_images._vhd_refooted(str(tmp_path), "nearly.vhd", b"vpc ", current_size=40 * MIB,
+                                        geometry=(65535, 16, 254), subformat="dynamic")
+    # one sector-per-track short of the maximum: CHS, which is larger than the 64 MiB block table covers
+    with pytest.raises(UnsafeImageError, match="block table of 33 entries does not cover the disk"):
+        inspect_file(path)

@@ -173,3 +173,12 @@ def test_the_ends_of_the_ranges_are_accepted():
                                           "lock_timeout": 0})
     assert (request.transport.retries, request.transport.timeout) == (100, 1)
     assert (request.transport.retry_delay, request.lock_timeout) == (0, 0)  # zero means zero, not the default
+
+
+@pytest.mark.parametrize("url", ["http://[::1/x.img", "https://user:pw@[fe80::1/x.img", "file://[::1/x.img"])
+def test_a_url_urlsplit_cannot_parse_is_refused_without_repeating_it(url):
+    """Issue 10 item 11: an unclosed IPv6 bracket made urlsplit raise ValueError ('internal error')."""
+    for parse in (spec.url_scheme, spec.public_url, spec.local_path_of, spec.file_name_of):
+        with pytest.raises(VirtfleetError, match=r"^an image or SUMS url cannot be parsed \(.*IPv6.*\): use "
+                                                 r"http://, https://, file:// or an absolute path on the hypervisor$"):
+            parse(url)
