@@ -286,7 +286,11 @@ options:
         choices: [auto, qemu, passt]
       port_forwards:
         description:
-          - With O(nics[].type=user), host ports that reach the guest (QEMU or passt listens on them).
+          - With O(nics[].type=user), host ports that reach the guest (QEMU or passt listens on them while the
+            guest runs). This is how the host reaches such a guest, e.g. C(ssh -p 2222 debian@127.0.0.1) on the
+            hypervisor for O(nics[].port_forwards[].host_port=2222) and O(nics[].port_forwards[].guest_port=22).
+          - A host port must be free when the guest starts (QEMU does not start otherwise); each forward of one
+            NIC needs its own O(nics[].port_forwards[].host_port), and two guests cannot share one.
         type: list
         elements: dict
         suboptions:

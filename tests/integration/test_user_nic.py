@@ -1,6 +1,7 @@
-"""A user-mode NIC (domain_xml's default backend: QEMU's own user networking, isolated) on the Debian test guest.
+"""A user-mode NIC (domain_xml's default backend: QEMU's own user networking, isolated).
 
-One guest is booted for the module (tests/guest-debian, its image cached): it is reached over SSH through the
+The busybox test guest says on its serial console which NIC (MAC) it sees and the address QEMU's DHCP server
+gave it. Then one Debian guest is booted for the module (tests/guest-debian, its image cached): it is reached over SSH through the
 port forwarded on 127.0.0.1 only, and the guest itself says, over that SSH session, that it reaches nothing on
 the host (QEMU's gateway 10.0.2.2, the host's own addresses) while a listener there counts no connection. Then
 a re-run of domain_xml and domain changes nothing (the domain module on its memo's fast path), and a changed
@@ -22,7 +23,7 @@ import uuid
 
 import pytest
 
-from tests.integration.conftest import SCRATCH, TEST_PREFIX, destroy_domains
+from tests.integration.conftest import SCRATCH, TEST_PREFIX, destroy_domains, wait_for_report
 from tests.support.debian_guest import build_debian_guest
 from tests.support.runner import run_module
 
@@ -105,6 +106,24 @@ class Guest:
         result = run_module(name, args)
         assert result["_rc"] == 0, result
         return result
+
+
+def test_the_guest_sees_the_nic_with_its_mac_and_takes_qemus_dhcp_address(sandbox, guest_image):
+    name = sandbox.guest_name("unic")
+    disk = run_module("guest_disk", {"guest": name, "kind": "root", "base": guest_image["path"], "base_format": "raw",
+                                     "backing": "flat", "format": "raw", "instances_path": sandbox.instances})
+    assert disk["_rc"] == 0, disk
+    written = run_module("domain_xml", {
+        "name": name, "vcpus": 1, "memory": "160M", "virt_type": "qemu", "instances_path": sandbox.instances,
+        "fw_cfg": {"opt/org.virtfleet/mode": "stay", "opt/org.virtfleet/dhcp": "1"},
+        "disks": [{"path": disk["path"], "format": "raw"}],
+        "nics": [{"type": "user", "port_forwards": [{"host_port": _free_port(), "guest_port": 22}]}]})
+    assert written["_rc"] == 0, written
+    started = run_module("domain", {"name": name, "instances_path": sandbox.instances})
+    assert started["_rc"] == 0 and started["state"] == "running", started
+    report = wait_for_report(os.path.join(sandbox.instances, name, "console.log"), predicate=lambda r: r.ipv4)
+    assert list(report.nics.values()) == [written["macs"][0]], report.nics
+    assert list(report.ipv4.values()) == ["10.0.2.15"], "QEMU's user networking leases 10.0.2.15: %s" % report.ipv4
 
 
 @pytest.fixture(scope="module")
