@@ -17,7 +17,7 @@ arguments and reads them back (``domain_info`` reports such NICs).
 
 QEMU splits an option list at ``,`` and ``=``: a value holding either, or a blank, could add options of its
 own (``restrict=off``, another ``hostfwd``, ``romfile``). So every value is checked against a whole-value
-pattern (``_identifiers``) before it is placed, and once more as an option value.
+pattern (``_identifiers``) before it is placed, and once more as an option value (``QEMU_OPTION_VALUE``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._identifiers import IPV4_ADDRESS, MAC, QEMU_ID
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._identifiers import IPV4_ADDRESS, MAC, QEMU_ID, \
+    QEMU_OPTION_VALUE
 
 # The NIC models of domain_xml, as QEMU names their devices.
 DEVICE_DRIVERS = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139"}
@@ -35,8 +36,6 @@ MODEL_OF_DRIVER = {driver: name for name, driver in DEVICE_DRIVERS.items()}
 PROTOCOLS = ("tcp", "udp")
 ROOT_BUSES = ("pci.0", "pcie.0")   # i440fx, q35
 MAX_SLOT = 0x1f
-# What an option value may hold: no ',' '=' or blanks, which would start another option.
-_OPTION_VALUE = re.compile(r"[A-Za-z0-9._:-]+")
 _HOSTFWD = re.compile(r"(tcp|udp):([0-9.]*):([0-9]{1,5})-([0-9.]*):([0-9]{1,5})")
 
 
@@ -75,8 +74,9 @@ def _port(value: object, what: str) -> int:
 def _options(head: str, pairs: Sequence[Tuple[str, str]]) -> str:
     """``head,key=value,...``, every value checked to be one option value."""
     for key, value in pairs:
-        if not isinstance(value, str) or not _OPTION_VALUE.fullmatch(value):
-            _fail("the QEMU option %s=%r would not be one option value" % (key, value))
+        if not QEMU_OPTION_VALUE.matches(value):
+            _fail("the QEMU option %s=%r would not be one option value (%s)"
+                  % (key, value, QEMU_OPTION_VALUE.looks_like))
     return ",".join([head] + ["%s=%s" % pair for pair in pairs])
 
 
