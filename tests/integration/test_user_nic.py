@@ -108,7 +108,8 @@ class Guest:
         return result
 
 
-def test_the_guest_sees_the_nic_with_its_mac_and_takes_qemus_dhcp_address(sandbox, guest_image):
+def _busybox_guest(sandbox, guest_image, host_port: int) -> dict:
+    """A busybox test guest with one user NIC forwarding ``host_port``, written by domain_xml (not started)."""
     name = sandbox.guest_name("unic")
     disk = run_module("guest_disk", {"guest": name, "kind": "root", "base": guest_image["path"], "base_format": "raw",
                                      "backing": "flat", "format": "raw", "instances_path": sandbox.instances})
@@ -117,13 +118,30 @@ def test_the_guest_sees_the_nic_with_its_mac_and_takes_qemus_dhcp_address(sandbo
         "name": name, "vcpus": 1, "memory": "160M", "virt_type": "qemu", "instances_path": sandbox.instances,
         "fw_cfg": {"opt/org.virtfleet/mode": "stay", "opt/org.virtfleet/dhcp": "1"},
         "disks": [{"path": disk["path"], "format": "raw"}],
-        "nics": [{"type": "user", "port_forwards": [{"host_port": _free_port(), "guest_port": 22}]}]})
+        "nics": [{"type": "user", "port_forwards": [{"host_port": host_port, "guest_port": 22}]}]})
     assert written["_rc"] == 0, written
-    started = run_module("domain", {"name": name, "instances_path": sandbox.instances})
+    return dict(written, name=name, console=os.path.join(sandbox.instances, name, "console.log"))
+
+
+def test_the_guest_sees_the_nic_with_its_mac_and_takes_qemus_dhcp_address(sandbox, guest_image):
+    written = _busybox_guest(sandbox, guest_image, _free_port())
+    started = run_module("domain", {"name": written["name"], "instances_path": sandbox.instances})
     assert started["_rc"] == 0 and started["state"] == "running", started
-    report = wait_for_report(os.path.join(sandbox.instances, name, "console.log"), predicate=lambda r: r.ipv4)
+    report = wait_for_report(written["console"], predicate=lambda r: r.ipv4)
     assert list(report.nics.values()) == [written["macs"][0]], report.nics
     assert list(report.ipv4.values()) == ["10.0.2.15"], "QEMU's user networking leases 10.0.2.15: %s" % report.ipv4
+
+
+def test_a_forwarded_port_in_use_fails_the_start_saying_what_to_do(sandbox, guest_image):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        written = _busybox_guest(sandbox, guest_image, taken.getsockname()[1])
+        started = run_module("domain", {"name": written["name"], "instances_path": sandbox.instances})
+    assert started.get("failed") and started["actions"] == ["define"], started
+    assert "Could not set up host forwarding rule" in started["msg"], started["msg"]
+    assert "give nics[].port_forwards[].host_port a free port" in started["msg"], started["msg"]
+    assert sandbox.conn.lookupByName(written["name"]).isActive() == 0
 
 
 @pytest.fixture(scope="module")
