@@ -19,11 +19,10 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 
 import pytest
 
-from tests.integration.conftest import SCRATCH, TEST_PREFIX, destroy_domains, wait_for_report
+from tests.integration.conftest import SCRATCH, TEST_PREFIX, destroy_domains, new_run_root, wait_for_report
 from tests.support.debian_guest import build_debian_guest
 from tests.support.runner import run_module
 
@@ -147,12 +146,7 @@ def test_a_forwarded_port_in_use_fails_the_start_saying_what_to_do(sandbox, gues
 @pytest.fixture(scope="module")
 def guest(virt_host):
     image = build_debian_guest(os.path.join(SCRATCH, "debian-image"))
-    token = uuid.uuid4().hex[:6]
-    root = os.path.join(SCRATCH, "run-" + token)
-    instances = os.path.join(root, "instances")
-    os.makedirs(instances)
-    os.chmod(root, 0o755)
-    os.chmod(instances, 0o755)
+    token, root, instances = new_run_root()
     name = "%s%s-unic" % (TEST_PREFIX, token)
     key = os.path.join(root, "ssh_key")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vft", "-f", key], check=True)
