@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import user_net as user_net
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import user_net
 
 NIC = user_net.UserNic(netdev_id="vfnet1", mac="52:54:00:AA:BB:CC", model="virtio", bus="pcie.0", slot=0x1c,
                        forwards=(user_net.Forward("tcp", "127.0.0.1", 2222, 22),
