@@ -369,10 +369,8 @@ options:
           type:
             description:
             - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
-            - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no source.
-              The guest gets the host's addresses by DHCP from passt, reaches what the host reaches, and is reached
-              only through O(nics[].port_forwards). libvirt 9.0.0 as in Debian 12 cannot run passt; defining such
-              a domain there fails with that reason.
+            - C(user) is user-mode networking, with no source and no host network or bridge involved; the host reaches
+              the guest only through O(nics[].port_forwards). How it is made is O(nics[].backend).
             - Not together with the shorthands O(nics[].network), O(nics[].bridge), O(nics[].direct).
             type: str
             choices:
@@ -415,9 +413,39 @@ options:
           boot_order:
             description: Boot priority, as for disks.
             type: int
+          backend:
+            description:
+            - How a O(nics[].type=user) NIC is made (only for those). Defaults to C(auto), which is C(qemu).
+            - C(qemu) gives the NIC to QEMU's own user networking, through the domain's C(<qemu:commandline>) (C(-netdev
+              user,restrict=on,hostfwd=...) and a C(-device) with the NIC's MAC). It works with every libvirt, Debian
+              12's 9.0.0 included, which is built without passt and silently ignores C(<portForward>) without it.
+            - 'With C(qemu) the guest is isolated (C(restrict=on)): it gets 10.0.2.15 by DHCP from QEMU but reaches
+              nothing, not the host, not its 10.0.2.2 gateway, no network beyond; so it has no outbound network
+              (no package mirrors, no DNS). Only connections to the O(nics[].port_forwards) come in. That keeps
+              test traffic on the host''s loopback, and a guest that cannot reach out cannot attack the host''s
+              services.'
+            - With C(qemu) libvirt does not know the NIC; it is on a PCI slot of the root bus kept for it, one per
+              such NIC in O(nics) order, C(0x1f), C(0x1e), C(0x1d), C(0x1c) on i440fx (O(machine=pc)), and C(0x1c),
+              C(0x1b), C(0x19), C(0x18) on q35 (whose C(0x1f) holds the chipset, C(0x1e) and C(0x1d) what libvirt
+              may put there). At most 4 such NICs; other machine types, O(nics[].boot_order) and IPv6 forward addresses
+              are refused. libvirt marks such a domain tainted (C(custom-argv)) in its log and C(virsh dominfo);
+              that is expected. The forwards stay across restarts; a change of them applies at the next start (M(virtfleet.libvirt.domain)
+              with O(virtfleet.libvirt.domain#module:apply=restart)).
+            - C(passt) writes libvirt's C(<interface type='user'>) with C(<backend type='passt'/>) and C(<portForward>),
+              for a libvirt built with passt (and the passt package installed). The guest then gets the host's addresses
+              and reaches what the host reaches. Debian 12's libvirt refuses it at define.
+            type: str
+            choices:
+            - auto
+            - qemu
+            - passt
           port_forwards:
             description:
-            - With O(nics[].type=user), host ports that reach the guest (passt listens on them).
+            - With O(nics[].type=user), host ports that reach the guest (QEMU or passt listens on them while the
+              guest runs). This is how the host reaches such a guest, e.g. C(ssh -p 2222 debian@127.0.0.1) on the
+              hypervisor for O(nics[].port_forwards[].host_port=2222) and O(nics[].port_forwards[].guest_port=22).
+            - A host port must be free when the guest starts (QEMU does not start otherwise); each forward of one
+              NIC needs its own O(nics[].port_forwards[].host_port), and two guests cannot share one.
             type: list
             elements: dict
             suboptions:
@@ -430,7 +458,8 @@ options:
                 type: int
               address:
                 description:
-                - Host address passt listens on. The default keeps the guest reachable from the host only.
+                - Host address the forward listens on. The default keeps the guest reachable from the host only.
+                - An IPv4 address with O(nics[].backend=qemu).
                 type: str
                 default: 127.0.0.1
               proto:
@@ -1030,10 +1059,9 @@ options:
               type:
                 description:
                 - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
-                - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no
-                  source. The guest gets the host's addresses by DHCP from passt, reaches what the host reaches,
-                  and is reached only through O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards). libvirt
-                  9.0.0 as in Debian 12 cannot run passt; defining such a domain there fails with that reason.
+                - C(user) is user-mode networking, with no source and no host network or bridge involved; the host
+                  reaches the guest only through O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards). How
+                  it is made is O(virtfleet.libvirt.domain_xml#module:nics[].backend).
                 - Not together with the shorthands O(virtfleet.libvirt.domain_xml#module:nics[].network), O(virtfleet.libvirt.domain_xml#module:nics[].bridge),
                   O(virtfleet.libvirt.domain_xml#module:nics[].direct).
                 type: str
@@ -1079,10 +1107,44 @@ options:
               boot_order:
                 description: Boot priority, as for disks.
                 type: int
+              backend:
+                description:
+                - How a O(virtfleet.libvirt.domain_xml#module:nics[].type=user) NIC is made (only for those). Defaults
+                  to C(auto), which is C(qemu).
+                - C(qemu) gives the NIC to QEMU's own user networking, through the domain's C(<qemu:commandline>)
+                  (C(-netdev user,restrict=on,hostfwd=...) and a C(-device) with the NIC's MAC). It works with every
+                  libvirt, Debian 12's 9.0.0 included, which is built without passt and silently ignores C(<portForward>)
+                  without it.
+                - 'With C(qemu) the guest is isolated (C(restrict=on)): it gets 10.0.2.15 by DHCP from QEMU but
+                  reaches nothing, not the host, not its 10.0.2.2 gateway, no network beyond; so it has no outbound
+                  network (no package mirrors, no DNS). Only connections to the O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards)
+                  come in. That keeps test traffic on the host''s loopback, and a guest that cannot reach out cannot
+                  attack the host''s services.'
+                - With C(qemu) libvirt does not know the NIC; it is on a PCI slot of the root bus kept for it, one
+                  per such NIC in O(virtfleet.libvirt.domain_xml#module:nics) order, C(0x1f), C(0x1e), C(0x1d),
+                  C(0x1c) on i440fx (O(virtfleet.libvirt.domain_xml#module:machine=pc)), and C(0x1c), C(0x1b), C(0x19),
+                  C(0x18) on q35 (whose C(0x1f) holds the chipset, C(0x1e) and C(0x1d) what libvirt may put there).
+                  At most 4 such NICs; other machine types, O(virtfleet.libvirt.domain_xml#module:nics[].boot_order)
+                  and IPv6 forward addresses are refused. libvirt marks such a domain tainted (C(custom-argv)) in
+                  its log and C(virsh dominfo); that is expected. The forwards stay across restarts; a change of
+                  them applies at the next start (M(virtfleet.libvirt.domain) with O(virtfleet.libvirt.domain#module:apply=restart)).
+                - C(passt) writes libvirt's C(<interface type='user'>) with C(<backend type='passt'/>) and C(<portForward>),
+                  for a libvirt built with passt (and the passt package installed). The guest then gets the host's
+                  addresses and reaches what the host reaches. Debian 12's libvirt refuses it at define.
+                type: str
+                choices:
+                - auto
+                - qemu
+                - passt
               port_forwards:
                 description:
                 - With O(virtfleet.libvirt.domain_xml#module:nics[].type=user), host ports that reach the guest
-                  (passt listens on them).
+                  (QEMU or passt listens on them while the guest runs). This is how the host reaches such a guest,
+                  e.g. C(ssh -p 2222 debian@127.0.0.1) on the hypervisor for O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards[].host_port=2222)
+                  and O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards[].guest_port=22).
+                - A host port must be free when the guest starts (QEMU does not start otherwise); each forward of
+                  one NIC needs its own O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards[].host_port),
+                  and two guests cannot share one.
                 type: list
                 elements: dict
                 suboptions:
@@ -1095,7 +1157,8 @@ options:
                     type: int
                   address:
                     description:
-                    - Host address passt listens on. The default keeps the guest reachable from the host only.
+                    - Host address the forward listens on. The default keeps the guest reachable from the host only.
+                    - An IPv4 address with O(virtfleet.libvirt.domain_xml#module:nics[].backend=qemu).
                     type: str
                     default: 127.0.0.1
                   proto:
@@ -2210,10 +2273,9 @@ options:
           type:
             description:
             - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
-            - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no source.
-              The guest gets the host's addresses by DHCP from passt, reaches what the host reaches, and is reached
-              only through O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards). libvirt 9.0.0 as in Debian
-              12 cannot run passt; defining such a domain there fails with that reason.
+            - C(user) is user-mode networking, with no source and no host network or bridge involved; the host reaches
+              the guest only through O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards). How it is made
+              is O(virtfleet.libvirt.domain_xml#module:nics[].backend).
             - Not together with the shorthands O(virtfleet.libvirt.domain_xml#module:nics[].network), O(virtfleet.libvirt.domain_xml#module:nics[].bridge),
               O(virtfleet.libvirt.domain_xml#module:nics[].direct).
             type: str
@@ -2258,10 +2320,43 @@ options:
           boot_order:
             description: Boot priority, as for disks.
             type: int
+          backend:
+            description:
+            - How a O(virtfleet.libvirt.domain_xml#module:nics[].type=user) NIC is made (only for those). Defaults
+              to C(auto), which is C(qemu).
+            - C(qemu) gives the NIC to QEMU's own user networking, through the domain's C(<qemu:commandline>) (C(-netdev
+              user,restrict=on,hostfwd=...) and a C(-device) with the NIC's MAC). It works with every libvirt, Debian
+              12's 9.0.0 included, which is built without passt and silently ignores C(<portForward>) without it.
+            - 'With C(qemu) the guest is isolated (C(restrict=on)): it gets 10.0.2.15 by DHCP from QEMU but reaches
+              nothing, not the host, not its 10.0.2.2 gateway, no network beyond; so it has no outbound network
+              (no package mirrors, no DNS). Only connections to the O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards)
+              come in. That keeps test traffic on the host''s loopback, and a guest that cannot reach out cannot
+              attack the host''s services.'
+            - With C(qemu) libvirt does not know the NIC; it is on a PCI slot of the root bus kept for it, one per
+              such NIC in O(virtfleet.libvirt.domain_xml#module:nics) order, C(0x1f), C(0x1e), C(0x1d), C(0x1c)
+              on i440fx (O(virtfleet.libvirt.domain_xml#module:machine=pc)), and C(0x1c), C(0x1b), C(0x19), C(0x18)
+              on q35 (whose C(0x1f) holds the chipset, C(0x1e) and C(0x1d) what libvirt may put there). At most
+              4 such NICs; other machine types, O(virtfleet.libvirt.domain_xml#module:nics[].boot_order) and IPv6
+              forward addresses are refused. libvirt marks such a domain tainted (C(custom-argv)) in its log and
+              C(virsh dominfo); that is expected. The forwards stay across restarts; a change of them applies at
+              the next start (M(virtfleet.libvirt.domain) with O(virtfleet.libvirt.domain#module:apply=restart)).
+            - C(passt) writes libvirt's C(<interface type='user'>) with C(<backend type='passt'/>) and C(<portForward>),
+              for a libvirt built with passt (and the passt package installed). The guest then gets the host's addresses
+              and reaches what the host reaches. Debian 12's libvirt refuses it at define.
+            type: str
+            choices:
+            - auto
+            - qemu
+            - passt
           port_forwards:
             description:
-            - With O(virtfleet.libvirt.domain_xml#module:nics[].type=user), host ports that reach the guest (passt
-              listens on them).
+            - With O(virtfleet.libvirt.domain_xml#module:nics[].type=user), host ports that reach the guest (QEMU
+              or passt listens on them while the guest runs). This is how the host reaches such a guest, e.g. C(ssh
+              -p 2222 debian@127.0.0.1) on the hypervisor for O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards[].host_port=2222)
+              and O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards[].guest_port=22).
+            - A host port must be free when the guest starts (QEMU does not start otherwise); each forward of one
+              NIC needs its own O(virtfleet.libvirt.domain_xml#module:nics[].port_forwards[].host_port), and two
+              guests cannot share one.
             type: list
             elements: dict
             suboptions:
@@ -2274,7 +2369,8 @@ options:
                 type: int
               address:
                 description:
-                - Host address passt listens on. The default keeps the guest reachable from the host only.
+                - Host address the forward listens on. The default keeps the guest reachable from the host only.
+                - An IPv4 address with O(virtfleet.libvirt.domain_xml#module:nics[].backend=qemu).
                 type: str
                 default: 127.0.0.1
               proto:

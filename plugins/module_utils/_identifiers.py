@@ -60,6 +60,13 @@ HOST_INTERFACE = Identifier(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,14}",
                             "use a host interface name of 1-15 letters, digits, '.', '_', ':' or '-'")
 CPU_MODEL = Identifier(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", "use a CPU model name such as Skylake-Client")
 MACHINE = Identifier(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", "use a machine type name such as pc or q35")
+# An id of a QEMU object we name on QEMU's command line (a user NIC's -netdev): QEMU wants a letter first.
+QEMU_ID = Identifier(r"[A-Za-z][A-Za-z0-9_-]{0,31}", "use 1-32 letters, digits, '_' or '-', starting with a letter")
+# An IPv4 address in dotted-quad form, as it goes into a QEMU option (no leading zeros, each part 0-255).
+_IPV4_PART = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+IPV4_ADDRESS = Identifier(r"%s(?:\.%s){3}" % (_IPV4_PART, _IPV4_PART), "use an IPv4 address such as 127.0.0.1")
+# One value of a QEMU option list (key=value,key=value): ',' '=' or a blank would start another option.
+QEMU_OPTION_VALUE = Identifier(r"[A-Za-z0-9._:-]{1,128}", "use letters, digits, '.', '_', ':' or '-' only")
 DISK_TARGET = Identifier(r"(?:vd|sd|hd)[a-z]{1,2}", "use a target device name such as vda, sdb or hdc")
 # One component of a path on a config drive.
 DRIVE_PATH_PART = Identifier(r"[A-Za-z0-9._@+=,-]{1,64}",

@@ -230,7 +230,8 @@ changes:
   contains:
     what:
       description: The part, such as C(vcpus), C(max_vcpus), C(memory), C(current_memory), C(cpu), C(machine),
-        C(firmware), C(uuid), or C(devices.disk vdb), C(devices.interface 52:54:00:12:34:56) for a device.
+        C(firmware), C(uuid), C(qemu_commandline) (user NICs on QEMU's own user networking), or C(devices.disk vdb),
+        C(devices.interface 52:54:00:12:34:56) for a device.
       type: str
     before:
       description: Its value (a number, a name, or the XML of the part) before; null when absent.

@@ -241,12 +241,15 @@ domains:
           type: int
           sample: 1
     interfaces:
-      description: Network interfaces, in definition order.
+      description:
+        - Network interfaces, in definition order; then the user-mode NICs on QEMU's command line (those of
+          M(virtfleet.libvirt.domain_xml) with O(virtfleet.libvirt.domain_xml#module:nics[].backend=qemu)), which
+          libvirt does not list among its devices.
       type: list
       elements: dict
       contains:
         type:
-          description: C(network), C(bridge), C(direct) or another libvirt interface type.
+          description: C(network), C(bridge), C(direct), C(user) or another libvirt interface type.
           type: str
           sample: network
         source:
@@ -292,6 +295,29 @@ domains:
               description: Interface name inside the guest (agent addresses only).
               type: str
               sample: eth0
+        port_forwards:
+          description:
+            - The host ports forwarded to the guest by a user-mode NIC (QEMU's C(hostfwd) or libvirt's
+              C(<portForward>) for passt); empty for other NICs.
+          type: list
+          elements: dict
+          contains:
+            proto:
+              description: C(tcp) or C(udp).
+              type: str
+              sample: tcp
+            address:
+              description: Host address the forward listens on (null when libvirt's definition names none).
+              type: str
+              sample: 127.0.0.1
+            host_port:
+              description: Port on the host.
+              type: int
+              sample: 2222
+            guest_port:
+              description: Port in the guest.
+              type: int
+              sample: 22
     console_log:
       description: File the serial console is logged to, if any.
       type: str

@@ -23,6 +23,8 @@ description:
     edited file or a filesystem without user extended attributes means a full render.
   - The machine type is resolved to libvirt's canonical name (for example C(pc) to C(pc-i440fx-7.2)) so
     that the file equals what libvirt stores.
+  - A user-mode NIC (O(nics[].type=user)) is by default QEMU's own isolated user networking on the domain's
+    C(<qemu:commandline>), which libvirt reports as a taint (C(custom-argv)); see O(nics[].backend).
 author:
   - virtfleet developers (@virtfleet)
 extends_documentation_fragment:
@@ -250,10 +252,8 @@ options:
       type:
         description:
           - Kind of attachment. Defaults to C(network) (unless a shorthand names it).
-          - C(user) is user-mode networking through libvirt's passt backend (the C(passt) package), with no
-            source. The guest gets the host's addresses by DHCP from passt, reaches what the host reaches, and is
-            reached only through O(nics[].port_forwards). libvirt 9.0.0 as in Debian 12 cannot run passt;
-            defining such a domain there fails with that reason.
+          - C(user) is user-mode networking, with no source and no host network or bridge involved; the host
+            reaches the guest only through O(nics[].port_forwards). How it is made is O(nics[].backend).
           - Not together with the shorthands O(nics[].network), O(nics[].bridge), O(nics[].direct).
         type: str
         choices: [network, bridge, direct, user]
@@ -284,9 +284,36 @@ options:
       boot_order:
         description: Boot priority, as for disks.
         type: int
+      backend:
+        description:
+          - How a O(nics[].type=user) NIC is made (only for those). Defaults to C(auto), which is C(qemu).
+          - C(qemu) gives the NIC to QEMU's own user networking, through the domain's C(<qemu:commandline>)
+            (C(-netdev user,restrict=on,hostfwd=...) and a C(-device) with the NIC's MAC). It works with every
+            libvirt, Debian 12's 9.0.0 included, which is built without passt and silently ignores
+            C(<portForward>) without it.
+          - "With C(qemu) the guest is isolated (C(restrict=on)): it gets 10.0.2.15 by DHCP from QEMU but reaches
+            nothing, not the host, not its 10.0.2.2 gateway, no network beyond; so it has no outbound network (no
+            package mirrors, no DNS). Only connections to the O(nics[].port_forwards) come in. That keeps test
+            traffic on the host's loopback, and a guest that cannot reach out cannot attack the host's services."
+          - With C(qemu) libvirt does not know the NIC; it is on a PCI slot of the root bus kept for it, one per
+            such NIC in O(nics) order, C(0x1f), C(0x1e), C(0x1d), C(0x1c) on i440fx (O(machine=pc)), and C(0x1c),
+            C(0x1b), C(0x19), C(0x18) on q35 (whose C(0x1f) holds the chipset, C(0x1e) and C(0x1d) what libvirt
+            may put there). At most 4 such NICs; other machine types, O(nics[].boot_order) and IPv6 forward
+            addresses are refused. libvirt marks such a domain tainted (C(custom-argv)) in its log and
+            C(virsh dominfo); that is expected. The forwards stay across restarts; a change of them applies at the
+            next start (M(virtfleet.libvirt.domain) with O(virtfleet.libvirt.domain#module:apply=restart)).
+          - C(passt) writes libvirt's C(<interface type='user'>) with C(<backend type='passt'/>) and
+            C(<portForward>), for a libvirt built with passt (and the passt package installed). The guest then gets
+            the host's addresses and reaches what the host reaches. Debian 12's libvirt refuses it at define.
+        type: str
+        choices: [auto, qemu, passt]
       port_forwards:
         description:
-          - With O(nics[].type=user), host ports that reach the guest (passt listens on them).
+          - With O(nics[].type=user), host ports that reach the guest (QEMU or passt listens on them while the
+            guest runs). This is how the host reaches such a guest, e.g. C(ssh -p 2222 debian@127.0.0.1) on the
+            hypervisor for O(nics[].port_forwards[].host_port=2222) and O(nics[].port_forwards[].guest_port=22).
+          - A host port must be free when the guest starts (QEMU does not start otherwise); each forward of one
+            NIC needs its own O(nics[].port_forwards[].host_port), and two guests cannot share one.
         type: list
         elements: dict
         suboptions:
@@ -299,7 +326,8 @@ options:
             type: int
           address:
             description:
-              - Host address passt listens on. The default keeps the guest reachable from the host only.
+              - Host address the forward listens on. The default keeps the guest reachable from the host only.
+              - An IPv4 address with O(nics[].backend=qemu).
             type: str
             default: 127.0.0.1
           proto:
@@ -339,7 +367,7 @@ EXAMPLES = r"""
         format: qcow2
     nics:
       - network: default
-      # reachable from the hypervisor itself only, at 127.0.0.1:2222 (needs libvirt with passt)
+      # reachable from the hypervisor itself only, at 127.0.0.1:2222; the guest reaches nothing
       - type: user
         port_forwards:
           - host_port: 2222
@@ -419,7 +447,7 @@ machine:
   type: str
   sample: pc-i440fx-7.2
 macs:
-  description: MAC addresses of the NICs, in order.
+  description: MAC addresses of the NICs, in the order of O(nics) (user NICs on QEMU's command line included).
   returned: always (with O(items), in each element of RV(results))
   type: list
   elements: str

@@ -192,15 +192,21 @@ def destroy_domains(conn, names):
             dom.undefineFlags(flags)
 
 
-@contextlib.contextmanager
-def new_sandbox(conn):
-    """A fresh instances tree and guest-name factory; removes every domain and file made in it afterwards."""
+def new_run_root():
+    """(token, root, instances): a fresh directory under SCRATCH with an instances tree libvirt's QEMU can read."""
     token = uuid.uuid4().hex[:6]
     root = os.path.join(SCRATCH, "run-" + token)
     instances = os.path.join(root, "instances")
     os.makedirs(instances)
     os.chmod(root, 0o755)
     os.chmod(instances, 0o755)
+    return token, root, instances
+
+
+@contextlib.contextmanager
+def new_sandbox(conn):
+    """A fresh instances tree and guest-name factory; removes every domain and file made in it afterwards."""
+    token, root, instances = new_run_root()
     names: List[str] = []
 
     def guest_name(label: str = "g") -> str:

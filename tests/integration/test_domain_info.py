@@ -123,10 +123,6 @@ def test_addresses_come_from_the_networks_dhcp_leases(sandbox, guest_image, dhcp
     assert started["interfaces"] == dom["interfaces"]
     # Check mode reads the same.
     assert info(check=True, name=name)[0]["interfaces"][0]["addresses"] == nic["addresses"]
-    # The agent answers a ping (the resize role's health check); without ping_agent nothing is asked.
-    [pinged] = info(name=name, ping_agent=True, agent_timeout=10)
-    assert pinged["agent"] == {"responding": True, "error": None}, pinged["agent"]
-    assert "agent" not in dom
 
 
 def test_addresses_come_from_the_guest_agent_where_no_lease_exists(sandbox, guest_image, isolated_network, probed):
@@ -169,6 +165,10 @@ def test_addresses_come_from_the_guest_agent_where_no_lease_exists(sandbox, gues
     assert all(a["address"].startswith("fe80:") for a in nic["addresses"] if a["family"] == "ipv6"), nic
     assert info(check=True, name=name)[0]["interfaces"][0]["addresses"] == nic["addresses"]
 
+    # The agent answers a ping (the resize role's health check); without ping_agent nothing is asked.
+    [pinged] = info(name=name, ping_agent=True, agent_timeout=10)
+    assert pinged["agent"] == {"responding": True, "error": None}, pinged["agent"]
+    assert "agent" not in dom
     # The channel now reads state='connected' in the live XML; neither module sees a change in that.
     assert "state='connected'" in sandbox.conn.lookupByName(name).XMLDesc(0)
     again = run_module("domain_xml", xml_args)

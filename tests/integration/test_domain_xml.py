@@ -508,11 +508,12 @@ def _libvirt_parses_passt(conn) -> bool:
         probe.close()
 
 
-def test_a_user_nic_with_loopback_port_forwards(dx):
-    """domain_xml writes what libvirt's schema takes; on a libvirt that cannot run passt, domain fails saying so
-    and defines nothing."""
+def test_a_user_nic_on_passt_with_loopback_port_forwards(dx):
+    """backend passt: domain_xml writes what libvirt's schema takes; on a libvirt that cannot run passt, domain fails
+    saying so and defines nothing."""
     name = dx.name("user")
-    args = _args(dx, name, nics=[{"type": "user", "port_forwards": [{"host_port": 22222, "guest_port": 22}]}])
+    args = _args(dx, name, nics=[{"type": "user", "backend": "passt",
+                                  "port_forwards": [{"host_port": 22222, "guest_port": 22}]}])
     written = run_module("domain_xml", args)
     assert written["_rc"] == 0, written
     assert "<portForward proto=\"tcp\" address=\"127.0.0.1\">" in written["xml"]
@@ -523,3 +524,19 @@ def test_a_user_nic_with_loopback_port_forwards(dx):
     defined = run_module("domain", {"name": name, "state": "running", "instances_path": dx.instances})
     assert defined.get("failed") and "cannot run the passt backend" in defined["msg"], defined
     assert name not in [d.name() for d in dx.conn.listAllDomains()]
+
+
+@pytest.mark.parametrize("machine, bus, slot", [("pc", "pci.0", "0x1f"), ("q35", "pcie.0", "0x1c")])
+def test_a_user_nic_on_qemus_user_networking_is_stored_as_written(dx, machine, bus, slot):
+    """The default backend: QEMU's own user networking on <qemu:commandline>, which this libvirt validates and stores
+    as written (the guest behind it is tested in test_user_nic.py)."""
+    name = dx.name("user")
+    args = _args(dx, name, machine=machine,
+                 nics=[{"type": "user", "port_forwards": [{"host_port": 22222, "guest_port": 22}]}])
+    written = run_module("domain_xml", args)
+    assert written["_rc"] == 0, written
+    assert '<qemu:arg value="user,id=vfnet0,restrict=on,hostfwd=tcp:127.0.0.1:22222-:22"/>' in written["xml"]
+    assert '<qemu:arg value="virtio-net-pci,netdev=vfnet0,mac=%s,bus=%s,addr=%s"/>' % (
+        written["macs"][0], bus, slot) in written["xml"]
+    _validate(written["xml"], dx.root)
+    _define_and_compare(dx.conn, written["xml"])

@@ -5,7 +5,8 @@
 
 All policy lives here, none in the model: an hvm guest of the resolved virt type, virtio disks and
 NICs, deterministic MAC addresses, disk names per bus, a serial console logged to the instance
-directory, host-model CPU on KVM, BIOS or OVMF firmware. The spec (``_domain.xml_spec.DomainXmlSpec``)
+directory, host-model CPU on KVM, BIOS or OVMF firmware, user NICs on QEMU's own user networking
+(isolated, on PCI slots of their own) unless passt is asked for. The spec (``_domain.xml_spec.DomainXmlSpec``)
 is already validated against the choice constants of ``_domain.spec``. ``design_domain`` is pure: what
 it needs from the hypervisor (virt type, canonical machine name, firmware paths) comes in
 ``HostFacts``, which ``resolve_host_facts`` reads through the ``Hypervisor`` wrapper.
@@ -23,8 +24,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import GuestLayout
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import user_net
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DEFAULT_MEMORY_SLOTS
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DiskSpec, DomainXmlSpec
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_spec import DiskSpec, DomainXmlSpec, NicSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import LibvirtError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import libvirt_error_text
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.virt_probe import resolve_virt_type
@@ -34,6 +36,16 @@ GUEST_TYPE = "hvm"
 GUEST_ARCH = "x86_64"
 ITCO_MIN_LIBVIRT = 9001000  # libvirt 9.1.0 added <watchdog model='itco'/>
 FIRMWARE_DESCRIPTOR_DIRS = ("/etc/qemu/firmware", "/usr/share/qemu/firmware")
+# A user NIC's backend when the spec says auto: QEMU's own user networking works with every libvirt (Debian
+# 12's has no passt); passt only where libvirt was built with it, so only when asked for.
+AUTO_NIC_BACKEND = "qemu"
+# PCI slots of the root bus for user NICs on QEMU's command line, the first NIC first. libvirt does not know
+# these devices, so they take slots its automatic addressing (upwards from slot 1-3) does not reach and no
+# chipset device holds: on i440fx 0x1f down; on q35 0x1c down, past 0x1f (ICH9 LPC, SATA, SMBus), 0x1e (where
+# libvirt puts a DMI-to-PCI bridge), 0x1d and 0x1a (where it puts ICH9 USB2 controllers).
+USER_NIC_SLOTS = {"pci.0": (0x1f, 0x1e, 0x1d, 0x1c), "pcie.0": (0x1c, 0x1b, 0x19, 0x18)}
+MAX_USER_NICS = 4
+USER_NETDEV_ID = "vfnet%d"    # by the NIC's index in nics
 
 
 @dataclass
@@ -137,6 +149,7 @@ def design_domain(spec: DomainXmlSpec, facts: HostFacts, layout: GuestLayout,
     dom.on_poweroff, dom.on_reboot, dom.on_crash = "destroy", "restart", "destroy"
     dom.devices = [device for design in DEVICE_DESIGNERS for device in design(spec, facts, layout)]
     apply_flavor(dom, flavor_layout(spec, facts, previous))
+    dom.qemu_commandline = _user_nic_commandline(spec, facts)
     return dom
 
 
@@ -338,26 +351,42 @@ def _disks(spec: DomainXmlSpec, facts: HostFacts, _layout: GuestLayout) -> List[
 NIC_SOURCE_ATTRIBUTE = {"network": "network", "bridge": "bridge", "direct": "dev"}
 
 
-def _nics(spec: DomainXmlSpec, _facts: HostFacts, _layout: GuestLayout) -> List[model.Device]:
-    devices: List[model.Device] = []
-    seen: Dict[str, int] = {}
+def assign_macs(spec: DomainXmlSpec) -> List[str]:
+    """The MAC of each NIC, in order: as given, else derived from the guest name and the NIC's index."""
+    macs: List[str] = []
     for index, nic in enumerate(spec.nics):
         mac = nic.mac or derive_mac(spec.name, index)
-        if mac in seen:
+        if mac in macs:
+            first = macs.index(mac)
             _fail("nics[%d] and nics[%d] both have MAC %s%s; each NIC of a guest needs its own" % (
-                seen[mac], index, mac, "" if nic.mac and spec.nics[seen[mac]].mac else
+                first, index, mac, "" if nic.mac and spec.nics[first].mac else
                 " (one of them derived from the guest name and NIC index)"))
-        seen[mac] = index
+        macs.append(mac)
+    return macs
+
+
+def nic_backend(nic: NicSpec) -> Optional[str]:
+    """How a user NIC is made (qemu or passt); None for other NICs."""
+    if nic.type != "user":
+        return None
+    return AUTO_NIC_BACKEND if nic.backend == "auto" else nic.backend
+
+
+def _nics(spec: DomainXmlSpec, _facts: HostFacts, _layout: GuestLayout) -> List[model.Device]:
+    devices: List[model.Device] = []
+    for nic, mac in zip(spec.nics, assign_macs(spec)):
+        if nic_backend(nic) == "qemu":
+            continue  # on QEMU's command line (_user_nic_commandline), not an <interface>
         source = {NIC_SOURCE_ATTRIBUTE[nic.type]: nic.source} if nic.type in NIC_SOURCE_ATTRIBUTE else {}
         if nic.type == "direct":
             source["mode"] = nic.mode
         devices.append(model.Interface(type=nic.type, mac=mac, source=source, model=nic.model,
-                                       boot_order=nic.boot_order, extra=_user_networking(nic)))
+                                       boot_order=nic.boot_order, extra=_passt_networking(nic)))
     return devices
 
 
-def _user_networking(nic) -> List:
-    """For a user NIC: the passt backend (libvirt runs it; the guest gets the host's addresses by DHCP) and its
+def _passt_networking(nic: NicSpec) -> List:
+    """For a user NIC on passt: the backend (libvirt runs it; the guest gets the host's addresses by DHCP) and its
     port forwards, each host address:port to the guest's port."""
     if nic.type != "user":
         return []
@@ -367,6 +396,43 @@ def _user_networking(nic) -> List:
         model.etree.SubElement(element, "range", {"start": str(forward.host_port), "to": str(forward.guest_port)})
         elements.append(element)
     return elements
+
+
+def _root_bus(machine: str) -> Optional[str]:
+    """QEMU's name of the PCI root bus of an x86 ``machine`` (pc-* other than q35 is i440fx); None for others."""
+    if is_q35(machine):
+        return "pcie.0"
+    return "pci.0" if machine == "pc" or machine.startswith("pc-") else None
+
+
+def _user_nic_commandline(spec: DomainXmlSpec, facts: HostFacts) -> Optional[model.QemuCommandline]:
+    """The QEMU arguments of the user NICs on QEMU's own user networking (isolated: restrict=on); None without."""
+    chosen = [(index, nic, mac) for index, (nic, mac) in enumerate(zip(spec.nics, assign_macs(spec)))
+              if nic_backend(nic) == "qemu"]
+    if not chosen:
+        return None
+    if len(chosen) > MAX_USER_NICS:
+        _fail("nics: %d user NICs with backend qemu; at most %d fit the PCI slots kept for them (use one NIC with "
+              "several port_forwards)" % (len(chosen), MAX_USER_NICS))
+    bus = _root_bus(facts.machine)
+    if bus is None:
+        _fail("nics: a user NIC with backend qemu needs machine pc (i440fx) or q35, whose PCI root bus it is "
+              "placed on; machine %s is neither" % facts.machine)
+    args: List[str] = []
+    for slot, (index, nic, mac) in zip(USER_NIC_SLOTS[bus], chosen):
+        what = "nics[%d]" % index
+        if nic.boot_order is not None:
+            _fail("%s: boot_order needs a NIC libvirt knows; a user NIC with backend qemu is on QEMU's command line "
+                  "(give it backend passt, or boot from a disk)" % what)
+        for number, forward in enumerate(nic.port_forwards):
+            if ":" in forward.address:
+                _fail("%s.port_forwards[%d].address %s: QEMU's user networking forwards IPv4 host addresses only "
+                      "(use 127.0.0.1, or backend passt)" % (what, number, forward.address))
+        forwards = tuple(user_net.Forward(proto=f.proto, address=f.address, host_port=f.host_port,
+                                          guest_port=f.guest_port) for f in nic.port_forwards)
+        args += user_net.nic_arguments(user_net.UserNic(netdev_id=USER_NETDEV_ID % index, mac=mac, model=nic.model,
+                                                        bus=bus, slot=slot, forwards=forwards), what)
+    return model.QemuCommandline(args=args)
 
 
 def _consoles(spec: DomainXmlSpec, _facts: HostFacts, layout: GuestLayout) -> List[model.Device]:

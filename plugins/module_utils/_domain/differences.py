@@ -255,6 +255,8 @@ DOMAIN_PARTS: List[Callable[[model.Domain, model.Domain], List[Difference]]] = [
     _scalar("on_poweroff", RESTART, "lifecycle actions are set up at start"),
     _scalar("on_reboot", RESTART, "lifecycle actions are set up at start"),
     _scalar("on_crash", RESTART, "lifecycle actions are set up at start"),
+    _part("qemu_commandline", lambda d: d.qemu_commandline, RESTART,
+          "QEMU's own arguments (user-mode NICs and their port forwards) are read when QEMU starts"),
     _extra,
     _attribute_difference,
 ]

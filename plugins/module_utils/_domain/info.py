@@ -17,11 +17,13 @@ Two halves:
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import user_net
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainInfoSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import (
     Guest, Hypervisor, LibvirtError, open_hypervisor, vanished,
@@ -92,6 +94,25 @@ def _disk(disk: "model.Disk") -> Dict[str, Any]:
     }
 
 
+def _port_number(text: Optional[str]) -> Optional[int]:
+    return int(text) if text is not None and re.fullmatch(r"[0-9]{1,5}", text) else None
+
+
+def _port_forwards(nic: "model.Interface") -> List[Dict[str, Any]]:
+    """libvirt's ``<portForward>`` ranges of a user NIC (passt), one entry per forwarded port range start."""
+    found = []
+    for element in nic.extra:
+        if element.tag != "portForward":
+            continue
+        for port_range in element.findall("range"):
+            start = _port_number(port_range.get("start"))
+            if start is None:
+                continue
+            found.append({"proto": element.get("proto", "tcp"), "address": element.get("address"),
+                          "host_port": start, "guest_port": _port_number(port_range.get("to")) or start})
+    return found
+
+
 def _interface(nic: "model.Interface") -> Dict[str, Any]:
     source = nic.source or {}
     return {
@@ -101,7 +122,19 @@ def _interface(nic: "model.Interface") -> Dict[str, Any]:
         "model": nic.model,
         "target": nic.target_dev,
         "addresses": [],
+        "port_forwards": _port_forwards(nic) if nic.type == "user" else [],
     }
+
+
+def _user_nics(dom: "model.Domain") -> List[Dict[str, Any]]:
+    """The user NICs given to QEMU on its command line (domain_xml's user NICs with backend qemu)."""
+    if dom.qemu_commandline is None:
+        return []
+    return [{"type": "user", "source": None, "mac": nic.mac or None, "model": nic.model, "target": None,
+             "addresses": [],
+             "port_forwards": [{"proto": f.proto, "address": f.address, "host_port": f.host_port,
+                                "guest_port": f.guest_port} for f in nic.forwards]}
+            for nic in user_net.read_user_nics(dom.qemu_commandline.args)]
 
 
 def _console_log(dom: "model.Domain") -> Optional[str]:
@@ -154,7 +187,7 @@ def describe_xml(xml: str) -> Dict[str, Any]:
             "metadata": _metadata(dom.metadata),
         },
         "disks": [_disk(d) for d in dom.devices_of(model.Disk)],
-        "interfaces": [_interface(n) for n in dom.devices_of(model.Interface)],
+        "interfaces": [_interface(n) for n in dom.devices_of(model.Interface)] + _user_nics(dom),
         "console_log": _console_log(dom),
     }
 
@@ -209,6 +242,10 @@ def no_address_message(name: str, waited: int, info: Dict[str, Any]) -> str:
     if not info["interfaces"]:
         return "domain %s has no network interface, so it gets no IP address; define one or drop wait_for_address" \
             % name
+    if all(nic["type"] == "user" for nic in info["interfaces"]):
+        return ("domain %s has only user-mode NICs, which libvirt leases no address for: the host reaches the guest "
+                "through their port_forwards (on 127.0.0.1 by default); drop wait_for_address and wait for the "
+                "forwarded port instead" % name)
     lease = ("no DHCP lease on its libvirt network%s %s" % ("s" if len(networks) > 1 else "", ", ".join(networks))
              if networks else "no libvirt network that leases addresses (its NICs use bridges or macvtap)")
     agent = ("no address from the guest agent (is qemu-guest-agent running in the guest?)"

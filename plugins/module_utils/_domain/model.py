@@ -28,6 +28,9 @@ except ImportError:  # pragma: no cover - modules report it through missing_requ
 
 VIRTFLEET_NS = "https://virtfleet.dev/xmlns/libvirt/1"
 VIRTFLEET_PREFIX = "virtfleet"
+# libvirt's QEMU namespace: arguments handed to QEMU as written (<qemu:commandline>).
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+QEMU_PREFIX = "qemu"
 # The virtio serial port the QEMU guest agent talks on.
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
@@ -433,6 +436,39 @@ class Sysinfo:
         _set_attrs(element, [("type", self.type)], self.extra_attrs)
         for name, value in self.entries:
             _sub(element, "entry", [("name", name)], value)
+        _append(element, self.extra)
+        return element
+
+
+@dataclass
+class QemuCommandline:
+    """``<qemu:commandline>``: arguments libvirt appends to QEMU's command line, in order; ``<qemu:env>`` and
+    anything else inside kept verbatim. libvirt marks a domain that has them tainted (custom-argv)."""
+
+    TAG = "{%s}commandline" % QEMU_NS
+    ARG_TAG = "{%s}arg" % QEMU_NS
+    args: List[str] = field(default_factory=list)
+    extra: List = field(default_factory=list)
+
+    @classmethod
+    def from_element(cls, element) -> "QemuCommandline":
+        if element.attrib:
+            raise ModelError("unsupported attributes on <qemu:commandline>")
+        part = cls()
+        for child in element:
+            if child.tag == cls.ARG_TAG and list(child.attrib) == ["value"] and not len(child) \
+                    and not (child.text or "").strip():
+                part.args.append(child.get("value"))
+            else:
+                part.extra.append(copy.deepcopy(child))
+        return part
+
+    def to_element(self, parent=None):
+        """The element, made inside ``parent`` when given (so it uses the prefix declared there)."""
+        element = etree.Element(self.TAG, nsmap={QEMU_PREFIX: QEMU_NS}) if parent is None else \
+            etree.SubElement(parent, self.TAG)
+        for value in self.args:
+            etree.SubElement(element, self.ARG_TAG).set("value", value)
         _append(element, self.extra)
         return element
 
@@ -978,11 +1014,13 @@ def _lossless(rendered, element) -> bool:
 
 # Domain-level parts typed by a class: tag -> (class, attribute of Domain).
 TYPED_PARTS = {"metadata": (Metadata, "metadata"), "cpu": (Cpu, "cpu"), "os": (Os, "os"),
-               "features": (Features, "features"), "clock": (Clock, "clock"), "sysinfo": (Sysinfo, "sysinfo")}
+               "features": (Features, "features"), "clock": (Clock, "clock"), "sysinfo": (Sysinfo, "sysinfo"),
+               QemuCommandline.TAG: (QemuCommandline, "qemu_commandline")}
 MEMORY_TAGS = {"memory": "memory_kib", "currentMemory": "current_memory_kib", "maxMemory": "max_memory_kib"}
 
 _TOP_KNOWN = ("name", "uuid", "title", "description", "metadata", "memory", "currentMemory", "maxMemory", "vcpu",
-              "cpu", "os", "features", "clock", "on_poweroff", "on_reboot", "on_crash", "sysinfo", "devices")
+              "cpu", "os", "features", "clock", "on_poweroff", "on_reboot", "on_crash", "sysinfo", "devices",
+              QemuCommandline.TAG)
 
 
 @dataclass
@@ -1015,6 +1053,7 @@ class Domain:
     sysinfo: List[Sysinfo] = field(default_factory=list)
     devices: List[Device] = field(default_factory=list)
     devices_present: bool = True
+    qemu_commandline: Optional[QemuCommandline] = None
     extra_attrs: Dict[str, str] = field(default_factory=dict)
     extra: List = field(default_factory=list)   # unknown top-level elements, verbatim and in order
     # {tag: (KiB, text, unit)} of the memory elements as read: rendered alike while the size is unchanged
@@ -1124,7 +1163,8 @@ class Domain:
     # ---- rendering
 
     def to_element(self):
-        root = etree.Element("domain")
+        # libvirt declares its QEMU namespace on the root, as here, when the domain uses it.
+        root = etree.Element("domain", nsmap={QEMU_PREFIX: QEMU_NS} if self.qemu_commandline is not None else None)
         _set_attrs(root, [("type", self.type), ("id", self.id)], self.extra_attrs)
         _sub(root, "name", text=self.name)
         if self.uuid is not None:
@@ -1165,6 +1205,8 @@ class Domain:
             for device in self.devices:
                 devices.append(device.to_element())
         _append(root, [e for e in self.extra if e.tag == "seclabel"])
+        if self.qemu_commandline is not None:
+            self.qemu_commandline.to_element(root)  # last, where libvirt prints it
         return root
 
     def to_string(self) -> str:

@@ -37,7 +37,11 @@ DISK_CACHE_MODES = ("none", "writethrough", "writeback", "directsync", "unsafe",
 DISK_IO_MODES = ("native", "threads", "io_uring")
 DISK_DISCARD = ("unmap", "ignore")
 NIC_SHORTHANDS = ("network", "bridge", "direct")  # also options naming the source: {network: default}
-NIC_TYPES = NIC_SHORTHANDS + ("user",)            # user: user-mode networking (passt), with port forwards
+NIC_TYPES = NIC_SHORTHANDS + ("user",)            # user: user-mode networking, with port forwards
+# How a user NIC is made: QEMU's own user networking on its command line (qemu; what auto picks, since
+# Debian 12's libvirt has no passt), or libvirt's <interface type='user'> with the passt backend.
+NIC_BACKENDS = ("auto", "qemu", "passt")
+DEFAULT_NIC_BACKEND = "auto"
 PORT_PROTOCOLS = ("tcp", "udp")
 DEFAULT_FORWARD_ADDRESS = "127.0.0.1"
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
@@ -78,8 +82,9 @@ DISK_OPTIONS = ArgumentSpec({
     "serial": {"type": "str"},
 })
 
-# ``type`` and ``mode`` have no Ansible default: a shorthand (network/bridge/direct) must not meet a filled-in
-# type, and a mode given to a non-direct NIC is refused rather than ignored. from_params applies the defaults.
+# ``type``, ``mode`` and ``backend`` have no Ansible default: a shorthand (network/bridge/direct) must not meet a
+# filled-in type, and a mode or backend given to a NIC it does not apply to is refused rather than ignored.
+# from_params applies the defaults.
 NIC_OPTIONS = ArgumentSpec({
     "type": {"type": "str", "choices": list(NIC_TYPES)},
     "source": {"type": "str"},
@@ -90,6 +95,7 @@ NIC_OPTIONS = ArgumentSpec({
     "mac": {"type": "str"},
     "model": {"type": "str", "default": "virtio", "choices": list(NIC_MODELS)},
     "boot_order": {"type": "int"},
+    "backend": {"type": "str", "choices": list(NIC_BACKENDS)},
     "port_forwards": {"type": "list", "elements": "dict", "options": {
         "host_port": {"type": "int", "required": True},
         "guest_port": {"type": "int"},

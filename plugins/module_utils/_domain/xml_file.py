@@ -45,7 +45,7 @@ RECORD_VERSION = 1
 # Every module whose code decides the rendered bytes (or what is valid): a change to any of them
 # invalidates the records.
 CODE_MODULES = ("_domain.xml_file", "_domain.spec", "_domain.xml_spec", "_domain.designer", "_domain.model",
-                "_layout", "_identifiers", "_sizes", "_argspec", "_host.virt_probe", "_common")
+                "_domain.user_net", "_layout", "_identifiers", "_sizes", "_argspec", "_host.virt_probe", "_common")
 
 
 def _designer():
@@ -114,7 +114,7 @@ def render_domain_xml(hypervisor: Hypervisor, params: Dict[str, Any], existing: 
     describes.
     """
     _require_lxml()
-    designer, model = _designer(), _model()
+    designer = _designer()
     spec = _spec_class().from_params(params)
     if host_answers is not None:
         facts = designer.resolve_host_facts(hypervisor, spec, virt_type=host_answers[0], caps_xml=host_answers[1],
@@ -131,7 +131,7 @@ def render_domain_xml(hypervisor: Hypervisor, params: Dict[str, Any], existing: 
         "uuid": spec.uuid,
         "virt_type": facts.virt_type,
         "machine": facts.machine,
-        "macs": [nic.mac for nic in domain.devices_of(model.Interface)],
+        "macs": designer.assign_macs(spec),
         "owned_files": owned_files(spec.layout, spec.path, spec.firmware == "uefi"),
         "rendered": True,
     }

@@ -26,12 +26,12 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import G
     validate_guest_name
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._sizes import SizeError, parse_size
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import (
-    CPU_MODES, DEFAULT_DIRECT_MODE, DEFAULT_FORWARD_ADDRESS, DEFAULT_MEMORY_SLOTS, DEFAULT_NETWORK, DEFAULT_NIC_TYPE,
-    DIRECT_MODES, DISK_BUSES, DISK_CACHE_MODES, DISK_DEVICES, DISK_DISCARD, DISK_FORMATS, DISK_IO_MODES, DISK_KEYS,
-    DISK_OPTIONS, DOMAIN_XML_ITEM_SPEC, FIRMWARES, GRAPHICS, MAX_BOOT_ORDER, MAX_MEMORY_SLOTS, MAX_VCPUS,
-    METADATA_KEYS, NIC_KEYS, NIC_MODELS, NIC_OPTIONS, NIC_SHORTHANDS, NIC_TYPES, PORT_PROTOCOLS, TPM_MODELS,
-    VIRT_TYPES, WATCHDOG_ACTIONS, WATCHDOG_MODELS, bool_value, choice_value, int_value, option_value, optional,
-    path_value, text_value,
+    CPU_MODES, DEFAULT_DIRECT_MODE, DEFAULT_FORWARD_ADDRESS, DEFAULT_MEMORY_SLOTS, DEFAULT_NETWORK,
+    DEFAULT_NIC_BACKEND, DEFAULT_NIC_TYPE, DIRECT_MODES, DISK_BUSES, DISK_CACHE_MODES, DISK_DEVICES, DISK_DISCARD,
+    DISK_FORMATS, DISK_IO_MODES, DISK_KEYS, DISK_OPTIONS, DOMAIN_XML_ITEM_SPEC, FIRMWARES, GRAPHICS, MAX_BOOT_ORDER,
+    MAX_MEMORY_SLOTS, MAX_VCPUS, METADATA_KEYS, NIC_BACKENDS, NIC_KEYS, NIC_MODELS, NIC_OPTIONS, NIC_SHORTHANDS,
+    NIC_TYPES, PORT_PROTOCOLS, TPM_MODELS, VIRT_TYPES, WATCHDOG_ACTIONS, WATCHDOG_MODELS, bool_value, choice_value,
+    int_value, option_value, optional, path_value, text_value,
 )
 
 _DISK_SERIAL = re.compile(r"[A-Za-z0-9_.+-]{1,20}")
@@ -163,6 +163,7 @@ class NicSpec:
     model: str
     boot_order: Optional[int]
     port_forwards: Tuple[PortForward, ...] = ()
+    backend: Optional[str] = None  # user NICs only: auto, qemu or passt (the designer decides what auto is)
 
     @classmethod
     def from_params(cls, value: Any, index: int) -> "NicSpec":
@@ -178,10 +179,13 @@ class NicSpec:
         forwards = _list(nic.get("port_forwards"), what + ".port_forwards")
         if nic_type == "user":
             if source is not None:
-                _fail("%s: a user interface has no source (passt gives the guest the host's addresses)" % what)
+                _fail("%s: a user interface has no source (user-mode networking is the guest's own, with no host "
+                      "network or bridge)" % what)
             source = ""
         elif forwards:
             _fail("%s: port_forwards apply to user interfaces only (type: user)" % what)
+        elif "backend" in nic:
+            _fail("%s: backend applies to user interfaces only (type: user)" % what)
         if source is None:
             _fail("%s: a %s interface needs a source (the %s)"
                   % (what, nic_type, "bridge" if nic_type == "bridge" else "host interface"))
@@ -204,7 +208,9 @@ class NicSpec:
             mode=choice_value(nic.get("mode", DEFAULT_DIRECT_MODE), DIRECT_MODES, what + ".mode")
             if nic_type == "direct" else None,
             boot_order=optional(nic.get("boot_order"), int_value, what + ".boot_order", 1, MAX_BOOT_ORDER),
-            port_forwards=_port_forwards(forwards, what))
+            port_forwards=_port_forwards(forwards, what),
+            backend=choice_value(nic.get("backend", DEFAULT_NIC_BACKEND), NIC_BACKENDS, what + ".backend")
+            if nic_type == "user" else None)
 
 
 def _port_forwards(values: List[Any], what: str) -> Tuple[PortForward, ...]:

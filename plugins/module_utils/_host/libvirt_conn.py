@@ -63,8 +63,13 @@ _SWTPM_HINT = ("The vTPM emulator swtpm could not set up the guest's TPM state. 
 _NO_PASST = "Invalid value for attribute 'type' in element 'backend'"
 _NO_PASST_HINT = ("This libvirt cannot run the passt backend of a user-mode NIC (Debian 12's libvirt 9.0.0 refuses "
                   "<backend type='passt'/> although its schema lists it), so it cannot forward ports to the guest. "
-                  "Use a libvirt that supports passt (and install the passt package), or a network, bridge or direct "
-                  "NIC instead of type user.")
+                  "Use nics[].backend qemu (the default, QEMU's own user networking), a libvirt that supports passt "
+                  "(and install the passt package), or a network, bridge or direct NIC instead of type user.")
+# QEMU's words when a user NIC's hostfwd cannot listen (the address:port is taken, or not on this host).
+_HOSTFWD_FAILED = "Could not set up host forwarding rule"
+_HOSTFWD_HINT = ("A host port of a user NIC's port_forwards is in use on the host (another guest or service listens "
+                 "on it) or its address is not one of the host's: give nics[].port_forwards[].host_port a free port "
+                 "(ss -ltn lists the ones in use), write the definition again with domain_xml, and start the guest.")
 
 
 def explain_libvirt_failure(text: str, log_lines: int = 4) -> str:
@@ -75,6 +80,8 @@ def explain_libvirt_failure(text: str, log_lines: int = 4) -> str:
     """
     if _NO_PASST in text:
         return text + " " + _NO_PASST_HINT
+    if _HOSTFWD_FAILED in text:
+        return text + " " + _HOSTFWD_HINT
     found = _ERROR_LOG.search(text)
     if found is None:
         return text

@@ -15,6 +15,12 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils import _identifi
     (ids.NETWORK_NAME, ["default", "br-0"], ["default\n", "", "-x"]),
     (ids.HOST_INTERFACE, ["eth0", "enp0s3.100"], ["eth0\n", "a" * 16]),
     (ids.DRIVE_PATH_PART, ["meta_data.json"], ["..", "a b", "a\n"]),
+    # These go into QEMU options, which ',' '=' and blanks would extend.
+    (ids.QEMU_OPTION_VALUE, ["vfnet0", "tcp:127.0.0.1:2222-:22", "52:54:00:aa:bb:cc", "0x1f"],
+     ["a,b", "a=b", "a b", "", "tcp:127.0.0.1:2222-:22\n", "x" * 129]),
+    (ids.QEMU_ID, ["vfnet0", "a_b-1"], ["0net", "net,restrict=off", "net 0", "net=1", "vfnet0\n", "a" * 33]),
+    (ids.IPV4_ADDRESS, ["127.0.0.1", "0.0.0.0", "255.255.255.255"],
+     ["127.0.0.1,hostfwd=tcp::22-:22", "127.0.0.01", "256.0.0.1", "::1", "127.0.0.1\n", "127.0.0"]),
 ])
 def test_every_identifier_matches_the_whole_value(identifier, good, bad):
     for value in good:

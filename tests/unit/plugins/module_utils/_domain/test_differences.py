@@ -93,6 +93,10 @@ def test_scalar_parts_are_classified(label, replacements, expected):
     ("disk format", [("type='qcow2'", "type='raw'")], "devices.disk vda", "restart"),
     ("rng removed", [("<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>", "")],
      "devices.rng 0", "restart"),
+    ("user nic on qemu's command line", [("</devices>", "</devices><qemu:commandline xmlns:qemu="
+                                          "'http://libvirt.org/schemas/domain/qemu/1.0'><qemu:arg value='-netdev'/>"
+                                          "<qemu:arg value='user,id=vfnet0,restrict=on'/></qemu:commandline>")],
+     "qemu_commandline", "restart"),
 ])
 def test_parts_and_devices_are_classified(label, replacements, what, applies):
     found = changes(BASE, edited(*replacements))

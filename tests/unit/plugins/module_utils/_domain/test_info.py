@@ -440,3 +440,24 @@ def test_agent_timeout_out_of_range_is_refused(timeout):
     with pytest.raises(VirtfleetError, match="agent_timeout must be"):
         info.report_domains({"name": "web1", "ping_agent": True, "agent_timeout": timeout},
                             hypervisor=Hypervisor(FakeConn([])))
+
+
+def test_user_nics_are_reported_with_their_forwards_from_qemus_command_line_and_from_passt():
+    from tests.unit.plugins.module_utils._domain.test_normalize import USER_NIC_READBACK
+
+    passt = ("<interface type='user'><mac address='52:54:00:AA:00:09'/><model type='virtio'/><backend type='passt'/>"
+             "<portForward proto='udp' address='127.0.0.1'><range start='8053' to='53'/></portForward>"
+             "<portForward proto='tcp'><range start='8080'/></portForward></interface>")
+    nics = info.describe_xml(USER_NIC_READBACK.replace("<devices>", "<devices>" + passt))["interfaces"]
+    assert nics == [
+        {"type": "user", "source": None, "mac": "52:54:00:aa:00:09", "model": "virtio", "target": None,
+         "addresses": [], "port_forwards": [
+             {"proto": "udp", "address": "127.0.0.1", "host_port": 8053, "guest_port": 53},
+             {"proto": "tcp", "address": None, "host_port": 8080, "guest_port": 8080}]},
+        {"type": "user", "source": None, "mac": "52:54:00:11:22:33", "model": "virtio", "target": None,
+         "addresses": [], "port_forwards": [{"proto": "tcp", "address": "127.0.0.1", "host_port": 2222,
+                                             "guest_port": 22}]},
+    ]
+    assert info.describe_xml(UEFI_GUEST)["interfaces"][0]["port_forwards"] == []
+    message = info.no_address_message("g1", 5, info.describe_xml(USER_NIC_READBACK))
+    assert "has only user-mode NICs" in message and "through their port_forwards" in message

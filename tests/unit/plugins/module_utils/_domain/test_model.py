@@ -233,3 +233,26 @@ def test_a_cpu_model_without_text_keeps_its_fallback_through_normalising():
     forbid = normalized("<cpu mode='custom'><model fallback='forbid'/></cpu>")
     assert "fallback=\"forbid\"" in forbid
     assert forbid != normalized("<cpu mode='custom'><model fallback='allow'/></cpu>")
+
+
+def test_qemu_commandline_is_typed_and_rendered_where_libvirt_puts_it():
+    text = """<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>g1</name>
+      <qemu:commandline><qemu:arg value='-netdev'/><qemu:arg value='user,id=n0'/><qemu:env name='A' value='1'/>
+      </qemu:commandline><devices/></domain>"""
+    dom = model.Domain.from_xml(text)
+    assert dom.qemu_commandline.args == ["-netdev", "user,id=n0"] and len(dom.qemu_commandline.extra) == 1
+    rendered = dom.to_string()
+    assert rendered.startswith('<domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" type="qemu">')
+    assert rendered.index("<devices/>") < rendered.index("<qemu:commandline>")
+    assert '<qemu:env name="A" value="1"/>' in rendered and rendered.count("xmlns:qemu") == 1
+    assert model.Domain.from_xml(rendered).to_string() == rendered
+    assert "xmlns:qemu" not in model.Domain.from_xml("<domain><name>g1</name></domain>").to_string()
+
+
+def test_a_qemu_commandline_the_model_cannot_type_is_kept_verbatim():
+    text = """<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>g1</name>
+      <qemu:commandline><qemu:arg value='-a'>text</qemu:arg></qemu:commandline></domain>"""
+    dom = model.Domain.from_xml(text)
+    assert dom.qemu_commandline.args == [] and dom.qemu_commandline.extra[0].text == "text"
+    odd = model.Domain.from_xml(text.replace("<qemu:commandline>", "<qemu:commandline x='1'>"))
+    assert odd.qemu_commandline is None and odd.extra[0].get("x") == "1"

@@ -518,3 +518,60 @@ def test_a_disk_whose_source_is_only_its_children_keeps_its_source():
     assert "<host name=\"h\"/>" in norm.to_string()
     ejected = network.replace("<source protocol='http' name='/x.iso'><host name='h'/></source>", "")
     assert not _same(_domain(devices=network), _domain(devices=ejected))
+
+
+# A user NIC on QEMU's command line (domain_xml's default for type user), as domain_xml writes it and as libvirt
+# 9.0.0 prints it back: the namespace on the root, the arguments after <devices>, libvirt's own additions.
+USER_NIC_ARGS = ("-netdev", "user,id=vfnet0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22", "-device",
+                 "virtio-net-pci,netdev=vfnet0,mac=52:54:00:11:22:33,bus=pci.0,addr=0x1f")
+USER_NIC_DESIRED = """<domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" type="qemu">
+  <name>g1</name><uuid>3c1a1a54-5bd1-4f0c-9d0b-33e2bbf0b6f3</uuid><memory unit="KiB">65536</memory>
+  <currentMemory unit="KiB">65536</currentMemory><vcpu placement="static">1</vcpu>
+  <os><type arch="x86_64" machine="pc-i440fx-7.2">hvm</type><boot dev="hd"/></os>
+  <devices/>
+  <qemu:commandline>%s</qemu:commandline>
+</domain>""" % "".join('<qemu:arg value="%s"/>' % arg for arg in USER_NIC_ARGS)
+USER_NIC_READBACK = """<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>g1</name>
+  <uuid>3c1a1a54-5bd1-4f0c-9d0b-33e2bbf0b6f3</uuid>
+  <memory unit='KiB'>65536</memory>
+  <currentMemory unit='KiB'>65536</currentMemory>
+  <vcpu placement='static'>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
+    <boot dev='hd'/>
+  </os>
+  <cpu mode='custom' match='exact' check='none'>
+    <model fallback='forbid'>qemu64</model>
+  </cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' index='0' model='piix3-uhci'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x2'/>
+    </controller>
+    <controller type='pci' index='0' model='pci-root'/>
+    <input type='mouse' bus='ps2'/>
+    <input type='keyboard' bus='ps2'/>
+    <audio id='1' type='none'/>
+    <memballoon model='virtio'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>
+    </memballoon>
+  </devices>
+  <qemu:commandline>
+%s
+  </qemu:commandline>
+</domain>""" % "\n".join("    <qemu:arg value='%s'/>" % arg for arg in USER_NIC_ARGS)
+
+
+def test_a_user_nic_on_qemus_command_line_compares_equal_to_libvirts_copy():
+    desired = model.Domain.from_xml(USER_NIC_DESIRED)
+    readback = model.Domain.from_xml(USER_NIC_READBACK)
+    assert desired.qemu_commandline.args == readback.qemu_commandline.args == list(USER_NIC_ARGS)
+    assert not desired.extra and not readback.extra, "typed, not kept as an unknown element"
+    assert normalize.normalize_for_compare(desired).to_string() == normalize.normalize_for_compare(readback).to_string()
+    moved = model.Domain.from_xml(USER_NIC_DESIRED.replace("127.0.0.1:2222-:22", "127.0.0.1:2223-:22"))
+    assert normalize.normalize_for_compare(moved).to_string() != normalize.normalize_for_compare(readback).to_string()

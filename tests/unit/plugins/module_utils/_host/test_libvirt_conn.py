@@ -37,3 +37,11 @@ def test_an_unreadable_log_still_names_the_swtpm_fix(tmp_path):
 def test_other_errors_pass_through_unchanged():
     text = "Requested operation is not valid: domain is already running"
     assert explain_libvirt_failure(text) == text
+
+
+def test_a_forwarded_port_in_use_names_the_fix():
+    text = ("internal error: process exited while connecting to monitor: 2026-12-02T02:30:00.000000Z "
+            "qemu-system-x86_64: -netdev user,id=vfnet0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22: Could not set up host forwarding "
+            "rule 'tcp:127.0.0.1:2222-:22'")
+    explained = explain_libvirt_failure(text)
+    assert explained.startswith(text) and "give nics[].port_forwards[].host_port a free port" in explained
