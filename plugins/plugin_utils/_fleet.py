@@ -115,7 +115,8 @@ def boot_guest(guest: str, v: Dict[str, Any]) -> Dict[str, Any]:
                              "extra_files": v.get("boot_config_drive_files") or None}))
     xml = _clean({"name": name, "uuid": v.get("boot_guest_uuid"), "vcpus": flavor["vcpus"],
                   "memory": flavor["memory"], "max_vcpus": flavor.get("max_vcpus"),
-                  "max_memory": flavor.get("max_memory"), "virt_type": v.get("boot_virt_type"),
+                  "max_memory": flavor.get("max_memory"), "headroom": v.get("boot_headroom"),
+                  "virt_type": v.get("boot_virt_type"),
                   "machine": v.get("boot_machine"), "fw_cfg": v.get("boot_fw_cfg") or None,
                   "guest_agent": v.get("boot_guest_agent"), "nics": v.get("boot_nics") or None,
                   "metadata": {"flavor": v.get("boot_flavor"), "image": _public_url(str(v["boot_image_url"]))}})

@@ -201,3 +201,11 @@ def test_an_unreachable_hypervisor_fails_each_resize_guest_with_where_to_look():
     outcome = _fleet.guest_outcome(plan, "b", {"apply": {"unreachable": True, "msg": "ssh: no route"}})
     assert outcome["failed"] and outcome["msg"] == ("the resize did not run on hypervisor hv1 for guest b: "
                                                     "ssh: no route")
+
+
+def test_resize_planning_checks_each_item_against_vm_resize_and_batches_per_hypervisor():
+    vars_of = {"a": resize_vars("a"), "b": resize_vars("b", resize_mode="sometimes"),
+               "c": resize_vars("c", virtfleet_hypervisor="hv2")}
+    plan = _fleet.plan("resize", ["a", "b", "c"], lambda g: vars_of[g])
+    assert sorted(plan["leaders"]) == ["a", "c"]
+    assert plan["errors"]["b"].startswith("guest b: resize: value of mode must be one of: auto, live, cold")
