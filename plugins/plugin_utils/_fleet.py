@@ -381,8 +381,17 @@ def resize_step_items(batch: Dict[str, Any], step: str, previous: Optional[Dict[
              "state": "reverted" if verdicts.get(guest) else "confirmed"} for guest in waiting]
 
 
+def _size_text(what: Any, value: Any) -> Any:
+    """Byte counts of disks and memory in MiB or GiB, as operators write flavors."""
+    if not str(what).startswith(("disk", "memory", "max_memory")) or isinstance(value, bool) \
+            or not isinstance(value, int) or value % (1 << 20):
+        return value
+    return "%d GiB" % (value >> 30) if value % (1 << 30) == 0 else "%d MiB" % (value >> 20)
+
+
 def _change_text(change: Dict[str, Any]) -> str:
-    return "%s %s -> %s" % (change.get("what"), change.get("before"), change.get("after"))
+    what = change.get("what")
+    return "%s %s -> %s" % (what, _size_text(what, change.get("before")), _size_text(what, change.get("after")))
 
 
 def resize_outcome(plan_data: Dict[str, Any], batch: Dict[str, Any], guest: str,
@@ -410,7 +419,7 @@ def resize_outcome(plan_data: Dict[str, Any], batch: Dict[str, Any], guest: str,
     parts = ["%s %s (%s)" % ("resized" if out["changed"] else "pending", resize.get("how"), changes)
              if changes else "unchanged"]
     if resize.get("how") not in (None, "none") or changes:
-        parts.append("downtime %s s" % resize.get("downtime_seconds", 0))
+        parts.append("downtime %g s" % float(resize.get("downtime_seconds") or 0))
     verdict = health_verdicts(batch, {step: results.get(step) for step in HEALTH_STEPS}).get(guest)
     finished = [r for r in _results_by(results.get("finish")) if r.get("item") == name]
     if finished:

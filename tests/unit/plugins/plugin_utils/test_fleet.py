@@ -160,7 +160,7 @@ APPLIED = {"results": [
     {"item": "a", "changed": True, "resize_state": "applied", "how": "live", "downtime_seconds": 0, "state": "running",
      "plan": [{"what": "vcpus", "before": 1, "after": 2, "how": "live"}]},
     {"item": "b", "changed": True, "resize_state": "applied", "how": "cold", "downtime_seconds": 11.5,
-     "state": "running", "plan": [{"what": "memory", "before": "128 MiB", "after": "256 MiB", "how": "cold"}]},
+     "state": "running", "plan": [{"what": "memory", "before": 128 << 20, "after": 1 << 30, "how": "cold"}]},
     {"item": "c", "failed": True, "msg": "shrinking is refused"},
     {"item": "d", "changed": False, "resize_state": "confirmed", "how": "none", "plan": [], "state": "running"},
 ]}
@@ -187,6 +187,8 @@ def test_checks_run_only_for_unconfirmed_resizes_and_a_failed_check_reverts_its_
     a, b, c, d = (_fleet.guest_outcome(plan, g, results) for g in "abcd")
     assert a["summary"] == "a: running, resized live (vcpus 1 -> 2), downtime 0 s, health passed, confirmed"
     assert not a["failed"] and a["changed"]
+    assert b["summary"] == ("b: running, resized cold (memory 128 MiB -> 1 GiB), downtime 11.5 s, health failed, "
+                            "reverted")
     assert b["failed"] and b["msg"] == ("health check failed after the resize (health command failed (rc=3): db "
                                         "down): reverted to the previous size")
     assert c["failed"] and c["msg"] == "resize: shrinking is refused"
