@@ -221,3 +221,26 @@ def test_role_waits_for_the_guests_address_and_returns_it(sandbox, guest_image_u
             a for a in nic["addresses"] if a["family"] == "ipv4"], "a re-run returns the same address"
         # The network goes before the guest does; the sandbox removes the guest.
         sandbox.conn.lookupByName(name).destroy()
+
+
+def test_limit_acts_on_the_named_guests_only_and_an_unreachable_hypervisor_fails_its_guest_alone(
+        sandbox, guest_image_url):
+    here, other, far = sandbox.guest_name("here"), sandbox.guest_name("other"), sandbox.guest_name("far")
+    path = write_inventory(sandbox, {here: "t.one", other: "t.one", far: "t.one"}, guest_image_url)
+    with open(path) as handle:
+        data = json.load(handle)
+    # a second hypervisor nobody can reach: nothing listens on 127.0.0.1:9 (discard) here
+    data["all"]["children"]["hypervisors"]["hosts"]["gone"] = {
+        "ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_user": "nobody",
+        "ansible_ssh_common_args": "-o ConnectTimeout=5 -o StrictHostKeyChecking=no -o BatchMode=yes"}
+    data["all"]["children"]["guests"]["hosts"][far]["virtfleet_hypervisor"] = "gone"
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    run = run_playbook(PLAYBOOK, path, limit="%s,%s" % (here, far))
+    assert run.rc != 0, run.stdout[-4000:]
+    assert run.recap[far]["unreachable"] == 1 and run.recap[here]["failed"] == 0, run.stdout[-4000:]
+    assert other not in run.recap  # --limit: not planned, not touched
+    defined = {d.name() for d in sandbox.conn.listAllDomains()}
+    assert here in defined and other not in defined and far not in defined
+    assert not os.path.exists(os.path.join(sandbox.instances, other))
+    assert wait_for_report(os.path.join(sandbox.instances, here, "console.log")).cpus == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 from tests.integration.conftest import wait_for_report
 from tests.support.runner import run_module
@@ -75,3 +76,31 @@ def test_a_failing_part_stops_its_guest_alone_and_says_which(sandbox, guest_imag
     assert failed["failed_part"] == "disks" and failed["image"]["path"] and len(failed["disks"]) == 1, failed
     assert "domain" not in failed and bad not in {d.name() for d in sandbox.conn.listAllDomains()}
     assert result["results"][0]["failed"] is False and result["results"][0]["state"] == "running"
+
+
+def test_two_overlapping_batch_runs_end_consistent(sandbox, guest_image_url):
+    """Two calls for the same guests at once (two playbooks, say): the per-guest and image locks keep them apart;
+    both succeed, the guests are as described once, and a third run changes nothing."""
+    names = [sandbox.guest_name("lap%d" % i) for i in range(2)]
+    xml = {"vcpus": 1, "memory": "128M", "virt_type": "qemu", "fw_cfg": {"opt/org.virtfleet/mode": "stay"}}
+    args = {"instances_path": sandbox.instances, "items": [_item(n, guest_image_url, 1, xml=xml) for n in names]}
+    results = [None, None]
+
+    def run(index):
+        results[index] = run_module("guest", args)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    assert all(r is not None and r["_rc"] == 0 for r in results), results
+    # each guest was defined and started by exactly one of the two runs
+    for index in range(2):
+        starts = [r["results"][index]["domain"]["actions"] for r in results]
+        assert sorted(starts, key=len) == [[], ["define", "start"]], starts
+    assert sum(1 for r in results for one in r["results"] if one["image"]["changed"]) == 1  # one download
+    for name in names:
+        assert wait_for_report(os.path.join(sandbox.instances, name, "console.log")).cpus == 1
+    again = run_module("guest", args)
+    assert again["_rc"] == 0 and again["changed"] is False, again
