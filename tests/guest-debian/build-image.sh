@@ -21,8 +21,10 @@ BOOT_MIB=40
 ROOT_HEADROOM_MIB=384
 IMAGE=virtfleet-debian-guest.qcow2
 # Guest packages beyond the minbase variant: init and udev, the network (systemd-networkd is part of
-# systemd), sshd, python3 for Ansible, sudo for the unprivileged user, and the cloud kernel.
-PACKAGES=systemd-sysv,udev,kmod,openssh-server,python3,sudo,linux-image-cloud-amd64,initramfs-tools,zstd
+# systemd), sshd, python3 for Ansible, sudo for the unprivileged user, and the cloud kernel. dbus, because
+# systemd-logind (which powers the guest off on ACPI's power button, as libvirt's shutdown asks) needs it: without
+# it the guest ignores a shutdown request and a cold resize times out.
+PACKAGES=systemd-sysv,udev,kmod,dbus,openssh-server,python3,sudo,linux-image-cloud-amd64,initramfs-tools,zstd
 
 need() { command -v "$1" >/dev/null || { echo "build-image: $1 is missing; run scripts/setup-host.sh" >&2; exit 1; }; }
 for tool in mmdebstrap mkfs.ext4 mkfs.fat mcopy syslinux sfdisk qemu-img tar dd apt-cache; do need "$tool"; done

@@ -61,7 +61,7 @@ def molecule_run(virt_host, image, tmp_path, scenario, platforms):
                               cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               timeout=1500, check=False)
         output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)  # molecule may colour regardless
-        assert proc.returncode == 0, output[-8000:]
+        assert proc.returncode == 0, output[-30000:]
         # Every step of the sequence ran and passed, the idempotence step (a second converge that must change
         # nothing) included.
         for step in ("syntax", "create", "converge", "idempotence", "verify", "destroy"):
