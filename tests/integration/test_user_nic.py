@@ -175,7 +175,7 @@ def test_ssh_reaches_the_guest_through_the_port_forwarded_on_loopback_only(guest
     assert answer.returncode == 0 and answer.stdout.strip() == guest.name, answer
     assert _listening(guest.port) == ["127.0.0.1"], "QEMU listens on loopback only"
     for address in _host_addresses():
-        with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        with socket.socket() as sock, pytest.raises(ConnectionRefusedError, match="Connection refused"):
             sock.settimeout(5)
             sock.connect((address, guest.port))
 

@@ -27,7 +27,7 @@ def test_public_url_strips_credentials(url, expected):
 
 
 def test_url_scheme_refuses_other_schemes_without_leaking_credentials():
-    with pytest.raises(VirtfleetError) as err:
+    with pytest.raises(VirtfleetError, match="ftp://example.com/a.img") as err:
         spec.url_scheme("ftp://me:hunter2@example.com/a.img")
     assert "hunter2" not in err.value.msg and "ftp://example.com/a.img" in err.value.msg
     assert spec.url_scheme("HTTPS://example.com/a") == "https"
@@ -87,9 +87,15 @@ def test_parse_age(value, seconds):
     assert spec.parse_age(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["ten", "5y", "-1", True, -3])
-def test_parse_age_refuses(value):
-    with pytest.raises(VirtfleetError):
+@pytest.mark.parametrize("value, message", [
+    ("ten", r"^min_unused_age: cannot parse 'ten'; use seconds or a number with s, m, h, d or w$"),
+    ("5y", r"^min_unused_age: cannot parse '5y'; use seconds or a number with s, m, h, d or w$"),
+    ("-1", r"^min_unused_age: cannot parse '-1'; use seconds or a number with s, m, h, d or w$"),
+    (True, r"^min_unused_age: expected a duration such as 24h, got True$"),
+    (-3, r"^min_unused_age cannot be negative \(-3\)$"),
+])
+def test_parse_age_refuses(value, message):
+    with pytest.raises(VirtfleetError, match=message):
         spec.parse_age(value)
 
 
