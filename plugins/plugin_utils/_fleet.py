@@ -302,7 +302,8 @@ STEPS = {"boot": ("guest",), "destroy": ("domain",),
          "resize": ("apply", "health_command", "health_port", "health_agent", "finish")}
 # The guest module's parts, read as steps of their own (each guest's result split by _guest_parts).
 GUEST_PARTS = ("image", "disks", "xml", "domain")
-STEP_LABELS = {"guest": "arguments", "image": "image", "disks": "disk", "xml": "domain XML", "domain": "domain", "resize": "resize",
+STEP_LABELS = {"guest": "arguments", "image": "image", "disks": "disk", "xml": "domain XML", "domain": "domain",
+               "resize": "resize",
                "apply": "resize", "health_command": "health command", "health_port": "health port",
                "health_agent": "guest agent ping", "finish": "confirm/revert"}
 RESIZE_STEPS = STEPS["resize"]
