@@ -19,6 +19,8 @@ packages=(
   dnsmasq-base swtpm swtpm-tools
   shellcheck
   mmdebstrap uidmap fdisk openssh-client
+  # a hypervisor's own Python with what the modules need (the qemu:///session test runs them as another user)
+  python3-libvirt python3-lxml python3-pycdlib
 )
 
 missing=()

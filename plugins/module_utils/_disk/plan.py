@@ -585,9 +585,12 @@ def _config_drive_damage(plan: DiskPlan) -> Optional[str]:
 
 def _warn_dynamic_ownership(plan: DiskPlan) -> None:
     """A 0600 root-owned disk is usable by qemu only because libvirt chowns it at start (dynamic_ownership)."""
-    if plan.spec.wants.uid is not None or not plan.actions:
+    if plan.spec.wants.uid is not None or not plan.actions or os.geteuid() != 0:
+        return  # an unprivileged user's session QEMU runs as that user: its own files are its to open
+    try:
+        raw = read_bytes(QEMU_CONF) or b""
+    except OSError:  # unreadable: nothing to warn about that we could know
         return
-    raw = read_bytes(QEMU_CONF) or b""
     if re.search(rb"^\s*dynamic_ownership\s*=\s*0\b", raw, re.M):
         mode = plan.spec.wants.mode if plan.stat is not None and plan.spec.wants.mode is not None \
             else plan.spec.created_mode
