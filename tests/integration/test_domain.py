@@ -225,12 +225,6 @@ def test_a_changed_cpu_model_is_redefined(sandbox, guest):
     assert domain(g["name"], sandbox, state="defined")["changed"] is False
 
 
-CPU_PENDING_BUG = ("_domain/plan.py _plan_live compares the live XML and the definition both reduced to the CPU's "
-                   "topology (runtime=True), so a running guest whose CPU model differs from its definition is "
-                   "neither reported restart_pending nor restarted by apply=restart")
-
-
-@pytest.mark.xfail(strict=True, reason=CPU_PENDING_BUG)
 def test_a_changed_cpu_model_of_a_running_guest_is_pending_until_a_restart_applies_it(sandbox, guest):
     """Issue 10 item 21: after the redefine the running guest still has Nehalem: the restart it needs is pending, on
     this run and the next, and apply=restart gives it Westmere."""

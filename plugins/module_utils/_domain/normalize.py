@@ -26,6 +26,12 @@ DEFAULT_LIFECYCLE_ACTIONS = {"on_poweroff": "destroy", "on_reboot": "restart", "
 BUS_BY_TARGET_PREFIX = (("vd", "virtio"), ("sd", "scsi"), ("hd", "ide"), ("fd", "fdc"), ("xvd", "xen"))
 # Elements libvirt generates per definition or per run anywhere inside a device.
 RUNTIME_DEVICE_TAGS = ("address", "alias", "backingStore", "seclabel")
+# What of a custom-mode CPU a guest starts with as written (libvirt 9.0, QEMU 7.2): with match exact or strict the
+# mode, match, model, vendor, topology, NUMA cells and the features named with these policies. The live XML shows
+# check full and fallback forbid whatever was written, a required feature the host lacks as disabled, an optional
+# one as required or disabled, and features libvirt added; with match minimum the guest gets the host's model.
+MODEL_KEEPING_MATCHES = ("exact", "strict")
+KEPT_FEATURE_POLICIES = ("disable", "forbid", "force")
 
 Normalizer = Callable[[model.Device], Optional[model.Device]]
 DEVICE_NORMALIZERS: Dict[Type[model.Device], Normalizer] = {}
@@ -228,13 +234,31 @@ def _normalize_devices(norm: model.Domain) -> bool:
 
 # ---------------------------------------------------------------------------------- domain-level parts
 
-def runtime_cpu(cpu: Optional[model.Cpu]) -> Optional[model.Cpu]:
-    """The part of a CPU definition that survives libvirt's expansion at start: topology and NUMA cells."""
+def keeps_its_model(cpu: Optional[model.Cpu]) -> bool:
+    """Whether a guest started from ``cpu`` runs with the model it names: a custom-mode CPU (mode custom, or a
+    model without a mode, which libvirt takes as custom) matched exactly or strictly."""
+    return cpu is not None and cpu.model is not None and cpu.mode in (None, "custom") and \
+        (cpu.match or "exact") in MODEL_KEEPING_MATCHES
+
+
+def runtime_cpu(cpu: Optional[model.Cpu], named: Optional[model.Cpu] = None) -> Optional[model.Cpu]:
+    """The part of a CPU definition that survives libvirt's expansion at start: topology and NUMA cells.
+
+    With ``named``, the desired CPU of a guest that keeps its model (``keeps_its_model``), also the mode, match,
+    model, the vendor when ``named`` gives one, and the features ``named`` lists with a policy libvirt keeps
+    (``KEPT_FEATURE_POLICIES``). ``cpu`` is either side of the comparison, so both are reduced alike."""
     if cpu is None:
         return None
     kept = model.Cpu(sockets=cpu.sockets, dies=cpu.dies, cores=cpu.cores, threads=cpu.threads,
                      extra=[copy.deepcopy(e) for e in cpu.extra if e.tag == "numa"])
-    if kept.extra or any(v is not None for v in (kept.sockets, kept.dies, kept.cores, kept.threads)):
+    if named is not None:
+        kept.mode, kept.match, kept.model = cpu.mode, cpu.match, cpu.model
+        kept.vendor = cpu.vendor if named.vendor is not None else None
+        compared = {f.name for f in named.features if f.policy in KEPT_FEATURE_POLICIES}
+        kept.features = sorted((model.CpuFeature(f.name, f.policy) for f in cpu.features if f.name in compared),
+                               key=lambda feature: feature.name)
+    if kept.extra or kept.mode or kept.model or kept.features or \
+            any(v is not None for v in (kept.sockets, kept.dies, kept.cores, kept.threads)):
         return kept
     return None
 
@@ -326,7 +350,8 @@ def is_memo(element) -> bool:
     return isinstance(element.tag, str) and element.tag.startswith("{%s}" % MEMO_NS)
 
 
-def normalize_for_compare(domain: model.Domain, runtime: bool = False) -> model.Domain:
+def normalize_for_compare(domain: model.Domain, runtime: bool = False,
+                          named_cpu: Optional[model.Cpu] = None) -> model.Domain:
     """A copy of ``domain`` without what libvirt adds on define or start, with defaults made explicit.
 
     ``normalize_for_compare(desired) == normalize_for_compare(libvirt's inactive XML)`` exactly when
@@ -335,8 +360,10 @@ def normalize_for_compare(domain: model.Domain, runtime: bool = False) -> model.
 
     A running guest's XML (it has an ``id``) shows the CPU QEMU really got (host-model expanded to a
     model plus features), from which the defined CPU cannot be recovered; only its topology and NUMA
-    cells are compared. Pass ``runtime=True`` for the definition compared against such live XML so
-    both sides are reduced alike.
+    cells are compared. Pass ``runtime=True`` for both the definition and the live XML compared with it
+    so both sides are reduced alike; with ``named_cpu``, the desired CPU when the running guest must show
+    its model (``keeps_its_model``, and a model the hypervisor runs under its own name), what survives of
+    that custom CPU is compared too (``runtime_cpu``).
     """
     root = domain.to_element()
     _strip_top_level(root)
@@ -347,7 +374,7 @@ def normalize_for_compare(domain: model.Domain, runtime: bool = False) -> model.
     running = norm.id is not None
     norm.id = None
     if runtime or (running and norm.cpu is not None and norm.cpu.check == "full"):
-        norm.cpu = runtime_cpu(norm.cpu)
+        norm.cpu = runtime_cpu(norm.cpu, named_cpu if runtime else None)
     if runtime or running:
         # A running guest's XML lists each vCPU's hot-plug state (<vcpus>) once a vCPU was plugged; the count in
         # <vcpu current> says what matters.

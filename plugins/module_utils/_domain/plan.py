@@ -25,12 +25,14 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import G
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._disk.record import read_disk_records
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.differences import Difference, compare
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.normalize import normalize_for_compare
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.normalize import (
+    keeps_its_model, normalize_for_compare,
+)
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DomainSpec
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.state import (
     autostart_actions, runs_after, state_after, transition_actions,
 )
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.guest import Hypervisor, LibvirtError
 
 
 @dataclass
@@ -121,11 +123,13 @@ def _changed_lines(before: str, after: str) -> List[str]:
 
 
 class _Compared:
-    """Two definitions, normalised once, with their canonical texts."""
+    """Two definitions, normalised once, with their canonical texts; ``runtime`` for a running guest's XML
+    (``before``) and its desired definition, reduced alike (``normalize_for_compare``)."""
 
-    def __init__(self, before: "model.Domain", after: "model.Domain", runtime: bool = False) -> None:
-        self.before = normalize_for_compare(before)
-        self.after = normalize_for_compare(after, runtime=runtime)
+    def __init__(self, before: "model.Domain", after: "model.Domain", runtime: bool = False,
+                 named_cpu: Optional["model.Cpu"] = None) -> None:
+        self.before = normalize_for_compare(before, runtime=runtime, named_cpu=named_cpu)
+        self.after = normalize_for_compare(after, runtime=runtime, named_cpu=named_cpu)
         self.before_text, self.after_text = self.before.to_string(), self.after.to_string()
 
     @property
@@ -196,19 +200,54 @@ def plan_domain(hypervisor: Hypervisor, spec: DomainSpec) -> DomainPlan:
 
     plan.actions += transition_actions(spec.state, current_state)
     if runs_after(spec.state, current_state):
-        _plan_live(plan, spec, guest, desired, current_state)  # only a guest that runs now keeps running
+        # only a guest that runs now keeps running
+        _plan_live(plan, spec, hypervisor, guest, desired, current_state)
     plan.actions += autostart_actions(spec.autostart, guest.autostart() if guest is not None else False)
     plan.after_state = state_after(spec.state, plan.before_state)
     return plan
 
 
-def _plan_live(plan: DomainPlan, spec: DomainSpec, guest, desired: "model.Domain", current_state: str) -> None:
+def _offers_cpu_model(hypervisor: Hypervisor, domain: "model.Domain", name: str) -> bool:
+    """Whether the hypervisor (QEMU) knows CPU model ``name`` for this domain's machine, by its domain
+    capabilities; False when libvirt cannot say."""
+    os_ = domain.os
+    if domain.type is None:
+        return False
+    try:
+        caps = model.parse_element(hypervisor.domain_capabilities(
+            os_.machine if os_ is not None else None, domain.type,
+            (os_.arch if os_ is not None else None) or "x86_64"))
+    except (LibvirtError, model.ModelError):
+        return False
+    return name in {(m.text or "").strip() for m in caps.findall("cpu/mode[@name='custom']/model")}
+
+
+def _named_cpu(hypervisor: Hypervisor, desired: "model.Domain", running: "model.Domain") -> Optional["model.Cpu"]:
+    """The desired CPU when the running guest must show the model it names, else None (then only topology and
+    NUMA cells are compared, as libvirt expands host-model and the like at start).
+
+    A custom-mode model is started under its own name (``keeps_its_model``), except that libvirt falls back to
+    another model for one QEMU lacks unless the fallback is forbid: a model that differs is then compared only
+    when the hypervisor offers it, or a restart would be asked for on every run and never give it."""
+    cpu = desired.cpu
+    if not keeps_its_model(cpu):
+        return None
+    if running.cpu is not None and running.cpu.model == cpu.model:
+        return cpu
+    if cpu.model_fallback == "forbid" or _offers_cpu_model(hypervisor, desired, cpu.model):
+        return cpu
+    return None
+
+
+def _plan_live(plan: DomainPlan, spec: DomainSpec, hypervisor: Hypervisor, guest, desired: "model.Domain",
+               current_state: str) -> None:
     """The running guest may lag behind its definition, changed now or by an earlier run: restart it
     (``apply: restart``) or report the restart as pending, saying what the guest lacks."""
     plan.live_text = guest.live_xml()
+    running = _parse(plan.live_text, "libvirt (live)")
     # ``desired`` equals the definition after this run (redefined or already equal), so it is what the
     # live guest is compared with; no second read of the inactive XML.
-    live = _Compared(_parse(plan.live_text, "libvirt (live)"), desired, runtime=True)
+    live = _Compared(running, desired, runtime=True, named_cpu=_named_cpu(hypervisor, desired, running))
     if live.equal:
         return
     plan.pending = live.differences()

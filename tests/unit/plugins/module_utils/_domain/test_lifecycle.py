@@ -141,10 +141,21 @@ class FakeDomain:
 
 
 class FakeConn:
+    # The custom-mode CPU models QEMU knows, as the domain capabilities list them (QEMU 7.2 lacks Icelake-Client).
+    cpu_models = ("qemu64", "Nehalem", "Westmere", "EPYC")
+
     def __init__(self):
         self.domains = {}
         self.mutations = 0
         self.metadata_writes = 0
+        self.capabilities_asked = []
+
+    def getDomainCapabilities(self, emulator, arch, machine, virt_type, flags=0):  # noqa: N802
+        self.capabilities_asked.append((machine, virt_type, arch))
+        models = "".join("<model usable='yes' vendor='Intel'>%s</model>" % name for name in self.cpu_models)
+        return ("<domainCapabilities><machine>%s</machine><cpu><mode name='host-model' supported='yes'>"
+                "<model fallback='forbid'>EPYC</model></mode><mode name='custom' supported='yes'>%s</mode></cpu>"
+                "</domainCapabilities>" % (machine, models))
 
     def lookupByName(self, name):
         if name not in self.domains:

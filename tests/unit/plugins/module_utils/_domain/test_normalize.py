@@ -433,6 +433,39 @@ def test_runtime_cpu_keeps_topology_and_numa_cells_only():
     assert normalize.runtime_cpu(None) is None
 
 
+@pytest.mark.parametrize("cpu,keeps", [
+    (NEHALEM, True), ("<cpu><model>Nehalem</model></cpu>", True),
+    ("<cpu mode='custom' match='strict'><model>Nehalem</model></cpu>", True),
+    ("<cpu mode='custom' match='minimum'><model>Nehalem</model></cpu>", False),
+    ("<cpu mode='host-model'/>", False), ("<cpu mode='host-passthrough'/>", False), ("<cpu mode='maximum'/>", False),
+    ("<cpu><topology sockets='1' cores='2' threads='1'/></cpu>", False), ("", False),
+])
+def test_a_guest_keeps_the_model_of_a_custom_cpu_matched_exactly_or_strictly(cpu, keeps):
+    assert normalize.keeps_its_model(model.Domain.from_xml(_domain(cpu=cpu)).cpu) is keeps
+
+
+def test_runtime_cpu_of_a_named_custom_cpu_keeps_what_libvirt_starts_as_written():
+    named = model.Domain.from_xml(_domain(cpu="<cpu><model>Westmere</model><vendor>AMD</vendor><feature "
+                                              "policy='disable' name='popcnt'/><feature name='aes'/><feature "
+                                              "policy='optional' name='x2apic'/><feature policy='force' name='avx'/>"
+                                              "</cpu>")).cpu
+    live = model.Domain.from_xml(_domain(cpu="<cpu mode='custom' match='exact' check='full'><model fallback='forbid'>"
+                                             "Westmere</model><vendor>AMD</vendor><feature policy='force' name='avx'/>"
+                                             "<feature policy='disable' name='x2apic'/><feature policy='disable' "
+                                             "name='popcnt'/><feature policy='require' name='hypervisor'/></cpu>",
+                                         running=True)).cpu
+    want = normalize.runtime_cpu(named, named)
+    assert (want.mode, want.match, want.check, want.model, want.model_fallback, want.vendor) == \
+        (None, None, None, "Westmere", None, "AMD")
+    assert [(f.name, f.policy) for f in want.features] == [("avx", "force"), ("popcnt", "disable")]
+    seen = normalize.runtime_cpu(live, named)
+    assert (seen.mode, seen.match, seen.check, seen.model, seen.model_fallback, seen.vendor) == \
+        ("custom", "exact", None, "Westmere", None, "AMD")
+    assert seen.features == want.features
+    assert normalize.runtime_cpu(live, model.Cpu(model="Westmere")).vendor is None, "compared only when named"
+    assert normalize.runtime_cpu(live) is None, "without named: topology and NUMA cells only, and it has neither"
+
+
 def test_metadata_of_other_programs_is_part_of_the_definition():
     meta = "<metadata><o:x xmlns:o='https://example.org/other'>%s</o:x></metadata>"
     assert not _same(_domain(top=meta % "1"), _domain(top=meta % "2"))
