@@ -117,7 +117,7 @@ class InPlace:
         space = vars(self.module)
         space.clear()
         space.update({k: self.namespace[k] for k in ("__name__", "__file__", "__package__", "__spec__",
-                                                       "__loader__", "__builtins__") if k in self.namespace})
+                                                     "__loader__", "__builtins__") if k in self.namespace})
         exec(code, space)  # pylint: disable=exec-used
         new_functions = _functions_of(self.module)
         complete = _same_class_shapes(self.namespace, space, self.module.__name__)
@@ -281,6 +281,7 @@ def main():
     signal.signal(signal.SIGALRM, _alarm)
     results = []
     started = time.monotonic()
+
     def save(partial):
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".tmp", "w", encoding="utf-8") as handle:
@@ -306,7 +307,7 @@ def main():
                 signal.setitimer(signal.ITIMER_REAL, 0)
             if code == 0:
                 status = "survived" if complete else _on_disk(args.file, mutant, source, pytest_args,
-                                                             args.timeout)
+                                                              args.timeout)
         except MutantTimeout:
             status = "timeout"
         except Exception:  # pylint: disable=broad-except
@@ -324,7 +325,7 @@ def main():
         if len(results) % 50 == 0:
             save(True)
             print("%s: %d/%d mutants (shard %s), %.0f s" % (args.file, number, len(mutations), args.shard,
-                                                             time.monotonic() - started), flush=True)
+                                                            time.monotonic() - started), flush=True)
     save(False)
     counts = {}
     for result in results:

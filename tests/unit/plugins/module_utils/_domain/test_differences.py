@@ -178,7 +178,7 @@ def test_the_balloon_is_live_up_to_the_boot_memory_only():
     assert changes(lower, BASE) == [("memory", 2097152, 1048576, "restart"),
                                     ("current_memory", 524288, 1048576, "live")]
     [why] = [d.why for d in differences.compare(*(normalize.normalize_for_compare(model.Domain.from_xml(x))
-                                                   for x in (lower, BASE))) if d.what == "current_memory"]
+                                                  for x in (lower, BASE))) if d.what == "current_memory"]
     assert why == "the balloon sets it within <memory>"
 
 
