@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Mutation testing in one process: mutmut's mutants, run against the tests without a new process per mutant.
 
 mutmut (2.x, used here as a library from its own venv) lists and applies the mutations of a source file; instead of
@@ -202,7 +201,7 @@ def _memoize_builders(module_name):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--mutmut-site", required=True, help="site-packages of the venv that holds mutmut 2.x")
     parser.add_argument("--module", required=True)
     parser.add_argument("--file", required=True)

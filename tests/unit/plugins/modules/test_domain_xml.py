@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DOMAIN_XML_MODULE_SPEC
-from tests.support.module_fuzz import HOSTILE_TEXT, NAMES, assert_clean, module_arguments, run_main
+from tests.support.module_fuzz import NAMES, assert_clean, module_arguments, run_main
 
 
 @pytest.fixture(autouse=True)
