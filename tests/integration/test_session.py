@@ -25,8 +25,8 @@ LIST_SESSION_DOMAINS = ("import libvirt; "
 
 
 def as_user(*argv):
-    return subprocess.run(["/usr/sbin/runuser", "-u", USER, "--"] + list(argv), capture_output=True, text=True, timeout=120,
-                          check=False, env={"PATH": "/usr/bin:/bin", "HOME": pwd.getpwnam(USER).pw_dir})
+    return subprocess.run(["/usr/sbin/runuser", "-u", USER, "--"] + list(argv), capture_output=True, text=True,
+                          timeout=120, check=False, env={"PATH": "/usr/bin:/bin", "HOME": pwd.getpwnam(USER).pw_dir})
 
 
 @pytest.fixture(scope="module")
