@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Mutation testing in one process: mutmut's mutants, run against the tests without a new process per mutant.
 
 mutmut (2.x, used here as a library from its own venv) lists and applies the mutations of a source file; instead of
@@ -117,7 +116,7 @@ class InPlace:
         space = vars(self.module)
         space.clear()
         space.update({k: self.namespace[k] for k in ("__name__", "__file__", "__package__", "__spec__",
-                                                       "__loader__", "__builtins__") if k in self.namespace})
+                                                     "__loader__", "__builtins__") if k in self.namespace})
         exec(code, space)  # pylint: disable=exec-used
         new_functions = _functions_of(self.module)
         complete = _same_class_shapes(self.namespace, space, self.module.__name__)
@@ -202,7 +201,7 @@ def _memoize_builders(module_name):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--mutmut-site", required=True, help="site-packages of the venv that holds mutmut 2.x")
     parser.add_argument("--module", required=True)
     parser.add_argument("--file", required=True)
@@ -281,6 +280,7 @@ def main():
     signal.signal(signal.SIGALRM, _alarm)
     results = []
     started = time.monotonic()
+
     def save(partial):
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".tmp", "w", encoding="utf-8") as handle:
@@ -306,7 +306,7 @@ def main():
                 signal.setitimer(signal.ITIMER_REAL, 0)
             if code == 0:
                 status = "survived" if complete else _on_disk(args.file, mutant, source, pytest_args,
-                                                             args.timeout)
+                                                              args.timeout)
         except MutantTimeout:
             status = "timeout"
         except Exception:  # pylint: disable=broad-except
@@ -324,7 +324,7 @@ def main():
         if len(results) % 50 == 0:
             save(True)
             print("%s: %d/%d mutants (shard %s), %.0f s" % (args.file, number, len(mutations), args.shard,
-                                                             time.monotonic() - started), flush=True)
+                                                            time.monotonic() - started), flush=True)
     save(False)
     counts = {}
     for result in results:

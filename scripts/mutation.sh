@@ -75,7 +75,7 @@ for group in "${groups[@]}"; do
     [ -n "${paths[$group]:-}" ] || { echo "unknown group $group" >&2; exit 2; }
     # the test selection: paths and words split on blanks, a "-k|expression" keeps its expression whole
     selection=()
-    mapfile -t selection < <(printf '%s\n' "${tests[$group]}" | tr ' \n' '\n\n' | awk '
+    mapfile -t selection < <(printf '%s\n' "${tests[$group]}" | tr ' ' '\n' | awk '
         /^-k\|/ { sub(/^-k\|/, ""); print "-k"; expr = $0; inexpr = 1; next }
         inexpr { expr = expr " " $0; next }
         { print }
@@ -99,8 +99,10 @@ for group in "${groups[@]}"; do
             pids+=($!)
         done
         for pid in "${pids[@]}"; do wait "$pid"; done
+        shard_results=()
+        for shard in $only; do shard_results+=("$out.$shard-of-$shards"); done
         .venv/bin/python scripts/mutate_inprocess.py --mutmut-site "$site" --module "$module" --file "$file" \
-            --out "$out" --merge $(for shard in $only; do echo "$out.$shard-of-$shards"; done)
+            --out "$out" --merge "${shard_results[@]}"
     done
 done
 summary

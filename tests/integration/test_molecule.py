@@ -86,8 +86,8 @@ def _task_output(output, task):
 
 
 def test_molecule_test_converges_a_role_in_real_guests_and_cleans_up(virt_host, debian_guest_image, tmp_path):
-    with molecule_run(virt_host, debian_guest_image, tmp_path, "default", ["debian1", "debian2"]) as (output, names,
-                                                                                                     _):
+    scenario = molecule_run(virt_host, debian_guest_image, tmp_path, "default", ["debian1", "debian2"])
+    with scenario as (output, names, _instances):
         # verify.yml's checks ran inside both guests, over SSH.
         checks = _task_output(output, "Everything is as the role says")
         for name in names:
@@ -98,7 +98,7 @@ def test_molecule_resize_scenario_grows_a_real_guest_with_the_resize_role(virt_h
     """The resize scenario: the resize role grows the guest (cold: beyond its maxima), confirms only after its
     SSH server answers again, the idempotence step's second converge changes nothing, and the guest itself
     shows the new vCPUs, memory and disk over SSH."""
-    with molecule_run(virt_host, debian_guest_image, tmp_path, "resize", ["resize1"]) as (output, names, _):
+    with molecule_run(virt_host, debian_guest_image, tmp_path, "resize", ["resize1"]) as (output, names, _instances):
         [name] = names
         summary = (r"%s: running, resized cold \(flavor molecule -> grown, .*vcpus 1 -> 2, .*memory 512M -> 768M, "
                    r"disk vda 2 GiB -> 3 GiB\), downtime [0-9.]+ s, health passed, confirmed")

@@ -25,8 +25,8 @@ LIST_SESSION_DOMAINS = ("import libvirt; "
 
 
 def as_user(*argv):
-    return subprocess.run(["/usr/sbin/runuser", "-u", USER, "--"] + list(argv), capture_output=True, text=True, timeout=120,
-                          check=False, env={"PATH": "/usr/bin:/bin", "HOME": pwd.getpwnam(USER).pw_dir})
+    return subprocess.run(["/usr/sbin/runuser", "-u", USER, "--"] + list(argv), capture_output=True, text=True,
+                          timeout=120, check=False, env={"PATH": "/usr/bin:/bin", "HOME": pwd.getpwnam(USER).pw_dir})
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,8 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def test_an_unprivileged_user_boots_a_guest_on_its_session_with_a_loopback_forward(session_user, guest_image, virt_host,
-                                                                                    tmp_path):
+def test_an_unprivileged_user_boots_a_guest_on_its_session_with_a_loopback_forward(session_user, guest_image,
+                                                                                   virt_host, tmp_path):
     home = session_user
     user = pwd.getpwnam(USER)
     name = "vft-session-%s" % os.urandom(3).hex()
@@ -97,4 +97,3 @@ def test_an_unprivileged_user_boots_a_guest_on_its_session_with_a_loopback_forwa
                 "for d in c.listAllDomains():\n    if d.name() == %r:\n        d.isActive() and d.destroy()\n"
                 "        d.undefine()" % name)
         shutil.rmtree(work, ignore_errors=True)
-

@@ -208,9 +208,13 @@ def run_main(module_name: str, args: Dict[str, Any], sandbox: Sandbox, check: bo
                    _ansible_module_name="virtfleet.libvirt." + module_name)
     module = importlib.import_module("ansible_collections.virtfleet.libvirt.plugins.modules." + module_name)
     out, err = io.StringIO(), io.StringIO()
-    saved = basic._ANSIBLE_ARGS, basic._ANSIBLE_PROFILE, time.sleep, os.getcwd()
+    # ansible-core 2.19 reads a serialization profile beside the arguments; older releases (2.17, the oldest
+    # meta/runtime.yml allows) have no such global, and their module_utils.basic refuses unknown names.
+    has_profile = hasattr(basic, "_ANSIBLE_PROFILE")
+    saved = basic._ANSIBLE_ARGS, getattr(basic, "_ANSIBLE_PROFILE", None), time.sleep, os.getcwd()
     basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
+    if has_profile:
+        basic._ANSIBLE_PROFILE = "legacy"
     time.sleep = lambda seconds: None
     os.chdir(sandbox.workdir)
     exit_code: Optional[Any] = None
@@ -228,7 +232,9 @@ def run_main(module_name: str, args: Dict[str, Any], sandbox: Sandbox, check: bo
         if timed:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous_handler)
-        basic._ANSIBLE_ARGS, basic._ANSIBLE_PROFILE, time.sleep, cwd = saved
+        basic._ANSIBLE_ARGS, profile, time.sleep, cwd = saved
+        if has_profile:
+            basic._ANSIBLE_PROFILE = profile
         os.chdir(cwd)
     text = out.getvalue()
     assert text.strip(), "%s printed nothing (exit %r); stderr: %s" % (module_name, exit_code, err.getvalue())

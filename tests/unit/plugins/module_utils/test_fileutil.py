@@ -124,7 +124,7 @@ def test_the_final_name_holds_the_old_content_until_the_new_one_is_complete(tmp_
     with atomic_output(str(target), 0o640) as tmp:
         assert os.path.dirname(tmp) == str(tmp_path) and TEMP_MARKER in os.path.basename(tmp)
         with open(tmp, "wb") as handle:
-            for _ in range(4):
+            for _chunk in range(4):
                 handle.write(b"n" * 1000)
                 handle.flush()
                 seen.append(target.read_bytes())
@@ -200,7 +200,7 @@ def test_an_interrupted_publish_removes_its_temp_file(tmp_path):
 
 
 def test_temp_names_are_siblings_unique_to_the_process(tmp_path):
-    names = {fileutil.temp_path_for(str(tmp_path / "disk")) for _ in range(50)}
+    names = {fileutil.temp_path_for(str(tmp_path / "disk")) for _attempt in range(50)}
     assert len(names) == 50
     for name in names:
         assert os.path.dirname(name) == str(tmp_path)

@@ -35,6 +35,7 @@ def test_long_digit_strings_are_exact():
         parse_size("1.0000000000000000001K")
 # --- issue 10 item 21: every unit, exactly; fractions and the messages that name the rule ---------------------
 
+
 @pytest.mark.parametrize("unit,factor", [
     ("", 1), ("b", 1), ("B", 1),
     ("K", 1024), ("M", 1024 ** 2), ("G", 1024 ** 3), ("T", 1024 ** 4), ("P", 1024 ** 5),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DOMAIN_INFO_MODULE_SPEC
-from tests.support.module_fuzz import HOSTILE_TEXT, NAMES, assert_clean, module_arguments, run_main
+from tests.support.module_fuzz import NAMES, assert_clean, module_arguments, run_main
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec import DOMAIN_XML_MODULE_SPEC
-from tests.support.module_fuzz import HOSTILE_TEXT, NAMES, assert_clean, module_arguments, run_main
+from tests.support.module_fuzz import NAMES, assert_clean, module_arguments, run_main
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +37,7 @@ def test_any_arguments_end_in_a_result_or_a_clean_message(sandbox, data):
 def test_a_definition_is_written_and_a_rerun_is_unchanged(sandbox):
     args = {"uri": sandbox.uri, "instances_path": sandbox.instances, "name": "g2", "virt_type": "qemu",
             "path": sandbox.instances + "/g2/domain.xml"}
-    first, again = run_main("domain_xml", args, sandbox, check=False), run_main("domain_xml", args, sandbox,
-                                                                                 check=False)
+    first = run_main("domain_xml", args, sandbox, check=False)
+    again = run_main("domain_xml", args, sandbox, check=False)
     assert not first.get("failed"), first
     assert first["changed"] is True and again["changed"] is False, (first, again)

@@ -33,7 +33,7 @@ def test_a_tiny_image_is_cached_and_a_rerun_is_unchanged(sandbox):
     """The harness itself runs the module for real: a raw file cached, then the same call changes nothing."""
     args = {"uri": sandbox.uri, "instances_path": sandbox.instances, "url": "file://" + sandbox.image,
             "checksum": "sha256:" + SHA256_OF_ZEROS_1M, "format": "raw"}
-    first, again = run_main("image_cache", args, sandbox, check=False), run_main("image_cache", args, sandbox,
-                                                                                   check=False)
+    first = run_main("image_cache", args, sandbox, check=False)
+    again = run_main("image_cache", args, sandbox, check=False)
     assert not first.get("failed"), first
     assert first["changed"] is True and again["changed"] is False, (first, again)

@@ -178,7 +178,7 @@ def test_the_balloon_is_live_up_to_the_boot_memory_only():
     assert changes(lower, BASE) == [("memory", 2097152, 1048576, "restart"),
                                     ("current_memory", 524288, 1048576, "live")]
     [why] = [d.why for d in differences.compare(*(normalize.normalize_for_compare(model.Domain.from_xml(x))
-                                                   for x in (lower, BASE))) if d.what == "current_memory"]
+                                                  for x in (lower, BASE))) if d.what == "current_memory"]
     assert why == "the balloon sets it within <memory>"
 
 
@@ -265,14 +265,14 @@ def test_added_devices_say_how_they_are_added(device, applies, why):
 
 def test_only_a_cdrom_or_floppy_medium_is_swapped_live():
     ejected = edited(("<source file='/i/a.iso'/>", ""))
-    [change] = [d for d in differences.compare(*(normalize.normalize_for_compare(model.Domain.from_xml(x))
-                                                 for x in (BASE, ejected)))]
+    [change] = differences.compare(*(normalize.normalize_for_compare(model.Domain.from_xml(x))
+                                     for x in (BASE, ejected)))
     assert (change.what, change.applies, change.why) == ("devices.disk hdc", "live",
                                                          "the medium is changed in the running guest")
     other_too = edited(("/i/a.iso'/>\n      <target dev='hdc' bus='ide'/><readonly/>",
                         "/i/b.iso'/>\n      <target dev='hdc' bus='ide'/>"))
-    [change] = [d for d in differences.compare(*(normalize.normalize_for_compare(model.Domain.from_xml(x))
-                                                 for x in (BASE, other_too)))]
+    [change] = differences.compare(*(normalize.normalize_for_compare(model.Domain.from_xml(x))
+                                     for x in (BASE, other_too)))
     assert (change.applies, change.why) == ("restart", "a changed disk applies at the next start")
     moved = edited(("<source file='/i/disk'/>", "<source file='/i/other'/>"))
     assert [(w, a) for w, _b, _af, a in changes(BASE, moved)] == [("devices.disk vda", "restart")]

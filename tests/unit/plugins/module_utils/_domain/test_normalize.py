@@ -351,7 +351,7 @@ DOMAIN_PARTS = [
     ("host-passthrough not migratable", _domain(cpu="<cpu mode='host-passthrough' migratable='off'/>"),
      _domain(cpu="<cpu mode='host-passthrough' check='none' migratable='on'/>"), False),
     ("maximum", _domain(cpu="<cpu mode='maximum'/>"), _domain(cpu="<cpu mode='maximum' check='none' "
-                                                                   "migratable='on'/>"), True),
+                                                                  "migratable='on'/>"), True),
     ("maximum is not host-passthrough", _domain(cpu="<cpu mode='maximum'/>"),
      _domain(cpu="<cpu mode='host-passthrough'/>"), False),
     ("host-model migratable stays", _domain(cpu="<cpu mode='host-model' migratable='on'/>"),

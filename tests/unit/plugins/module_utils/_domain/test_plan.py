@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import VirtfleetError
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model as model
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import model
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain import plan as plan_mod
 from tests.support.libvirt_errors import libvirt_error
 from tests.unit.plugins.module_utils._domain.test_lifecycle import FakeConn, guest_xml, params, plan_of

@@ -146,8 +146,8 @@ def test_path_option_and_its_rules(tmp_path):
     with pytest.raises(VirtfleetError, match=r"^path must be an absolute path, got 'rel\.xml'$"):
         run(tmp_path, path="rel.xml")
     assert xml_file.output_path(params(tmp_path)) == str(tmp_path / "web1" / "domain.xml")
-    assert xml_file.output_path(params(tmp_path, instance_dir=str(tmp_path / "d"))) == str(tmp_path / "d" /
-                                                                                         "domain.xml")
+    assert xml_file.output_path(params(tmp_path, instance_dir=str(tmp_path / "d"))) == str(tmp_path / "d"
+                                                                                           / "domain.xml")
 
 
 def test_a_bad_guest_name_is_refused_before_any_path_is_made(tmp_path):

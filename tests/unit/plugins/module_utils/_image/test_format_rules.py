@@ -115,8 +115,8 @@ def test_dirty_and_extended_l2_bits_are_read_as_qemu_reads_them(tmp_path):
 
 
 @pytest.mark.parametrize("compression,bit,outcome", [
-    (0, 0, "zlib"), (1, 1 << 3, "zstd"), (1, 0, "its compression type is zstd but the compression-type feature bit "
-                                         "(incompatible bit 3) is clear"),
+    (0, 0, "zlib"), (1, 1 << 3, "zstd"),
+    (1, 0, "its compression type is zstd but the compression-type feature bit (incompatible bit 3) is clear"),
     (0, 1 << 3, "its compression type is zlib but the compression-type feature bit (incompatible bit 3) is set"),
     (2, 1 << 3, "unknown compression type 2"),
 ])
@@ -197,7 +197,7 @@ def test_bitmaps_extension_rules(tmp_path, data, autoclear, problem):
     ({"l1_offset": 0x40000}, "L1 table at offset 262144 (1 entries) lies outside the 262144-byte file"),
     ({"l1_offset": 0x30000, "l1_size": 8192, "size": 1 << 40}, None),
     ({"l1_offset": 0x30000, "l1_size": 8193, "size": 1 << 40}, "L1 table at offset 196608 (8193 entries) lies "
-                                                                "outside"),
+                                                               "outside"),
     ({"refcount": (0, 1)}, "refcount table at offset 0 (1 clusters) is misplaced"),
     ({"refcount": (0x10000, 0)}, "refcount table at offset 65536 (0 clusters) is misplaced"),
     ({"refcount": (0x30000, 2)}, None),
@@ -211,9 +211,9 @@ def test_bitmaps_extension_rules(tmp_path, data, autoclear, problem):
     ({"snapshots": (65537, 0x20000)}, "snapshot table of 65537 entries exceeds qemu's 2621440-byte limit"),
     ({"snapshots": (65536, 0x20000)}, None),
     ({"l1_offset": (1 << 63) - 0x10000, "l1_size": 8192}, "L1 table at offset 9223372036854710272 is misaligned "
-                                                           "or out of range"),
+                                                          "or out of range"),
     ({"l1_offset": (1 << 63) - 0x10000, "l1_size": 8191}, "L1 table at offset 9223372036854710272 (8191 entries) "
-                                                           "lies outside"),
+                                                          "lies outside"),
     ({"size": 1 << 63, "l1_size": 0}, "virtual size 9223372036854775808 does not fit a signed 64-bit integer"),
 ])
 def test_table_rules(tmp_path, fields, problem):
@@ -526,8 +526,8 @@ def test_vhdx_headers_that_differ_with_one_sequence_number_are_refused(tmp_path)
     path = _vhdx(tmp_path)
     first_sequence = []
     _vhdx_block(path, VHDX_HEADERS[0], 4096, lambda block: first_sequence.append(block[8:16]))
-    _vhdx_block(path, VHDX_HEADERS[1], 4096, lambda block: block.__setitem__(slice(8, 40), first_sequence[0] +
-                                                                               b"\x11" * 24))
+    _vhdx_block(path, VHDX_HEADERS[1], 4096, lambda block: block.__setitem__(slice(8, 40), first_sequence[0]
+                                                                             + b"\x11" * 24))
     assert _refusal(path).startswith(_qemu_cannot(path, "vhdx", "its two headers differ but carry the same sequence "
                                                                 "number"))
 
@@ -647,7 +647,7 @@ def test_luks1_key_slots_overlapping_the_header_or_each_other(tmp_path):
     header[208 + 40:208 + 44] = struct.pack(">I", 7)  # slot 0 starts in the header's own 4 KiB
     path = hostile_images.luks_image(str(tmp_path), header, name="low.luks")
     assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", "key slot 0 overlaps the LUKS "
-                                                                                "header"))
+                                                                                 "header"))
     header = hostile_images.luks1_header()
     start1, = struct.unpack_from(">I", header, 208 + 48 + 40)
     header[208 + 40:208 + 44] = struct.pack(">I", start1 - 1)  # slot 0 ends one sector into slot 1
@@ -797,7 +797,7 @@ def test_a_luks1_cipher_name_of_32_bytes_has_no_terminating_nul(tmp_path):
     header = hostile_images.luks1_header(cipher=b"a" * 32, mode=b"")
     path = hostile_images.luks_image(str(tmp_path), header)
     assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", "its cipher name is not "
-                                                                                "NUL-terminated"))
+                                                                                 "NUL-terminated"))
 
 
 # --- VHD: the dynamic header, its block table, a fixed disk's size (qemu-img images, patched) ------------------
@@ -1126,10 +1126,10 @@ def test_luks1_key_slot_iterations_and_payload(tmp_path):
     header[208 + 4:208 + 8] = struct.pack(">I", 0)
     path = hostile_images.luks_image(str(tmp_path), header, name="zero.luks")
     assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", "key slot 0 iteration count is "
-                                                                                "zero"))
+                                                                                 "zero"))
     path = _luks(tmp_path, payload_sectors=3600)
     assert _refusal(path, allow_luks=True).startswith(_qemu_cannot(path, "luks", "key slot 7 overlaps the encrypted "
-                                                                                "payload"))
+                                                                                 "payload"))
     path = _luks(tmp_path)
     os.truncate(path, 3000 * 512)
     assert _refusal(path, allow_luks=True).startswith(_corrupt_prefix(path, "luks", "payload offset 2097152 beyond "

@@ -453,7 +453,7 @@ VHD_CREATORS = [
 
 @pytest.mark.parametrize("subformat", ["dynamic", "fixed"])
 @pytest.mark.parametrize("creator,sized_by", VHD_CREATORS, ids=[c[0].decode("latin-1").strip("\0 ") or "none"
-                                                                  for c in VHD_CREATORS])
+                                                                for c in VHD_CREATORS])
 def test_vhd_is_sized_by_current_size_or_geometry_as_its_creator_says(tmp_path, creator, sized_by, subformat):
     geometry = (1000, 4, 16)  # 64000 sectors: 31.25 MiB, where current_size says 60 MiB
     path = hostile_images._vhd_refooted(str(tmp_path), "creator.vhd", creator, current_size=60 * MIB,
