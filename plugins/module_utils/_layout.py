@@ -9,6 +9,7 @@ The one place that spells out the on-disk layout (Nova-like)::
     <instances_path>/_base/<name>.info.json    their records
     <instances_path>/locks/<name>.lock         one lock per cached base
     <instances_path>/locks/guest-<guest>.lock  one lock per guest (its records, its resize)
+    <instances_path>/locks/build-<guest>.lock  one lock per guest for the guest module's whole build
     <instances_path>/<guest>/                  the instance directory: disk, disk.local, disk.swap,
                                                disk.config (+ .digest.json), disk.info.json, domain.xml,
                                                console.log, nvram.fd, resize.json
@@ -36,6 +37,7 @@ LOCK_DIR = "locks"
 RECORD_SUFFIX = ".info.json"        # a cached base's record
 LOCK_SUFFIX = ".lock"
 GUEST_LOCK_PREFIX = "guest-"
+BUILD_LOCK_PREFIX = "build-"  # not "guest-": a guest named "a.build" must not share guest "a"'s lock
 DISK_INFO_FILE = "disk.info.json"   # every disk's recorded format (Nova's disk.info)
 DIGEST_SUFFIX = ".digest.json"      # a config drive's content digest
 DOMAIN_XML_FILE = "domain.xml"
@@ -196,6 +198,12 @@ class GuestLayout:
     @property
     def lock(self) -> str:
         return os.path.join(self.instances_path, LOCK_DIR, GUEST_LOCK_PREFIX + self.name + LOCK_SUFFIX)
+
+    @property
+    def build_lock(self) -> str:
+        """Held by the guest module from the image to the domain: two runs building one guest at once would each
+        write its domain XML (another UUID) and define it."""
+        return os.path.join(self.instances_path, LOCK_DIR, BUILD_LOCK_PREFIX + self.name + LOCK_SUFFIX)
 
     @property
     def cache(self) -> CacheLayout:

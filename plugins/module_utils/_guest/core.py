@@ -23,9 +23,13 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.xml_file
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._guest.spec import ITEM_SPEC
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.shared import list_form
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.cache import image_cache_core
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import validate_guest_name
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._fileutil import exclusive_lock
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._layout import (
+    DEFAULT_INSTANCES_PATH, guest_layout, validate_guest_name,
+)
 
 PARTS = ("image", "disks", "xml", "domain")
+BUILD_LOCK_TIMEOUT = 1800
 _LABELS = {"image": "image", "disks": "disk", "xml": "domain XML", "domain": "domain"}
 
 
@@ -58,9 +62,19 @@ def _disk_xml(built: List[Dict[str, Any]], extra: Optional[List[Dict[str, Any]]]
 
 def ensure_guest(params: Dict[str, Any], check_mode: bool = False, diff: bool = False,
                  hypervisor: Any = None) -> Dict[str, Any]:
-    """Core of the ``guest`` module: one guest's image, disks, domain XML and domain, in that order."""
+    """Core of the ``guest`` module: one guest's image, disks, domain XML and domain, in that order, under the
+    guest's build lock (not in check mode, which writes nothing, not even a lock file)."""
     name = params.get("name")
     validate_guest_name(name)
+    if check_mode:
+        return _ensure_guest(params, check_mode, diff, hypervisor)
+    layout = guest_layout(params.get("instances_path") or DEFAULT_INSTANCES_PATH, name)
+    with exclusive_lock(layout.build_lock, BUILD_LOCK_TIMEOUT, "guest %s (another run is building it)" % name):
+        return _ensure_guest(params, check_mode, diff, hypervisor)
+
+
+def _ensure_guest(params: Dict[str, Any], check_mode: bool, diff: bool, hypervisor: Any) -> Dict[str, Any]:
+    name = params.get("name")
     for part in ("image", "xml"):
         if not isinstance(params.get(part), dict):
             raise VirtfleetError("guest %s: %s must be a dictionary of the %s options" % (
