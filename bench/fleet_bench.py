@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -42,6 +43,7 @@ from boot_bench import (  # noqa: E402  pylint: disable=wrong-import-position
 BENCH_ROOT = "/var/lib/virtfleet-bench"
 FLAVOR = "b.fleet"
 FORKS = 5
+WIDE = "b.wide"
 
 
 def write_inventory(path, guests, hypervisor_vars):
@@ -105,7 +107,9 @@ def role_runs(prefix, run_dir, playbook, stat_book, column, n, batch, args, out)
     names = ["%s%02d" % (tag, i) for i in range(n)]
     inventory = write_inventory(os.path.join(run_dir, tag + "inventory.json"), names, dict(column["vars"], **{
         "virtfleet_instances_path": instances, "boot_batch": batch,
-        "virtfleet_flavors": {FLAVOR: {"vcpus": 1, "memory": args.memory, "disk": args.disk}}}))
+        # max_vcpus leaves room for --resize to grow every guest live
+        "virtfleet_flavors": {FLAVOR: {"vcpus": 1, "max_vcpus": 2, "memory": args.memory, "disk": args.disk},
+                              WIDE: {"vcpus": 2, "max_vcpus": 2, "memory": args.memory, "disk": args.disk}}}))
     firsts = []
     for round_ in range(args.boot_rounds):
         os.makedirs(instances, exist_ok=True)
@@ -128,7 +132,34 @@ def role_runs(prefix, run_dir, playbook, stat_book, column, n, batch, args, out)
     out.update(first_boot_s=firsts, first_boot_median_s=statistics.median(firsts), rerun_s=reruns,
                rerun_median_s=statistics.median(reruns), rerun_changed=changed, stat_s=stats,
                stat_median_s=statistics.median(stats))
+    if args.resize and batch:
+        resize_run(run_dir, playbook, names, inventory, out)
     cleanup(tag, instances)
+
+
+def resize_run(run_dir, playbook, names, inventory, out):
+    """Issue 11's role figure: playbooks/resize.yml grows every guest live (one more vCPU) vs as many stat tasks."""
+    with open(inventory) as handle:
+        data = json.load(handle)
+    for name in names:
+        data["all"]["children"]["guests"]["hosts"][name]["virtfleet_flavor"] = WIDE
+    wide = inventory.replace(".json", "-wide.json")
+    with open(wide, "w") as handle:
+        json.dump(data, handle)
+    resize_book = os.path.join(os.path.dirname(playbook), "resize.yml")
+    elapsed, run = timed_playbook(resize_book, wide, "resize", run_dir)
+    out["resize"] = {"guests": len(names), "seconds": round(elapsed, 2), "changed": run.changed(),
+                     "live": len(re.findall(r"resized live \(", run.stdout)),
+                     "profile": profile(run.stdout, elapsed)}
+    stat_book = os.path.join(run_dir, "stat-per-guest.yml")
+    with open(stat_book, "w") as handle:
+        handle.write("---\n- name: One stat task per guest\n  hosts: guests\n  gather_facts: false\n  tasks:\n"
+                     "    - name: Stat\n      ansible.builtin.stat:\n        path: /var/lib\n"
+                     "      delegate_to: hv\n")
+    stats = [round(timed_playbook(stat_book, wide, "stat per guest", run_dir)[0], 2) for _round in range(3)]
+    out["resize"].update(stat_per_guest_s=stats, ratio=round(elapsed / statistics.median(stats), 2))
+    elapsed, run = timed_playbook(resize_book, wide, "resize again", run_dir)
+    out["resize"].update(rerun_s=round(elapsed, 2), rerun_changed=run.changed())
 
 
 def main() -> int:
@@ -140,6 +171,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each re-run and of the stat baseline")
     parser.add_argument("--boot-rounds", type=int, default=1, help="first boots per case (median)")
     parser.add_argument("--no-per-guest", action="store_true", help="leave out the per-guest path")
+    parser.add_argument("--resize", action="store_true", help="also time playbooks/resize.yml growing the batch's "
+                        "guests live, against one stat task per guest")
     parser.add_argument("--image-dir", default=os.path.join(os.environ.get("VIRTFLEET_TEST_ROOT",
                                                                            "/var/lib/virtfleet-test"), "guest-image"))
     parser.add_argument("--output", default=os.path.join(BENCH_ROOT, "results", "fleet_bench-%s.json"
@@ -232,6 +265,12 @@ def report(results):
         print("  ".join("%-16s" % v if i == 0 else "%10s" % v for i, v in enumerate(row)))
         print("  %s re-run changed=%s, running after boot %s (shell %s)" % (
             " " * 14, batch["rerun_changed"], batch.get("running_after_boot"), case["shell_running"]))
+        if batch.get("resize"):
+            r = batch["resize"]
+            print("  %s resize.yml, %d guests live %d: %.1f s vs %d stat tasks %.1f s (%.2fx); changed %d; again "
+                  "%.1f s changed %d" % (" " * 14, r["guests"], r["live"], r["seconds"], r["guests"],
+                                         statistics.median(r["stat_per_guest_s"]), r["ratio"], r["changed"],
+                                         r["rerun_s"], r["rerun_changed"]))
     print("targets: batch first boot <= 1.0x shell; batch re-run <= 2x one stat task")
     cleaned = results["cleanup"]
     print("cleanup: domains left %s, run dir left %s" % (cleaned["domains_left"], cleaned["run_dir_left"]))

@@ -14,6 +14,7 @@ so a re-run reads state and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import WARNINGS_KEY, VirtfleetError
@@ -66,15 +67,21 @@ def ensure_guest(params: Dict[str, Any], check_mode: bool = False, diff: bool = 
     guest's build lock (not in check mode, which writes nothing, not even a lock file)."""
     name = params.get("name")
     validate_guest_name(name)
+    _check_parts(params, name)
     if check_mode:
         return _ensure_guest(params, check_mode, diff, hypervisor)
     layout = guest_layout(params.get("instances_path") or DEFAULT_INSTANCES_PATH, name)
-    with exclusive_lock(layout.build_lock, BUILD_LOCK_TIMEOUT, "guest %s (another run is building it)" % name):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(layout.build_lock, BUILD_LOCK_TIMEOUT,
+                                               "guest %s (another run is building it)" % name))
+        except OSError as exc:
+            raise VirtfleetError("cannot take the build lock of guest %s (%s): %s; instances_path must be a "
+                                 "directory this user can write" % (name, layout.build_lock, exc.strerror or exc))
         return _ensure_guest(params, check_mode, diff, hypervisor)
 
 
-def _ensure_guest(params: Dict[str, Any], check_mode: bool, diff: bool, hypervisor: Any) -> Dict[str, Any]:
-    name = params.get("name")
+def _check_parts(params: Dict[str, Any], name: str) -> None:
     for part in ("image", "xml"):
         if not isinstance(params.get(part), dict):
             raise VirtfleetError("guest %s: %s must be a dictionary of the %s options" % (
@@ -82,6 +89,11 @@ def _ensure_guest(params: Dict[str, Any], check_mode: bool, diff: bool, hypervis
     disks = params.get("disks")
     if not isinstance(disks, list) or not disks or not all(isinstance(d, dict) for d in disks):
         raise VirtfleetError("guest %s: disks must list at least its root disk (guest_disk options)" % name)
+
+
+def _ensure_guest(params: Dict[str, Any], check_mode: bool, diff: bool, hypervisor: Any) -> Dict[str, Any]:
+    name = params.get("name")
+    disks = params["disks"]
     shared = _shared(params)
     done: Dict[str, Any] = {}
     warnings: List[str] = []
