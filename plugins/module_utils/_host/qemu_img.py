@@ -43,7 +43,7 @@ INSPECT_TIMEOUT = 120
 WRITE_TIMEOUT = 3600
 STDERR_LINES = 5
 _LOCK_RE = re.compile(r'Failed to get "?\w*"? ?lock|Is another process using the image', re.IGNORECASE)
-_OPTION_KEY_RE = re.compile(r"^[a-z][a-z0-9_.-]*$")
+_OPTION_KEY_RE = re.compile(r"[a-z][a-z0-9_.-]*")
 
 
 class QemuImgError(VirtfleetError):
@@ -90,7 +90,7 @@ def _options_arg(options: Optional[Mapping[str, Any]]) -> List[str]:
         return []
     parts = []
     for key, value in sorted(options.items()):
-        if not _OPTION_KEY_RE.match(str(key)):
+        if not _OPTION_KEY_RE.fullmatch(str(key)):
             raise ValueError("invalid qemu-img option name %r" % (key,))
         if isinstance(value, bool):
             value = "on" if value else "off"
