@@ -141,7 +141,7 @@ def test_create_options_are_escaped(fake):
     assert args[args.index("-o") + 1] == "compat=1.1,,backing_file=/etc/passwd"
     with pytest.raises(ValueError, match="option name"):
         qemu_img.create("disk", "qcow2", 1024, options={"a=b,backing_file": "x"})
-    with pytest.raises(ValueError, match="option name 'compat\\n'"):  # "$" would have matched before the newline
+    with pytest.raises(ValueError, match=r"option name 'compat\\n'"):  # "$" would have matched before the newline
         qemu_img.create("disk", "qcow2", 1024, options={"compat\n": "1.1"})
 
 
