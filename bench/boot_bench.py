@@ -96,11 +96,11 @@ def snapshot_collection(run_dir):
     return root, os.path.join(dest, "playbooks", "boot.yml")
 
 
-def write_inventory(path, guests, hypervisor_vars):
+def write_inventory(path, guests, hypervisor_vars, flavor=FLAVOR):
     inventory = {"all": {"children": {
         "hypervisors": {"hosts": {"hv": {"ansible_connection": "local",
                                          "ansible_python_interpreter": PYTHON}}},
-        "guests": {"hosts": {name: {"virtfleet_flavor": FLAVOR} for name in guests}, "vars": hypervisor_vars},
+        "guests": {"hosts": {name: {"virtfleet_flavor": flavor} for name in guests}, "vars": hypervisor_vars},
     }}}
     with open(path, "w") as handle:
         json.dump(inventory, handle, indent=1)

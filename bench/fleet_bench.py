@@ -37,24 +37,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from boot_bench import (  # noqa: E402  pylint: disable=wrong-import-position
     TIMER_CALLBACK, URI, _interrupt, build_image, cleanup, image_server, profile, run_module, running_count, sh,
-    snapshot_collection, timed_playbook,
+    snapshot_collection, timed_playbook, write_inventory as write_boot_inventory,
 )
 
 BENCH_ROOT = "/var/lib/virtfleet-bench"
 FLAVOR = "b.fleet"
 FORKS = 5
 WIDE = "b.wide"
-
-
-def write_inventory(path, guests, hypervisor_vars):
-    inventory = {"all": {"children": {
-        "hypervisors": {"hosts": {"hv": {"ansible_connection": "local",
-                                         "ansible_python_interpreter": sys.executable}}},
-        "guests": {"hosts": {name: {"virtfleet_flavor": FLAVOR} for name in guests}, "vars": hypervisor_vars},
-    }}}
-    with open(path, "w") as handle:
-        json.dump(inventory, handle, indent=1)
-    return path
 
 
 def write_stat_playbook(path):
@@ -105,11 +94,12 @@ def role_runs(prefix, run_dir, playbook, stat_book, column, n, batch, args, out)
     tag = "%s%s-%s-%d-" % (prefix, "b" if batch else "p", column["name"][:2], n)
     instances = os.path.join(run_dir, tag.rstrip("-"))
     names = ["%s%02d" % (tag, i) for i in range(n)]
-    inventory = write_inventory(os.path.join(run_dir, tag + "inventory.json"), names, dict(column["vars"], **{
+    inventory = write_boot_inventory(os.path.join(run_dir, tag + "inventory.json"), names, dict(column["vars"], **{
         "virtfleet_instances_path": instances, "boot_batch": batch,
         # max_vcpus leaves room for --resize to grow every guest live
         "virtfleet_flavors": {FLAVOR: {"vcpus": 1, "max_vcpus": 2, "memory": args.memory, "disk": args.disk},
-                              WIDE: {"vcpus": 2, "max_vcpus": 2, "memory": args.memory, "disk": args.disk}}}))
+                              WIDE: {"vcpus": 2, "max_vcpus": 2, "memory": args.memory, "disk": args.disk}}}),
+        flavor=FLAVOR)
     firsts = []
     for round_ in range(args.boot_rounds):
         os.makedirs(instances, exist_ok=True)
