@@ -106,13 +106,12 @@ failed_part:
 
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._common import run_core
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._guest.core import ensure_guests
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._guest.spec import MODULE_SPEC
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._guest.spec import MODULE_SPEC, hide_image_url_passwords
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._host.libvirt_conn import require_libvirt_and_lxml
-from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import hide_url_passwords
 
 
 def main():
-    run_core(MODULE_SPEC, ensure_guests, requires=[require_libvirt_and_lxml], prepare=hide_url_passwords)
+    run_core(MODULE_SPEC, ensure_guests, requires=[require_libvirt_and_lxml], prepare=hide_image_url_passwords)
 
 
 if __name__ == "__main__":

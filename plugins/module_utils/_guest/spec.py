@@ -20,6 +20,7 @@ from ansible_collections.virtfleet.libvirt.plugins.module_utils._domain.spec imp
     DOMAIN_ITEM_SPEC, DOMAIN_XML_ITEM_SPEC,
 )
 from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import ITEM_SPEC as IMAGE_ITEM_SPEC
+from ansible_collections.virtfleet.libvirt.plugins.module_utils._image.spec import hide_url_passwords
 
 # What the guest sets in each part, so that its items cannot: the part's options minus these.
 FILLED_IN: Dict[str, Iterable[str]] = {
@@ -64,3 +65,8 @@ ITEM_SPEC = ArgumentSpec({
 # The module: one guest (the options above at the top level), or many in ``items`` (see _batch). image, disks
 # and xml are required; the core says so (a list element may take them from the top level).
 MODULE_SPEC = list_form_spec(CONNECTION.merge(INSTANCES), ITEM_SPEC, "name")
+
+
+def hide_image_url_passwords(module) -> None:
+    """run_core's ``prepare``: a password in an image part's url or checksum URL never comes back in the output."""
+    hide_url_passwords(module, part="image")

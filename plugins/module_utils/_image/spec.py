@@ -298,13 +298,13 @@ def _one_of(choices) -> str:
     return ", ".join(choices[:-1]) + " or " + choices[-1]
 
 
-def hide_url_passwords(module) -> None:
+def hide_url_passwords(module, part: Optional[str] = None) -> None:
     """run_core's ``prepare``: a password written into url (or into a SUMS url in checksum) must not come
     back in the task's output, so it joins the module's no_log values."""
     candidates = []
     for params in [module.params] + list(module.params.get("items") or []):
-        if isinstance(params.get("image"), dict):  # the guest module's image part
-            params = params["image"]
+        if part is not None:  # a module whose image options are one of its parts (the guest module's image)
+            params = params.get(part) or {}
         candidates.append(params.get("url") or "")
         checksum = params.get("checksum") or ""
         if ":" in checksum:
