@@ -160,6 +160,8 @@ def main() -> int:
     parser.add_argument("--disk", default="64M")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each re-run and of the stat baseline")
     parser.add_argument("--boot-rounds", type=int, default=1, help="first boots per case (median)")
+    parser.add_argument("--batch-concurrency", type=int, default=None,
+                        help="the roles' batch_concurrency (virtfleet_batch_concurrency); default: the roles' own")
     parser.add_argument("--no-per-guest", action="store_true", help="leave out the per-guest path")
     parser.add_argument("--resize", action="store_true", help="also time playbooks/resize.yml growing the batch's "
                         "guests live, against one stat task per guest")
@@ -178,7 +180,7 @@ def main() -> int:
     run_dir = os.path.join(BENCH_ROOT, "run-" + token)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    results = {"sizes": sizes, "memory": args.memory, "disk": args.disk, "forks": FORKS, "cpus": os.cpu_count(),
+    results = {"sizes": sizes, "batch_concurrency": args.batch_concurrency, "memory": args.memory, "disk": args.disk, "forks": FORKS, "cpus": os.cpu_count(),
                "rounds": args.rounds, "boot_rounds": args.boot_rounds, "cases": []}
     try:
         os.makedirs(os.path.join(run_dir, "www"))
@@ -208,6 +210,8 @@ def main() -> int:
                     "virtfleet_image_checksum": "sha256:" + digest, "virtfleet_image_format": "raw",
                     "virtfleet_virt_type": "qemu", "virtfleet_fw_cfg": {"opt/org.virtfleet/mode": mode} if mode
                     else {}}}
+                if args.batch_concurrency:
+                    column["vars"]["virtfleet_batch_concurrency"] = args.batch_concurrency
                 for n in sizes:
                     case = {"column": name, "guests": n}
                     results["cases"].append(case)

@@ -25,14 +25,11 @@ class ActionModule(ActionBase):
         if not isinstance(planned, dict):
             result.update(failed=True, msg="no %s plan for %s: run the role's plan step first" % (role, guest))
             return result
-        prefix = role
-        label = planned["batch_of"].get(guest)
-        leader = planned["batches"][label]["leader"] if label else None
-        leader_vars = task_vars["hostvars"][leader] if leader else {}
-        results = {step: leader_vars.get("%s_%s_result" % (prefix, step)) for step in _fleet.STEPS[planned["role"]]}
-        outcome = _fleet.guest_outcome(planned, guest, results)
+        outcome = _fleet.guest_outcome(planned, guest, _fleet.leader_results(planned, guest, task_vars["hostvars"]))
+        if outcome.get("unreachable"):  # its hypervisor: the guest cannot be reached either
+            outcome.pop("failed")
         result.update(outcome)
-        if not outcome.get("failed"):
+        if not outcome.get("failed") and not outcome.get("unreachable"):
             # the guest's domain result, for later tasks (boot_domain.interfaces); virtfleet_boot_domain is the name
             # the per-guest role of 0.1.0 registered it under
             facts = {"%s_domain" % role: outcome.get("domain")}

@@ -18,17 +18,11 @@ def fleet_batch(plan, leader):
     return plan["batches"][plan["leaders"][leader]]
 
 
-def fleet_summary(plan, leader, *results):
-    """One line per guest of ``leader``'s batch: name, state, what changed, console log, addresses."""
-    batch = plan["batches"][plan["leaders"][leader]]
-    by_step = dict(zip(_fleet.STEPS[plan["role"]], results))
-    lines = []
-    for guest in batch["guests"]:
-        outcome = _fleet.guest_outcome(plan, guest, by_step)
-        lines.append(outcome["summary"] if not outcome["failed"] else "%s: FAILED: %s" % (guest, outcome["msg"]))
-    return lines
+def fleet_report(plan, hostvars):
+    """Every planned guest's summary line, domain result and report group, from its leader's step results."""
+    return _fleet.report(plan, hostvars)
 
 
 class FilterModule:
     def filters(self):
-        return {"fleet_items": fleet_items, "fleet_batch": fleet_batch, "fleet_summary": fleet_summary}
+        return {"fleet_items": fleet_items, "fleet_batch": fleet_batch, "fleet_report": fleet_report}

@@ -84,6 +84,9 @@ def read_bytes(path: str) -> Optional[bytes]:
         return None
 
 
+LOCK_POLL_MAX = 0.05
+
+
 @contextlib.contextmanager
 def file_lock(lock_path: str, timeout: float, what: str, advice: str = "", shared: bool = False) -> Iterator[None]:
     """flock on ``lock_path`` (shared: many readers, exclusive: one writer), waiting up to ``timeout`` seconds."""
@@ -91,7 +94,7 @@ def file_lock(lock_path: str, timeout: float, what: str, advice: str = "", share
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         deadline = time.monotonic() + timeout
-        delay = 0.02
+        delay = 0.01
         while True:
             try:
                 fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -101,7 +104,9 @@ def file_lock(lock_path: str, timeout: float, what: str, advice: str = "", share
                     raise VirtfleetError("timed out after %d s waiting for the lock %s held by another run working "
                                          "on %s%s" % (timeout, lock_path, what, "; " + advice if advice else ""))
                 time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                # short polls: a batch's threads wait on each other's locks (one fetch of an image for many
+                # guests), and a waiter that oversleeps the release delays its guest by that much
+                delay = min(delay * 2, LOCK_POLL_MAX)
         yield
     finally:
         os.close(fd)

@@ -12,9 +12,10 @@ per guest and module (Ansible's fixed cost per host-task makes that slow at flee
    and instances path). The first guest of each batch is its leader.
 2. ``batch`` (the leaders): each step is one module call with the list of the batch's items, delegated to
    the hypervisor; the items of a step are built from the results of the step before (``fleet_items``).
-3. ``result`` (every guest, ``fleet_result``): the guest's own results are collected from its leader's, so
-   that it fails alone (bad input, a failed item, an unreachable hypervisor) and its results are registered
-   for later plays.
+3. ``result``: one ``add_host`` loop (the summary, a line per guest) hands every guest its results as host
+   variables and puts the guests that changed or failed into ``virtfleet_<role>_report``; only those run
+   ``fleet_result`` as hosts of their own, so that each fails alone (bad input, a failed item, an unreachable
+   hypervisor) and the recap counts its change, while an unchanged fleet costs no task per guest.
 
 A role variable ``<role>_<name>`` (``boot_state``) is taken from the guest's ``<role>_<name>``, else from the
 collection-wide ``virtfleet_<name>`` (shared by the boot, resize and destroy roles), else the role's default.
@@ -28,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 COLLECTION_PREFIX = "virtfleet_"
 PLAN_FACT = "virtfleet_%s_plan"         # per role, so that one playbook may boot and then destroy
 LEADERS_GROUP = "virtfleet_%s_leaders"
+REPORT_GROUP = "virtfleet_%s_report"     # the guests that changed or failed: reported as hosts of their own
 # Inventory-wide variables every role reads as they are (never defaulted by a role).
 HYPERVISOR_VAR = "virtfleet_hypervisor"
 
@@ -462,9 +464,46 @@ def _guest_parts(result: Any, planned: Dict[str, Any]) -> Tuple[Dict[str, Any], 
             "domain": {"results": [dict(one.get("domain") or {}, item=name)]}}, None
 
 
+def leader_results(plan_data: Dict[str, Any], guest: str, hostvars: Any) -> Dict[str, Optional[Dict[str, Any]]]:
+    """The registered results of each step of the batch ``guest`` belongs to, read from its leader's variables
+    (``<role>_<step>_result``, the names the roles register them under)."""
+    label = plan_data["batch_of"].get(guest)
+    if label is None:
+        return {}
+    leader_vars = hostvars[plan_data["batches"][label]["leader"]]
+    role = plan_data["role"]
+    return {step: leader_vars.get("%s_%s_result" % (role, step)) for step in STEPS[role]}
+
+
 def guest_outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Optional[Dict[str, Any]]]
                   ) -> Dict[str, Any]:
-    """One guest's outcome from its batch's step results: changed, failed and why, and its own results."""
+    """One guest's outcome from its batch's step results: changed, failed and why, and its own results; a guest
+    whose hypervisor could not be reached is ``unreachable`` too."""
+    out = _outcome(plan_data, guest, results)
+    if out.get("failed") and any(isinstance(r, dict) and r.get("unreachable") for r in results.values()):
+        out["unreachable"] = True
+    return out
+
+
+def report(plan_data: Dict[str, Any], hostvars: Any) -> List[Dict[str, Any]]:
+    """Every planned guest's summary line and domain result, and the groups it joins: the report group when it
+    changed or failed (the roles' summary step hands these to the guests with one ``add_host`` loop)."""
+    lines = []
+    group = REPORT_GROUP % plan_data["role"]
+    for label, batch in plan_data["batches"].items():
+        results = leader_results(plan_data, batch["leader"], hostvars)
+        for guest in batch["guests"]:
+            outcome = guest_outcome(plan_data, guest, results)
+            failed = bool(outcome.get("failed"))
+            lines.append({
+                "guest": guest, "hypervisor": batch["hypervisor"], "batch": label, "failed": failed,
+                "changed": bool(outcome.get("changed")), "domain": None if failed else outcome.get("domain"),
+                "groups": [group] if failed or outcome.get("changed") else [],
+                "summary": "%s: FAILED: %s" % (guest, outcome["msg"]) if failed else outcome["summary"]})
+    return lines
+
+
+def _outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Optional[Dict[str, Any]]]) -> Dict[str, Any]:
     if guest in plan_data["errors"]:
         return {"failed": True, "changed": False, "msg": plan_data["errors"][guest]}
     label = plan_data["batch_of"].get(guest)

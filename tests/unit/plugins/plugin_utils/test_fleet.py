@@ -199,6 +199,41 @@ def test_checks_run_only_for_unconfirmed_resizes_and_a_failed_check_reverts_its_
                  "summary": "d: running, unchanged"}
 
 
+def test_the_report_gives_every_guest_its_line_and_names_only_those_that_changed_or_failed():
+    plan = _plan()
+    unchanged = {"item": "a", "changed": False, "image": {"changed": False}, "disks": [{"kind": "root"}],
+                 "xml": {"changed": False, "console_log": "/vf/a/console.log"},
+                 "domain": {"changed": False, "state": "running"}}
+    grown = dict(unchanged, item="b", disks=[{"kind": "root", "changed": True, "actions": ["grow"]}],
+                 xml={"changed": False})
+    hostvars = {"a": {"boot_guest_result": {"results": [unchanged, grown]}},
+                "c": {"boot_guest_result": {"unreachable": True, "msg": "ssh: no route to host"}},
+                "d": {}}  # its leader never registered a result
+    lines = {line["guest"]: line for line in _fleet.report(plan, hostvars)}
+    assert sorted(lines) == ["a", "b", "c", "d"]  # "bad" was never planned: the plan step reports it
+    assert lines["a"] == {"guest": "a", "hypervisor": "hv1", "batch": plan["batch_of"]["a"], "failed": False,
+                          "changed": False, "domain": {"changed": False, "state": "running", "item": "a"}, "groups": [],
+                          "summary": "a: running, unchanged, console /vf/a/console.log"}
+    assert lines["b"]["changed"] and lines["b"]["groups"] == ["virtfleet_boot_report"]
+    assert lines["b"]["summary"] == "b: running, root grow"
+    assert lines["c"]["failed"] and lines["c"]["domain"] is None and lines["c"]["groups"] == ["virtfleet_boot_report"]
+    assert lines["c"]["summary"] == ("c: FAILED: the image step did not run on hypervisor hv2 for guest c: "
+                                     "ssh: no route to host")
+    assert lines["d"]["failed"] and "did not run on hypervisor hv1 for guest d (the hypervisor is unreachable" \
+        in lines["d"]["summary"]
+
+
+def test_a_guest_whose_hypervisor_is_unreachable_is_unreachable_itself():
+    plan = _plan()
+    c = _fleet.guest_outcome(plan, "c", {"guest": {"unreachable": True, "msg": "ssh: no route"}})
+    assert c["failed"] and c["unreachable"]
+    d = _fleet.guest_outcome(plan, "d", {"guest": {"failed": True, "msg": "boom"}})
+    assert d["failed"] and "unreachable" not in d
+    assert _fleet.leader_results(plan, "b", {"a": {"boot_guest_result": {"results": []}}}) == {
+        "guest": {"results": []}}
+    assert _fleet.leader_results(plan, "bad", {}) == {}
+
+
 def test_an_unreachable_hypervisor_fails_each_resize_guest_with_where_to_look():
     batch = _resize_batch()
     plan = {"role": "resize", "errors": {}, "batch_of": {"b": "x"}, "batches": {"x": batch}}
