@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
@@ -43,6 +45,7 @@ class ActionModule(ActionBase):
                 raise _fleet.PlanError("cannot template the variables of guest %s: %s" % (guest, exc))
 
         planned = _fleet.plan(role, list(guests), guest_vars, per_guest=bool(args.get("per_guest")))
+        planned["run"] = uuid.uuid4().hex  # tells this run's outcomes (fleet_report) from an earlier run's
         result.update(changed=False, ansible_facts={_fleet.PLAN_FACT % role: planned},
                       leaders=sorted(planned["leaders"]), errors=planned["errors"])
         return result

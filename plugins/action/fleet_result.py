@@ -25,7 +25,7 @@ class ActionModule(ActionBase):
         if not isinstance(planned, dict):
             result.update(failed=True, msg="no %s plan for %s: run the role's plan step first" % (role, guest))
             return result
-        outcome = _fleet.guest_outcome(planned, guest, _fleet.leader_results(planned, guest, task_vars["hostvars"]))
+        outcome = _fleet.own_outcome(planned, guest, task_vars.get(_fleet.OUTCOME_VAR % role), task_vars["hostvars"])
         if outcome.get("unreachable"):  # its hypervisor: the guest cannot be reached either
             outcome.pop("failed")
         result.update(outcome)

@@ -18,11 +18,22 @@ def fleet_batch(plan, leader):
     return plan["batches"][plan["leaders"][leader]]
 
 
+def fleet_summary(plan, leader, *results):
+    """One line per guest of ``leader``'s batch: name, state, what changed, console log, addresses."""
+    return _fleet.summary(plan, leader, results)
+
+
 def fleet_report(plan, hostvars):
-    """Every planned guest's summary line, domain result and report group, from its leader's step results."""
-    return _fleet.report(plan, hostvars)
+    """The guests that changed or failed, each with its outcome and report group, from its leader's results."""
+    return [line for line in _fleet.report(plan, hostvars) if line["groups"]]
+
+
+def fleet_results(plan, hostvars):
+    """guest -> its result of the run, for every guest of the plan."""
+    return _fleet.results_by_guest(plan, hostvars)
 
 
 class FilterModule:
     def filters(self):
-        return {"fleet_items": fleet_items, "fleet_batch": fleet_batch, "fleet_report": fleet_report}
+        return {"fleet_items": fleet_items, "fleet_batch": fleet_batch, "fleet_summary": fleet_summary,
+                "fleet_report": fleet_report, "fleet_results": fleet_results}

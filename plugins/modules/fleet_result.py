@@ -14,7 +14,7 @@ version_added: 0.1.0
 description:
   - Used by the C(boot), C(resize) and C(destroy) roles (their C(result) step); runs on the controller only. The
     playbooks run it for the guests that changed or failed (the group C(virtfleet_<role>_report) that the
-    summary step fills); the per-guest form of a role runs it for every guest of the play.
+    batch step fills); the per-guest form of a role runs it for every guest of the play.
   - Collects the guest's own results from the step results its batch leader registered, so that the guest
     reports changed when something of it changed and fails alone when its input was bad or one of its items
     failed; a guest whose hypervisor could not be reached is reported unreachable.

@@ -12,10 +12,12 @@ per guest and module (Ansible's fixed cost per host-task makes that slow at flee
    and instances path). The first guest of each batch is its leader.
 2. ``batch`` (the leaders): each step is one module call with the list of the batch's items, delegated to
    the hypervisor; the items of a step are built from the results of the step before (``fleet_items``).
-3. ``result``: one ``add_host`` loop (the summary, a line per guest) hands every guest its results as host
-   variables and puts the guests that changed or failed into ``virtfleet_<role>_report``; only those run
-   ``fleet_result`` as hosts of their own, so that each fails alone (bad input, a failed item, an unreachable
-   hypervisor) and the recap counts its change, while an unchanged fleet costs no task per guest.
+3. ``result``: each leader prints one summary line per guest of its batch (``fleet_summary``); the guests that
+   changed or failed join ``virtfleet_<role>_report`` (one ``add_host`` loop over those only) and each runs
+   ``fleet_result`` as a host of its own, so that it fails alone (bad input, a failed item, an unreachable
+   hypervisor) and the recap counts its change; one task hands every guest the run's results per guest
+   (``virtfleet_<role>_results``, ``fleet_results``). An unchanged fleet thus costs no task and no loop item per
+   guest, only per hypervisor.
 
 A role variable ``<role>_<name>`` (``boot_state``) is taken from the guest's ``<role>_<name>``, else from the
 collection-wide ``virtfleet_<name>`` (shared by the boot, resize and destroy roles), else the role's default.
@@ -24,12 +26,14 @@ collection-wide ``virtfleet_<name>`` (shared by the boot, resize and destroy rol
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 COLLECTION_PREFIX = "virtfleet_"
 PLAN_FACT = "virtfleet_%s_plan"         # per role, so that one playbook may boot and then destroy
 LEADERS_GROUP = "virtfleet_%s_leaders"
+RESULTS_FACT = "virtfleet_%s_results"   # guest -> its result of the run, on every guest of the play
 REPORT_GROUP = "virtfleet_%s_report"     # the guests that changed or failed: reported as hosts of their own
+OUTCOME_VAR = "virtfleet_%s_outcome"     # a reported guest's outcome, handed to it by the batch step (fleet_report)
 # Inventory-wide variables every role reads as they are (never defaulted by a role).
 HYPERVISOR_VAR = "virtfleet_hypervisor"
 
@@ -475,6 +479,14 @@ def leader_results(plan_data: Dict[str, Any], guest: str, hostvars: Any) -> Dict
     return {step: leader_vars.get("%s_%s_result" % (role, step)) for step in STEPS[role]}
 
 
+def own_outcome(plan_data: Dict[str, Any], guest: str, handed: Any, hostvars: Any) -> Dict[str, Any]:
+    """The outcome the batch step handed to ``guest`` in this run (``handed``, its ``OUTCOME_VAR``), else
+    worked out from its leader's results (a summary that did not run, or an outcome of an earlier run)."""
+    if isinstance(handed, dict) and plan_data.get("run") is not None and handed.get("run") == plan_data["run"]:
+        return {key: value for key, value in handed.items() if key != "run"}
+    return guest_outcome(plan_data, guest, leader_results(plan_data, guest, hostvars))
+
+
 def guest_outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Optional[Dict[str, Any]]]
                   ) -> Dict[str, Any]:
     """One guest's outcome from its batch's step results: changed, failed and why, and its own results; a guest
@@ -486,8 +498,9 @@ def guest_outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Opti
 
 
 def report(plan_data: Dict[str, Any], hostvars: Any) -> List[Dict[str, Any]]:
-    """Every planned guest's summary line and domain result, and the groups it joins: the report group when it
-    changed or failed (the roles' summary step hands these to the guests with one ``add_host`` loop)."""
+    """Every planned guest's summary line, outcome and domain result, and the groups it joins: the report group
+    when it changed or failed (the roles hand those guests their outcome with one ``add_host`` loop, so that a
+    guest's report reads its own outcome rather than its leader's results for the whole batch)."""
     lines = []
     group = REPORT_GROUP % plan_data["role"]
     for label, batch in plan_data["batches"].items():
@@ -497,10 +510,34 @@ def report(plan_data: Dict[str, Any], hostvars: Any) -> List[Dict[str, Any]]:
             failed = bool(outcome.get("failed"))
             lines.append({
                 "guest": guest, "hypervisor": batch["hypervisor"], "batch": label, "failed": failed,
+                "outcome": dict(outcome, run=plan_data.get("run")),
                 "changed": bool(outcome.get("changed")), "domain": None if failed else outcome.get("domain"),
                 "groups": [group] if failed or outcome.get("changed") else [],
                 "summary": "%s: FAILED: %s" % (guest, outcome["msg"]) if failed else outcome["summary"]})
     return lines
+
+
+def summary(plan_data: Dict[str, Any], leader: str, results: Sequence[Optional[Dict[str, Any]]]) -> List[str]:
+    """One line per guest of ``leader``'s batch (its step results in order): name, state, what changed, console
+    log, addresses, or why it failed."""
+    batch = plan_data["batches"][plan_data["leaders"][leader]]
+    by_step = dict(zip(STEPS[plan_data["role"]], results))
+    lines = []
+    for guest in batch["guests"]:
+        outcome = guest_outcome(plan_data, guest, by_step)
+        lines.append("%s: FAILED: %s" % (guest, outcome["msg"]) if outcome.get("failed") else outcome["summary"])
+    return lines
+
+
+def results_by_guest(plan_data: Dict[str, Any], hostvars: Any) -> Dict[str, Dict[str, Any]]:
+    """guest -> its result of the run (hypervisor, changed, failed, summary, domain), for every planned guest and
+    every guest that could not be planned: what later plays read (``virtfleet_<role>_results``)."""
+    out = {line["guest"]: {key: line[key] for key in ("hypervisor", "changed", "failed", "summary", "domain")}
+           for line in report(plan_data, hostvars)}
+    for guest, why in plan_data["errors"].items():
+        out[guest] = {"hypervisor": None, "changed": False, "failed": True, "summary": "%s: FAILED: %s" % (guest, why),
+                      "domain": None}
+    return out
 
 
 def _outcome(plan_data: Dict[str, Any], guest: str, results: Dict[str, Optional[Dict[str, Any]]]) -> Dict[str, Any]:

@@ -96,10 +96,39 @@ def test_boot_two_flavors_then_rerun_is_a_noop(sandbox, guest_image, guest_image
         assert report.disks["vda"]["size"] == int(flavor["disk"][:-1]) * MIB
 
     before = snapshot_tree(sandbox.instances)
-    second = run_playbook(PLAYBOOK, inventory)
+    # the re-run, followed by a play of the user's own that reads every guest's result of the run
+    results_file = os.path.join(sandbox.root, "results.json")
+    wrapper = os.path.join(sandbox.root, "boot-then-read.yml")
+    with open(wrapper, "w") as handle:
+        handle.write(RESULTS_PLAYBOOK % (PLAYBOOK, results_file))
+    second = run_playbook(wrapper, inventory)
     assert second.rc == 0, second.stdout[-4000:]
     assert second.changed() == 0, second.stdout[-4000:]
     assert snapshot_tree(sandbox.instances) == before
+    for name in (small, large):  # a summary line each, though no task ran per guest
+        assert "%s: running, unchanged" % name in second.stdout, second.stdout[-4000:]
+    with open(results_file) as handle:
+        results = json.load(handle)
+    assert {name: (r["changed"], r["failed"], r["domain"]["state"]) for name, r in results.items()} == {
+        small: (False, False, "running"), large: (False, False, "running")}
+
+
+RESULTS_PLAYBOOK = """
+- ansible.builtin.import_playbook: %s
+
+- name: A later play reads the results of the run
+  hosts: guests
+  gather_facts: false
+  tasks:
+    - name: Record every guest's result
+      ansible.builtin.copy:
+        content: "{{ virtfleet_boot_results | to_json }}"
+        dest: "%s"
+        mode: "0644"
+      delegate_to: hv
+      run_once: true
+      changed_when: false  # the test's own file, not the guests
+"""
 
 
 def test_check_mode_on_a_new_guest_touches_nothing(sandbox, guest_image_url):

@@ -2,6 +2,7 @@ import re
 
 import pytest
 
+from ansible_collections.virtfleet.libvirt.plugins.filter import fleet as fleet_filters
 from ansible_collections.virtfleet.libvirt.plugins.plugin_utils import _fleet
 
 DEFAULTS = {"boot_state": "running", "boot_uri": "qemu:///system", "boot_instances_path": "/vf",
@@ -199,7 +200,7 @@ def test_checks_run_only_for_unconfirmed_resizes_and_a_failed_check_reverts_its_
                  "summary": "d: running, unchanged"}
 
 
-def test_the_report_gives_every_guest_its_line_and_names_only_those_that_changed_or_failed():
+def test_the_report_gives_every_guest_its_outcome_and_the_report_group_to_those_that_changed_or_failed():
     plan = _plan()
     unchanged = {"item": "a", "changed": False, "image": {"changed": False}, "disks": [{"kind": "root"}],
                  "xml": {"changed": False, "console_log": "/vf/a/console.log"},
@@ -209,7 +210,10 @@ def test_the_report_gives_every_guest_its_line_and_names_only_those_that_changed
     hostvars = {"a": {"boot_guest_result": {"results": [unchanged, grown]}},
                 "c": {"boot_guest_result": {"unreachable": True, "msg": "ssh: no route to host"}},
                 "d": {}}  # its leader never registered a result
+    plan["run"] = "r1"
     lines = {line["guest"]: line for line in _fleet.report(plan, hostvars)}
+    outcome = lines["a"].pop("outcome")
+    assert outcome == dict(_fleet.guest_outcome(plan, "a", {"guest": hostvars["a"]["boot_guest_result"]}), run="r1")
     assert sorted(lines) == ["a", "b", "c", "d"]  # "bad" was never planned: the plan step reports it
     assert lines["a"] == {"guest": "a", "hypervisor": "hv1", "batch": plan["batch_of"]["a"], "failed": False,
                           "changed": False, "domain": {"changed": False, "state": "running", "item": "a"}, "groups": [],
@@ -221,6 +225,22 @@ def test_the_report_gives_every_guest_its_line_and_names_only_those_that_changed
                                      "ssh: no route to host")
     assert lines["d"]["failed"] and "did not run on hypervisor hv1 for guest d (the hypervisor is unreachable" \
         in lines["d"]["summary"]
+    # the filter the roles loop over hands out only the guests to report
+    assert [line["guest"] for line in fleet_filters.fleet_report(plan, hostvars)] == ["b", "c", "d"]
+
+
+def test_each_leader_summarises_its_batch_and_every_guest_gets_the_results_of_all():
+    plan = _plan()
+    one = {"item": "a", "changed": False, "image": {}, "disks": [{"kind": "root"}], "xml": {},
+           "domain": {"changed": False, "state": "running"}}
+    results = {"results": [one, dict(one, item="b", failed=True, msg="domain: start failed")]}
+    assert _fleet.summary(plan, "a", [results]) == ["a: running, unchanged", "b: FAILED: domain: start failed"]
+    by_guest = _fleet.results_by_guest(plan, {"a": {"boot_guest_result": results}, "c": {}, "d": {}})
+    assert sorted(by_guest) == ["a", "b", "bad", "c", "d"]
+    assert by_guest["a"] == {"hypervisor": "hv1", "changed": False, "failed": False,
+                             "summary": "a: running, unchanged", "domain": dict(one["domain"], item="a")}
+    assert by_guest["b"]["failed"] and by_guest["b"]["domain"] is None
+    assert by_guest["bad"]["failed"] and by_guest["bad"]["summary"].startswith("bad: FAILED: Unknown flavor 'x'")
 
 
 def test_a_guest_whose_hypervisor_is_unreachable_is_unreachable_itself():
@@ -232,6 +252,16 @@ def test_a_guest_whose_hypervisor_is_unreachable_is_unreachable_itself():
     assert _fleet.leader_results(plan, "b", {"a": {"boot_guest_result": {"results": []}}}) == {
         "guest": {"results": []}}
     assert _fleet.leader_results(plan, "bad", {}) == {}
+
+
+def test_a_guest_reports_the_outcome_handed_to_it_in_this_run_and_works_it_out_otherwise():
+    plan = dict(_plan(), run="r2")
+    hostvars = {"a": {"boot_guest_result": {"results": [{"item": "b", "failed": True, "msg": "disk: full"}]}}}
+    handed = {"changed": True, "failed": False, "summary": "b: running, root grow", "run": "r2"}
+    assert _fleet.own_outcome(plan, "b", handed, hostvars) == {"changed": True, "failed": False,
+                                                               "summary": "b: running, root grow"}
+    for stale in (dict(handed, run="r1"), None, "text"):  # an earlier run's, or none: from the leader's results
+        assert _fleet.own_outcome(plan, "b", stale, hostvars)["msg"] == "disk: full"
 
 
 def test_an_unreachable_hypervisor_fails_each_resize_guest_with_where_to_look():
