@@ -16,7 +16,7 @@ per guest and module (Ansible's fixed cost per host-task makes that slow at flee
    changed or failed join ``virtfleet_<role>_report`` (one ``add_host`` loop over those only) and each runs
    ``fleet_result`` as a host of its own, so that it fails alone (bad input, a failed item, an unreachable
    hypervisor) and the recap counts its change; one task hands every guest the run's results per guest
-   (``virtfleet_<role>_results``, ``fleet_results``). An unchanged fleet thus costs no task and no loop item per
+   (``<role>_results_by_guest``, ``fleet_results``). An unchanged fleet thus costs no task and no loop item per
    guest, only per hypervisor.
 
 A role variable ``<role>_<name>`` (``boot_state``) is taken from the guest's ``<role>_<name>``, else from the
@@ -31,7 +31,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 COLLECTION_PREFIX = "virtfleet_"
 PLAN_FACT = "virtfleet_%s_plan"         # per role, so that one playbook may boot and then destroy
 LEADERS_GROUP = "virtfleet_%s_leaders"
-RESULTS_FACT = "virtfleet_%s_results"   # guest -> its result of the run, on every guest of the play
 REPORT_GROUP = "virtfleet_%s_report"     # the guests that changed or failed: reported as hosts of their own
 OUTCOME_VAR = "virtfleet_%s_outcome"     # a reported guest's outcome, handed to it by the batch step (fleet_report)
 # Inventory-wide variables every role reads as they are (never defaulted by a role).
@@ -531,7 +530,7 @@ def summary(plan_data: Dict[str, Any], leader: str, results: Sequence[Optional[D
 
 def results_by_guest(plan_data: Dict[str, Any], hostvars: Any) -> Dict[str, Dict[str, Any]]:
     """guest -> its result of the run (hypervisor, changed, failed, summary, domain), for every planned guest and
-    every guest that could not be planned: what later plays read (``virtfleet_<role>_results``)."""
+    every guest that could not be planned: what later plays read (``<role>_results_by_guest``)."""
     out = {line["guest"]: {key: line[key] for key in ("hypervisor", "changed", "failed", "summary", "domain")}
            for line in report(plan_data, hostvars)}
     for guest, why in plan_data["errors"].items():

@@ -122,7 +122,7 @@ RESULTS_PLAYBOOK = """
   tasks:
     - name: Record every guest's result
       ansible.builtin.copy:
-        content: "{{ virtfleet_boot_results | to_json }}"
+        content: "{{ boot_results_by_guest | to_json }}"
         dest: "%s"
         mode: "0644"
       delegate_to: hv
