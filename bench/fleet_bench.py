@@ -3,8 +3,8 @@
 For N guests (default 5, 20 and 50) of 1 vCPU and 128 MiB, in two columns: a blank, non-booting root disk (the
 guest sits in the firmware: the tool's own cost shows) and the booting test guest (fw_cfg mode ``stay``):
 
-1. first boot, batch: ``playbooks/boot.yml`` (one image_cache, guest_disk, domain_xml and domain call for all N
-   guests) vs a bash loop doing ``qemu-img create`` + ``virsh define`` + ``virsh start`` per guest, five guests
+1. first boot, batch: ``playbooks/boot.yml`` (one ``guest`` module call for all N guests: image, disks, domain
+   XML, domain) vs a bash loop doing ``qemu-img create`` + ``virsh define`` + ``virsh start`` per guest, five guests
    at a time (``xargs -P 5``; its domain XML files are written beforehand, untimed). Target <= 1.0x.
 2. idempotent re-run, batch: the same playbook again vs a playbook of one ``ansible.builtin.stat`` task on one
    host (the whole ``ansible-playbook`` process). Target <= 2x.
@@ -14,8 +14,12 @@ Forks 5 everywhere; re-runs and the stat baseline are medians of ``--rounds``; f
 (``--boot-rounds`` to repeat: every repetition removes and rebuilds the guests). Every domain and file the
 run makes is removed at the end, even on failure.
 
+4. with ``--resize`` (batch only): ``playbooks/resize.yml`` growing every guest live by one vCPU vs one stat task
+   per guest, and its re-run.
+
 Usage (root, libvirtd on qemu:///system):
-  .venv/bin/python bench/fleet_bench.py [--sizes 5,20,50] [--columns blank,boot] [--rounds 3] [--output FILE]
+  .venv/bin/python bench/fleet_bench.py [--sizes 5,20,50] [--columns blank,boot] [--rounds 3] [--no-per-guest]
+      [--resize] [--batch-concurrency N] [--output FILE]
 """
 
 from __future__ import annotations
