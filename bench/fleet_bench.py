@@ -184,8 +184,9 @@ def main() -> int:
     run_dir = os.path.join(BENCH_ROOT, "run-" + token)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    results = {"sizes": sizes, "batch_concurrency": args.batch_concurrency, "memory": args.memory, "disk": args.disk, "forks": FORKS, "cpus": os.cpu_count(),
-               "rounds": args.rounds, "boot_rounds": args.boot_rounds, "cases": []}
+    results = {"sizes": sizes, "batch_concurrency": args.batch_concurrency, "memory": args.memory, "disk": args.disk,
+               "forks": FORKS, "cpus": os.cpu_count(), "rounds": args.rounds, "boot_rounds": args.boot_rounds,
+               "cases": []}
     try:
         os.makedirs(os.path.join(run_dir, "www"))
         os.chmod(run_dir, 0o755)
