@@ -512,8 +512,12 @@ def report(plan_data: Dict[str, Any], hostvars: Any) -> List[Dict[str, Any]]:
                 "outcome": dict(outcome, run=plan_data.get("run")),
                 "changed": bool(outcome.get("changed")), "domain": None if failed else outcome.get("domain"),
                 "groups": [group] if failed or outcome.get("changed") else [],
-                "summary": "%s: FAILED: %s" % (guest, outcome["msg"]) if failed else outcome["summary"]})
+                "summary": _summary_line(guest, outcome)})
     return lines
+
+
+def _summary_line(guest: str, outcome: Dict[str, Any]) -> str:
+    return "%s: FAILED: %s" % (guest, outcome["msg"]) if outcome.get("failed") else outcome["summary"]
 
 
 def summary(plan_data: Dict[str, Any], leader: str, results: Sequence[Optional[Dict[str, Any]]]) -> List[str]:
@@ -521,11 +525,7 @@ def summary(plan_data: Dict[str, Any], leader: str, results: Sequence[Optional[D
     log, addresses, or why it failed."""
     batch = plan_data["batches"][plan_data["leaders"][leader]]
     by_step = dict(zip(STEPS[plan_data["role"]], results))
-    lines = []
-    for guest in batch["guests"]:
-        outcome = guest_outcome(plan_data, guest, by_step)
-        lines.append("%s: FAILED: %s" % (guest, outcome["msg"]) if outcome.get("failed") else outcome["summary"])
-    return lines
+    return [_summary_line(guest, guest_outcome(plan_data, guest, by_step)) for guest in batch["guests"]]
 
 
 def results_by_guest(plan_data: Dict[str, Any], hostvars: Any) -> Dict[str, Dict[str, Any]]:
@@ -534,8 +534,8 @@ def results_by_guest(plan_data: Dict[str, Any], hostvars: Any) -> Dict[str, Dict
     out = {line["guest"]: {key: line[key] for key in ("hypervisor", "changed", "failed", "summary", "domain")}
            for line in report(plan_data, hostvars)}
     for guest, why in plan_data["errors"].items():
-        out[guest] = {"hypervisor": None, "changed": False, "failed": True, "summary": "%s: FAILED: %s" % (guest, why),
-                      "domain": None}
+        out[guest] = {"hypervisor": None, "changed": False, "failed": True, "domain": None,
+                      "summary": _summary_line(guest, {"failed": True, "msg": why})}
     return out
 
 
